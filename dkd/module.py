@@ -1,0 +1,117 @@
+"""Lightning systems: fine-tune one model (stage=teacher) or distil teachers into a student (stage=distill).
+
+The models are plain ``nn.Module``s handed in; the strategies are small callables chosen by config groups.
+The distillation step follows the paper's Figure 1: score → select → route → query teachers → losses → weight.
+"""
+from __future__ import annotations
+
+import torch
+from pytorch_lightning import LightningModule
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from dkd.metrics import TaskMetrics
+from dkd.models import freeze
+from dkd.objectives import task_loss
+
+
+class ClassifierSystem(LightningModule):
+    """Shared by both stages: evaluates ``self.model`` on the dev split(s) and optimises it with AdamW + warmup.
+
+    Args:
+        model: the trained classifier (teacher being fine-tuned, or the student).
+        role: which tokenization of the batch the model reads (``batch["inputs"][role]``).
+        metrics: GLUE metric names; dev_splits: dev split names (two for MNLI).
+    """
+
+    def __init__(self, model: nn.Module, role: str, metrics: list[str], dev_splits: list[str], num_labels: int,
+                 lr: float = 2e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1):
+        super().__init__()
+        self.model = model
+        self.role = role
+        self.metrics = TaskMetrics(metrics, dev_splits, num_labels)
+        self.save_hyperparameters(ignore=["model", "teachers", "sampler", "adoption", "objective", "weighting"])
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(**batch["inputs"][self.role]).logits
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.metrics.update(dataloader_idx, self(batch), batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.metrics.compute(), prog_bar=True)
+        self.metrics.reset()
+
+    def configure_optimizers(self):
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": self.hparams.weight_decay},
+            {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
+        total = self.trainer.estimated_stepping_batches
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class FineTuneSystem(ClassifierSystem):
+    """``stage=teacher``: ordinary fine-tuning, ``L = CE(z, y)`` (MSE for regression)."""
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = task_loss(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+
+class DistillSystem(ClassifierSystem):
+    """``stage=distill``: the student learns from frozen teachers through four pluggable strategies.
+
+    Args:
+        teachers: name → fine-tuned teacher; each reads ``batch["inputs"][name]``. Frozen, eval mode always,
+            left out of checkpoints.
+        sampler: student logits → rows to query the teachers on (``sampler=``).
+        adoption: student logits, rows, teacher names → :class:`dkd.adoption.Route` list (``adoption=``).
+        objective: per-instance KD loss between student and teacher outputs (``objective=``).
+        weighting: task loss and KD loss → one scalar (``weighting=``).
+    """
+
+    def __init__(self, model: nn.Module, teachers: dict[str, nn.Module], sampler, adoption, objective, weighting,
+                 **kwargs):
+        super().__init__(model, "student", **kwargs)
+        self.teachers = nn.ModuleDict({name: freeze(t) for name, t in teachers.items()})
+        self.sampler, self.adoption, self.objective, self.weighting = sampler, adoption, objective, weighting
+        adoption.check(list(teachers))
+        objective.check(kwargs["num_labels"])
+        self.strict_loading = False  # checkpoints hold no teacher weights
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teachers.eval()  # Lightning calls .train() on the whole system; teachers must keep dropout off
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("teachers.")]:
+            del state[key]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        scores = logits.detach()
+        selected = self.sampler(scores)
+        routes = self.adoption(scores, selected, list(self.teachers))
+        kd = logits.new_zeros(())
+        for route in routes:
+            if route.index.numel() == 0:
+                continue
+            inputs = {k: v[route.index] for k, v in batch["inputs"][route.teacher].items()}
+            with torch.no_grad():
+                teacher_logits = self.teachers[route.teacher](**inputs).logits
+            per_instance = self.objective(logits[route.index], teacher_logits)
+            kd = kd + (route.weight * per_instance).mean()
+            self.log(f"train/kd_{route.teacher}", per_instance.mean())
+        ce = task_loss(logits, batch["labels"])
+        loss = self.weighting(ce, kd)
+        self.log_dict({"train/loss": loss, "train/ce": ce, "train/kd": kd}, prog_bar=True)
+        self.log("train/selected", float(selected.numel()) / logits.size(0))
+        return loss

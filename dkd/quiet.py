@@ -1,0 +1,16 @@
+"""Silence library chatter that says nothing to a DKD user (kept in one place, each with its reason)."""
+import logging
+import warnings
+
+
+def quiet_libraries() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file "Loading weights" bars; our own log line names the model
+    # Teachers are frozen in eval mode on purpose (DistillSystem.train keeps them there).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )

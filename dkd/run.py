@@ -1,0 +1,204 @@
+"""The two stages as functions of the composed config: fine-tune teacher(s), distil a student."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+from dkd.callbacks import Throughput
+from dkd.data import TaskDataModule
+from dkd.loggers import finish_wandb
+from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
+from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
+from dkd.quiet import quiet_libraries
+from dkd.tasks import TaskSpec, custom_task, get_task
+
+log = logging.getLogger(__name__)
+
+
+def task_wrapper(fn):
+    """Logs a failure with its config's output dir and always closes the loggers (one W&B run per multirun job)."""
+
+    @functools.wraps(fn)
+    def wrapped(cfg: DictConfig):
+        try:
+            return fn(cfg)
+        except Exception:
+            log.exception("Run failed; its output dir is %s", cfg.paths.output_dir)
+            raise
+        finally:
+            finish_wandb()
+
+    return wrapped
+
+
+# ------------------------------------------------------------------------------------------------ building blocks
+def task_spec(cfg: DictConfig) -> TaskSpec:
+    if cfg.task.name == "custom":
+        t = cfg.task
+        return custom_task(t.text_columns, t.label_column, t.labels, t.metrics, t.train_file, t.dev_file)
+    return get_task(cfg.task.name)
+
+
+def datamodule(cfg: DictConfig, spec: TaskSpec, tokenizers: dict, batch_size: int) -> TaskDataModule:
+    custom = {"train": cfg.task.train_file, "dev": cfg.task.dev_file} if spec.name == "custom" else None
+    return TaskDataModule(
+        spec, tokenizers, data_dir=cfg.task.get("data_dir"), custom_files=custom, batch_size=batch_size,
+        max_seq_length=cfg.data.max_seq_length, eval_batch_size=cfg.data.eval_batch_size,
+        train_limit=cfg.task.train_limit, dev_limit=cfg.task.dev_limit, subset_seed=cfg.data.subset_seed,
+        cache_dir=cfg.data.cache_dir, num_workers=cfg.data.num_workers,
+    )
+
+
+def trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list, checkpoint: bool) -> pl.Trainer:
+    callbacks = [Throughput()]
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if checkpoint:
+        callbacks.append(ModelCheckpoint(
+            dirpath=out_dir / "checkpoints", monitor="dev/score", mode="max", save_last=True,
+            filename="epoch{epoch}-score{dev/score:.4f}", auto_insert_metric_name=False,
+        ))
+    return instantiate(cfg.trainer, max_epochs=max_epochs, logger=loggers or False, callbacks=callbacks,
+                       default_root_dir=str(out_dir))
+
+
+def make_loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+
+
+def throughput(t: pl.Trainer) -> float:
+    return next(c for c in t.callbacks if isinstance(c, Throughput)).examples_per_second
+
+
+def fit_and_evaluate(t: pl.Trainer, system: ClassifierSystem, dm: TaskDataModule, ckpt_path: str | None) -> dict:
+    """Fit, load the best dev checkpoint (if any), and return its dev metrics."""
+    t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
+    best = t.checkpoint_callback.best_model_path if t.checkpoint_callback else ""
+    if best:
+        log.info("Evaluating the best dev checkpoint %s", best)
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        system.load_state_dict(state, strict=False)
+    results = t.validate(system, datamodule=dm, verbose=False)
+    merged = {}
+    for r in results:
+        merged.update({k.split("/dataloader_idx")[0]: float(v) for k, v in r.items()})
+    return dict(sorted(merged.items()))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def teacher_dir(cfg: DictConfig, role: str) -> Path:
+    return Path(cfg.paths.teachers_dir) / cfg.task.name / short_name(cfg.backbone.teachers[role])
+
+
+# ----------------------------------------------------------------------------------------------------- stages
+def finetune_teacher(cfg: DictConfig, spec: TaskSpec, role: str, loggers: list | None = None) -> dict:
+    """Fine-tune the ``role`` teacher (base/large) on the task and store it with its dev metrics."""
+    name = cfg.backbone.teachers[role]
+    out = teacher_dir(cfg, role)
+    hp = cfg.finetune
+    log.info("Fine-tuning teacher %s on %s -> %s", name, spec.name, out)
+    start = time.time()
+    model = load_classifier(name, spec.num_labels, spec.labels)
+    tokenizer = load_tokenizer(name)
+    dm = datamodule(cfg, spec, {role: tokenizer}, hp.batch_size)
+    system = FineTuneSystem(model, role, list(spec.metrics), dm.dev_splits, spec.num_labels,
+                            lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio)
+    run_dir = Path(cfg.paths.output_dir) / f"teacher-{role}"
+    t = trainer(cfg, run_dir, hp.epochs, loggers if loggers is not None else make_loggers(cfg), checkpoint=True)
+    dev = fit_and_evaluate(t, system, dm, None)
+    if t.is_global_zero:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        write_json(out / "metrics.json", {
+            "model": name, "task": spec.name, "dev": dev, "seed": cfg.seed, "epochs": hp.epochs, "lr": hp.lr,
+            "train_examples": len(dm.datasets["train"]), "wall_time_s": round(time.time() - start, 1),
+            "train_examples_per_s": round(throughput(t), 1),
+        })
+    log.info("Teacher %s stored in %s: %s", short_name(name), out, dev)
+    return {"dir": str(out), "dev": dev}
+
+
+def ensure_teacher(cfg: DictConfig, spec: TaskSpec, role: str) -> dict:
+    out = teacher_dir(cfg, role)
+    if (out / "metrics.json").is_file():
+        return {"dir": str(out), "dev": json.loads((out / "metrics.json").read_text())["dev"]}
+    log.warning("No fine-tuned %s teacher for %s at %s: fine-tuning it first (stage=teacher).", role, spec.name, out)
+    return finetune_teacher(cfg, spec, role, loggers=[])
+
+
+def build_student(cfg: DictConfig, spec: TaskSpec):
+    s = cfg.backbone.student
+    model = load_classifier(s.name_or_path, spec.num_labels, spec.labels)
+    if s.layers is not None:
+        truncate(model, OmegaConf.to_object(s.layers) if OmegaConf.is_list(s.layers) else int(s.layers))
+    return model, load_tokenizer(s.name_or_path)
+
+
+def distill(cfg: DictConfig, spec: TaskSpec) -> dict:
+    """Static (and, through the strategy groups, dynamic) KD of the student from the selected teacher(s)."""
+    teachers_info = {role: ensure_teacher(cfg, spec, role) for role in cfg.teacher.names}
+    teachers = {role: load_classifier(info["dir"], spec.num_labels) for role, info in teachers_info.items()}
+    student, tokenizer = build_student(cfg, spec)
+    tokenizers = {"student": tokenizer, **{role: load_tokenizer(info["dir"]) for role, info in teachers_info.items()}}
+    log.info("Student %s: %d layers, %.1fM parameters; teachers %s", short_name(cfg.backbone.student.name_or_path),
+             student.config.num_hidden_layers, count_parameters(student) / 1e6,
+             {r: f"{count_parameters(m) / 1e6:.1f}M" for r, m in teachers.items()})
+    hp = cfg.distill
+    dm = datamodule(cfg, spec, tokenizers, hp.batch_size)
+    system = DistillSystem(
+        student, teachers, instantiate(cfg.sampler), instantiate(cfg.adoption), instantiate(cfg.objective),
+        instantiate(cfg.weighting), metrics=list(spec.metrics), dev_splits=dm.dev_splits, num_labels=spec.num_labels,
+        lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio,
+    )
+    out = Path(cfg.paths.output_dir)
+    t = trainer(cfg, out, hp.epochs, make_loggers(cfg), checkpoint=True)
+    start = time.time()
+    dev = fit_and_evaluate(t, system, dm, cfg.get("ckpt_path"))
+    export = out / "student"
+    if t.is_global_zero:
+        student.save_pretrained(export)
+        tokenizer.save_pretrained(export)
+    return {"dev": dev, "teachers": teachers_info, "student_dir": str(export),
+            "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": round(throughput(t), 1),
+            "train_examples": len(dm.datasets["train"])}
+
+
+def summary(result: dict) -> str:
+    fmt = lambda d: ", ".join(f"{k} {v:.4f}" for k, v in d.items())  # noqa: E731
+    lines = [f"teacher {role} ({Path(t['dir']).name}) dev: {fmt(t['dev'])}" for role, t in result["teachers"].items()]
+    if "student_dir" in result:
+        lines += [f"student dev: {fmt(result['dev'])}", f"student exported to {result['student_dir']}"]
+    return "\n".join(lines)
+
+
+@task_wrapper
+def run(cfg: DictConfig) -> float | None:
+    """Entry point of ``train.py``: runs ``cfg.stage``, writes ``metrics.json``, returns ``cfg.optimized_metric``."""
+    quiet_libraries()
+    pl.seed_everything(cfg.seed, workers=True)
+    spec = task_spec(cfg)
+    start = time.time()
+    if cfg.stage.name == "teacher":
+        result = {"teachers": {role: finetune_teacher(cfg, spec, role) for role in cfg.teacher.names}}
+        result["dev"] = next(iter(result["teachers"].values()))["dev"]
+    else:
+        result = distill(cfg, spec)
+    result.update(stage=cfg.stage.name, task=spec.name, seed=cfg.seed, total_wall_time_s=round(time.time() - start, 1),
+                  config=OmegaConf.to_container(cfg, resolve=True))
+    write_json(Path(cfg.paths.output_dir) / "metrics.json", result)
+    print(summary(result), f"\nmetrics: {Path(cfg.paths.output_dir) / 'metrics.json'}", flush=True)
+    metric = cfg.get("optimized_metric")
+    return result["dev"].get(metric) if metric else None

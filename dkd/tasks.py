@@ -1,0 +1,82 @@
+"""One table of the supported tasks: where their files are, which columns hold text and label, and how they are scored."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Static facts about one task.
+
+    ``labels`` lists the label values as they appear in the local files, in the order of the hub's integer ids;
+    ``None`` marks a regression task. ``dev_files`` maps a dev split's name to its local file (MNLI has two).
+    ``columns`` / ``label_column`` name local TSV columns; ``header=False`` files are read positionally, so there
+    the names are positions (CoLA).
+    """
+
+    name: str
+    local_dir: str | None
+    columns: tuple[str, ...]
+    label_column: str
+    labels: tuple[str, ...] | None
+    metrics: tuple[str, ...]
+    hub_path: str
+    hub_config: str | None
+    hub_columns: tuple[str, ...]
+    train_file: str = "train.tsv"
+    dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
+    hub_dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": "validation"})
+    header: bool = True
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+
+def _glue(name, local_dir, columns, label_column, labels, metrics, hub_columns, **kw) -> TaskSpec:
+    return TaskSpec(name, local_dir, columns, label_column, labels, metrics, "nyu-mll/glue", name, hub_columns, **kw)
+
+
+BINARY = ("0", "1")
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in [
+        _glue("cola", "CoLA", ("3",), "1", BINARY, ("mcc",), ("sentence",), header=False),
+        _glue("sst2", "SST-2", ("sentence",), "label", BINARY, ("acc",), ("sentence",)),
+        _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY, ("acc", "f1"), ("sentence1", "sentence2")),
+        _glue("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"), ("sentence1", "sentence2")),
+        _glue("qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY, ("acc", "f1"), ("question1", "question2")),
+        _glue(
+            "mnli", "MNLI", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"), ("acc",),
+            ("premise", "hypothesis"),
+            dev_files={"dev_m": "dev_matched.tsv", "dev_mm": "dev_mismatched.tsv"},
+            hub_dev_splits={"dev_m": "validation_matched", "dev_mm": "validation_mismatched"},
+        ),
+        _glue("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("acc",), ("question", "sentence")),
+        _glue("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("acc",), ("sentence1", "sentence2")),
+        _glue("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("acc",), ("sentence1", "sentence2")),
+        TaskSpec(
+            "imdb", None, ("sentence",), "label", BINARY, ("acc",), "stanfordnlp/imdb", None, ("text",),
+            dev_files={"dev": "test.tsv"}, hub_dev_splits={"dev": "test"},
+        ),
+    ]
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise KeyError(f"Unknown task '{name}'. Known: {', '.join(sorted(TASKS))}, or task=custom for your own files.")
+    return TASKS[name]
+
+
+def custom_task(columns, label_column, labels, metrics, train_file, dev_file) -> TaskSpec:
+    """A task over the user's own CSV/TSV/JSON(L) files (``task=custom``)."""
+    return TaskSpec(
+        "custom", None, tuple(columns), label_column, None if labels is None else tuple(str(x) for x in labels),
+        tuple(metrics), hub_path="", hub_config=None, hub_columns=(), train_file=train_file,
+        dev_files={"dev": dev_file},
+    )

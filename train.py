@@ -1,0 +1,19 @@
+"""DKD entry point: `python train.py [group=option ...] [key=value ...]` (see README)."""
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("DKD_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from dkd.run import run  # imported here so `--help` and `--cfg` stay fast
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -159,7 +159,10 @@ def subsample(split: Split, limit: int | None, seed: int) -> Split:
 
 # ------------------------------------------------------------------------------------------------ tokenization
 def tokenizer_id(tokenizer) -> str:
-    return f"{tokenizer.name_or_path}|{type(tokenizer).__name__}|{len(tokenizer)}"
+    """Equal for tokenizers that encode identically (e.g. a model and its fine-tuned copy), whatever their path."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spec = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}|{len(tokenizer)}"
+    return f"{type(tokenizer).__name__}-{hashlib.sha1(spec.encode()).hexdigest()[:16]}"
 
 
 def tokenize(split: Split, tokenizer, max_length: int, desc: str, chunk: int = 2048) -> dict[str, list]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,14 @@ def _checked(path: str, name: str) -> str:
 def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None = None) -> nn.Module:
     """A sequence classifier from a pretrained encoder; a new head is reported, not hidden."""
     path = _checked(resolve(name_or_path), name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    if any(a.endswith("ForSequenceClassification") for a in config.architectures or []) and (
+        config.num_labels != num_labels
+    ):
+        raise ValueError(
+            f"Model {name_or_path} is a classifier with {config.num_labels} labels but the task has {num_labels}. "
+            f"Fine-tune a teacher for this task (stage=teacher) or pick a model made for it."
+        )
     kwargs = {"num_labels": num_labels}
     if labels:
         kwargs["id2label"] = dict(enumerate(labels))
@@ -113,11 +121,6 @@ def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None
         hf_logging.set_verbosity(verbosity)
     if info.get("missing_keys"):
         log.info("%s: newly initialised %s", short_name(name_or_path), sorted(info["missing_keys"]))
-    if model.config.num_labels != num_labels:
-        raise ValueError(
-            f"Model {name_or_path} has {model.config.num_labels} labels but the task has {num_labels}. "
-            f"Fine-tune it on this task (stage=teacher) or pick a model made for it."
-        )
     return model
 
 

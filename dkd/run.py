@@ -79,19 +79,28 @@ def throughput(t: pl.Trainer) -> float:
     return next(c for c in t.callbacks if isinstance(c, Throughput)).examples_per_second
 
 
-def fit_and_evaluate(t: pl.Trainer, system: ClassifierSystem, dm: TaskDataModule, ckpt_path: str | None) -> dict:
+def evaluate(cfg: DictConfig, system: ClassifierSystem, dm: TaskDataModule) -> dict:
+    """Dev metrics of ``system`` on one device, so that DDP's sampler duplicates no example and no logger is touched."""
+    t = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
+                   enable_checkpointing=False, enable_model_summary=False,
+                   enable_progress_bar=cfg.trainer.enable_progress_bar)
+    merged = {}
+    for r in t.validate(system, datamodule=dm, verbose=False):
+        merged.update({k.split("/dataloader_idx")[0]: float(v) for k, v in r.items()})
+    return dict(sorted(merged.items()))
+
+
+def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, dm: TaskDataModule,
+                     ckpt_path: str | None) -> dict:
     """Fit, load the best dev checkpoint (if any), and return its dev metrics."""
+    dm.setup("fit")  # here, not only in spawned DDP workers, so the caller can count examples
     t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
     best = t.checkpoint_callback.best_model_path if t.checkpoint_callback else ""
     if best:
         log.info("Evaluating the best dev checkpoint %s", best)
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         system.load_state_dict(state, strict=False)
-    results = t.validate(system, datamodule=dm, verbose=False)
-    merged = {}
-    for r in results:
-        merged.update({k.split("/dataloader_idx")[0]: float(v) for k, v in r.items()})
-    return dict(sorted(merged.items()))
+    return evaluate(cfg, system, dm)
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -118,7 +127,7 @@ def finetune_teacher(cfg: DictConfig, spec: TaskSpec, role: str, loggers: list |
                             lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio)
     run_dir = Path(cfg.paths.output_dir) / f"teacher-{role}"
     t = trainer(cfg, run_dir, hp.epochs, loggers if loggers is not None else make_loggers(cfg), checkpoint=True)
-    dev = fit_and_evaluate(t, system, dm, None)
+    dev = fit_and_evaluate(cfg, t, system, dm, None)
     if t.is_global_zero:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
@@ -166,7 +175,7 @@ def distill(cfg: DictConfig, spec: TaskSpec) -> dict:
     out = Path(cfg.paths.output_dir)
     t = trainer(cfg, out, hp.epochs, make_loggers(cfg), checkpoint=True)
     start = time.time()
-    dev = fit_and_evaluate(t, system, dm, cfg.get("ckpt_path"))
+    dev = fit_and_evaluate(cfg, t, system, dm, cfg.get("ckpt_path"))
     export = out / "student"
     if t.is_global_zero:
         student.save_pretrained(export)

@@ -1,0 +1,125 @@
+"""Fixtures: tiny random-initialised models built from configs, GLUE-layout fixture data, and the real composed
+config shrunk to them (as lightning-hydra-template's conftest does)."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DKD_ROOT", str(ROOT))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "plot", "actor", "the", "a", "is", "was", "very"]
+POSITIVE = {"good", "great", "fine"}
+
+
+def sentence(rng: random.Random) -> tuple[str, int]:
+    words = rng.choices(WORDS, k=rng.randint(3, 9))
+    return " ".join(words), int(sum(w in POSITIVE for w in words) >= 1)
+
+
+def write_tsv(path: Path, header: list[str] | None, rows: list[list], bom: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = (["\t".join(header)] if header else []) + ["\t".join(str(c) for c in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8-sig" if bom else "utf-8")
+
+
+def make_glue(root: Path, n_train: int = 48, n_dev: int = 16) -> Path:
+    """A GLUE folder with the official files' quirks: MRPC BOM, CoLA without header, string labels, MNLI m/mm."""
+    rng = random.Random(0)
+
+    def rows(n):
+        return [sentence(rng) for _ in range(n)]
+
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        data = rows(n)
+        write_tsv(root / "SST-2" / f"{split}.tsv", ["sentence", "label"], [[s, y] for s, y in data])
+        write_tsv(root / "CoLA" / f"{split}.tsv", None, [["src", y, "", s] for s, y in data])
+        write_tsv(root / "MRPC" / f"{split}.tsv", ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+                  [[y, i, i, s, s[::-1]] for i, (s, y) in enumerate(data)], bom=True)
+        write_tsv(root / "RTE" / f"{split}.tsv", ["index", "sentence1", "sentence2", "label"],
+                  [[i, s, 'a "quoted" plot', "entailment" if y else "not_entailment"] for i, (s, y) in enumerate(data)])
+        write_tsv(root / "STS-B" / f"{split}.tsv", ["index", "sentence1", "sentence2", "score"],
+                  [[i, s, s, 5.0 * y] for i, (s, y) in enumerate(data)])
+    labels = ["entailment", "neutral", "contradiction"]
+    mnli = lambda n: [[i, s, s, labels[(i + y) % 3]] for i, (s, y) in enumerate(rows(n))]  # noqa: E731
+    header = ["index", "sentence1", "sentence2", "gold_label"]
+    write_tsv(root / "MNLI" / "train.tsv", header, mnli(n_train))
+    write_tsv(root / "MNLI" / "dev_matched.tsv", header, mnli(n_dev))
+    write_tsv(root / "MNLI" / "dev_mismatched.tsv", header, mnli(n_dev))
+    return root
+
+
+def make_tiny_model(path: Path, vocab_order: int = 1, layers: int = 4) -> Path:
+    """A random BERT encoder (hidden 32, no task head, like a pretrained checkpoint) and its WordPiece tokenizer over
+    WORDS; ``vocab_order`` changes the ids."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted(WORDS + ["quoted", '"', "."])[::vocab_order]
+    (path / "vocab.txt").write_text("\n".join(specials + words) + "\n")
+    tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"))
+    tokenizer.save_pretrained(path)
+    config = BertConfig(vocab_size=len(specials) + len(words), hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("assets")
+    return {
+        "glue": make_glue(root / "glue"),
+        "teacher": make_tiny_model(root / "tiny-teacher"),
+        "large": make_tiny_model(root / "tiny-large", vocab_order=-1, layers=2),
+        "student": make_tiny_model(root / "tiny-student"),
+    }
+
+
+def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides or [], return_hydra_config=True)
+
+
+@pytest.fixture
+def make_cfg(assets, tmp_path):
+    """The real config, shrunk: tiny models, fixture data, one epoch, outputs under tmp_path."""
+
+    def make(*overrides: str, out: str = "run") -> DictConfig:
+        base = [
+            f"paths.glue_dir={assets['glue']}", f"paths.log_dir={tmp_path}",
+            f"backbone.teachers.base={assets['teacher']}", f"backbone.teachers.large={assets['large']}",
+            f"backbone.student.name_or_path={assets['student']}", "backbone.student.layers=2",
+            "task.train_limit=null", "finetune.epochs=1", "distill.epochs=1", "finetune.batch_size=8",
+            "distill.batch_size=8", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+            "finetune.lr=1e-3", "distill.lr=1e-3", "trainer.log_every_n_steps=1",
+        ]
+        cfg = compose_cfg(base + list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / out)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            del cfg.hydra  # as in a real run, the job's config holds no hydra node
+        return cfg
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    path = os.environ.get("GLUE_DIR")
+    if not path or not Path(path, "SST-2", "train.tsv").is_file():
+        pytest.skip("GLUE_DIR is not set to a GLUE folder with SST-2 (the integration test needs real data)")
+    return Path(path)

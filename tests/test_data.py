@@ -1,0 +1,140 @@
+"""Reading the GLUE layout and its quirks, custom files, tokenization per model, and the bad-input errors."""
+import json
+
+import pytest
+import torch
+
+from dkd.data import Collator, DataError, TaskDataModule, load_local, load_splits, read_table
+from dkd.models import load_tokenizer
+from dkd.tasks import custom_task, get_task
+from tests.conftest import write_tsv
+
+
+def test_quirks_of_the_glue_layout(assets):
+    glue = assets["glue"]
+    mrpc = load_local(get_task("mrpc"), glue / "MRPC")  # BOM before "Quality"
+    assert set(mrpc) == {"train", "dev"} and len(mrpc["train"].texts) == 2
+    cola = load_local(get_task("cola"), glue / "CoLA")  # no header
+    assert len(cola["dev"].labels) == 16 and cola["dev"].texts[0][0].split()[0] in "good great fine bad awful poor movie plot actor the a is was very".split()
+    rte = load_local(get_task("rte"), glue / "RTE")  # string labels, bare quotes
+    assert set(rte["train"].labels) <= {0, 1} and rte["train"].texts[1][0] == 'a "quoted" plot'
+    mnli = load_local(get_task("mnli"), glue / "MNLI")
+    assert set(mnli) == {"train", "dev_m", "dev_mm"}
+    stsb = load_local(get_task("stsb"), glue / "STS-B")
+    assert all(isinstance(v, float) for v in stsb["train"].labels)
+
+
+def test_real_glue_row_counts(glue_dir):
+    counts = {"SST-2": ("sst2", 67349, 872), "MRPC": ("mrpc", 3668, 408), "RTE": ("rte", 2490, 277)}
+    for folder, (task, n_train, n_dev) in counts.items():
+        splits = load_local(get_task(task), glue_dir / folder)
+        assert (len(splits["train"].labels), len(splits["dev"].labels)) == (n_train, n_dev)
+
+
+def test_missing_file_names_path_and_fix(assets, tmp_path):
+    (tmp_path / "SST-2").mkdir()
+    write_tsv(tmp_path / "SST-2" / "train.tsv", ["sentence", "label"], [["good", 1]])
+    with pytest.raises(DataError, match=r"missing dev file .*SST-2/dev.tsv.*task.data_dir"):
+        load_local(get_task("sst2"), tmp_path / "SST-2")
+
+
+def test_missing_column_is_named(tmp_path):
+    for split in ("train", "dev"):
+        write_tsv(tmp_path / f"{split}.tsv", ["text", "label"], [["good", 1]])
+    with pytest.raises(DataError, match=r"train.tsv: no column 'sentence' \(columns are \['text', 'label'\]\)"):
+        load_local(get_task("sst2"), tmp_path)
+
+
+def test_label_outside_label_set_names_row_and_value(tmp_path):
+    write_tsv(tmp_path / "train.tsv", ["sentence", "label"], [["good", 1], ["bad", "positive"]])
+    write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [["good", 1]])
+    with pytest.raises(DataError, match=r"row 2, column 'label' has label 'positive', which is not one of \['0', '1'\]"):
+        load_local(get_task("sst2"), tmp_path)
+
+
+def test_empty_split(tmp_path):
+    write_tsv(tmp_path / "train.tsv", ["sentence", "label"], [["good", 1]])
+    write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [])
+    with pytest.raises(DataError, match=r"dev.tsv: the split is empty"):
+        load_local(get_task("sst2"), tmp_path)
+
+
+def test_no_local_dir_and_no_hub(monkeypatch, tmp_path):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"no local data .*does not exist.*nyu-mll/glue.*GLUE_DIR"):
+        load_splits(get_task("rte"), str(tmp_path / "nowhere"))
+
+
+def test_hub_path_maps_integer_labels(monkeypatch):
+    import datasets
+
+    class Fake:
+        def to_pandas(self):
+            import pandas as pd
+
+            return pd.DataFrame({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [1, 0]})
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: Fake())
+    splits = load_splits(get_task("rte"), None)
+    assert splits["train"].labels == [1, 0] and splits["dev"].texts == [["a", "b"], ["c", "d"]]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json"])
+def test_custom_files(tmp_path, suffix):
+    rows = [{"q": "good plot", "a": "a", "y": "yes"}, {"q": "bad plot", "a": "b", "y": "no"}]
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".csv":
+        path.write_text("q,a,y\n" + "\n".join(f"{r['q']},{r['a']},{r['y']}" for r in rows))
+    elif suffix == ".tsv":
+        write_tsv(path, ["q", "a", "y"], [list(r.values()) for r in rows])
+    elif suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    else:
+        path.write_text(json.dumps(rows))
+    spec = custom_task(["q", "a"], "y", ["no", "yes"], ["acc"], str(path), str(path))
+    splits = load_splits(spec, None, {"train": str(path), "dev": str(path)})
+    assert splits["train"].labels == [1, 0] and splits["dev"].texts[0] == ["good plot", "bad plot"]
+    assert read_table(path).shape == (2, 3)
+
+
+def test_each_role_gets_its_own_tokenization_and_cache(assets, tmp_path):
+    tokenizers = {"student": load_tokenizer(str(assets["student"])), "large": load_tokenizer(str(assets["large"]))}
+    dm = TaskDataModule(get_task("sst2"), tokenizers, data_dir=str(assets["glue"] / "SST-2"), batch_size=4,
+                        cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    student, large = batch["inputs"]["student"], batch["inputs"]["large"]
+    assert student["attention_mask"].equal(large["attention_mask"])  # same words, same lengths
+    assert not student["input_ids"].equal(large["input_ids"])  # different vocabularies, different ids
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 4  # 2 tokenizers x 2 splits
+    again = TaskDataModule(get_task("sst2"), tokenizers, data_dir=str(assets["glue"] / "SST-2"),
+                           cache_dir=str(tmp_path / "cache"))
+    again.setup()
+    assert again.datasets["dev"].encodings["large"] == dm.datasets["dev"].encodings["large"]
+
+
+def test_train_limit_is_a_fixed_subset(assets):
+    tok = {"student": load_tokenizer(str(assets["student"]))}
+    sizes, firsts = [], []
+    for _ in range(2):
+        dm = TaskDataModule(get_task("sst2"), tok, data_dir=str(assets["glue"] / "SST-2"), train_limit=10)
+        dm.setup()
+        sizes.append(len(dm.datasets["train"]))
+        firsts.append(dm.datasets["train"].encodings["student"]["input_ids"][0])
+    assert sizes == [10, 10] and firsts[0] == firsts[1]
+
+
+def test_collator_pads_dynamically():
+    collate = Collator({"student": 0}, regression=False)
+    batch = collate([
+        {"idx": 0, "label": 1, "inputs": {"student": {"input_ids": [2, 5, 3]}}},
+        {"idx": 1, "label": 0, "inputs": {"student": {"input_ids": [2, 3]}}},
+    ])
+    assert batch["inputs"]["student"]["input_ids"].tolist() == [[2, 5, 3], [2, 3, 0]]
+    assert batch["inputs"]["student"]["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].dtype == torch.long

@@ -1,0 +1,64 @@
+"""The distillation system: frozen teachers (eval mode, no grad, not checkpointed) and the wiring of a step."""
+import torch
+
+from dkd.adoption import SingleTeacher
+from dkd.models import load_classifier
+from dkd.module import DistillSystem
+from dkd.objectives import LogitKD
+from dkd.samplers import AllInstances
+from dkd.weighting import StaticWeights
+
+
+def make_system(assets):
+    return DistillSystem(
+        load_classifier(str(assets["student"]), 2), {"base": load_classifier(str(assets["teacher"]), 2)},
+        AllInstances(), SingleTeacher(), LogitKD("kl", 2.0), StaticWeights(1.0, 1.0),
+        metrics=["acc"], dev_splits=["dev"], num_labels=2,
+    )
+
+
+def batch():
+    ids = torch.tensor([[2, 6, 7, 3], [2, 8, 3, 0]])
+    mask = (ids != 0).long()
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    return {"idx": torch.arange(2), "labels": torch.tensor([1, 0]), "inputs": {"student": inputs, "base": inputs}}
+
+
+def test_teachers_stay_frozen_in_train_mode(assets):
+    system = make_system(assets)
+    system.train()
+    assert system.model.training
+    assert not any(m.training for m in system.teachers.modules())
+    assert not any(p.requires_grad for p in system.teachers.parameters())
+
+
+def test_training_step_backpropagates_into_student_only(assets):
+    system = make_system(assets)
+    system.train()
+    loss = system.training_step(batch(), 0)
+    loss.backward()
+    assert all(p.grad is None for p in system.teachers.parameters())
+    assert system.model.classifier.weight.grad.abs().sum() > 0
+
+
+def test_loss_is_ce_plus_kd(assets):
+    system = make_system(assets)
+    system.eval()  # no dropout, so the terms can be recomputed
+    b = batch()
+    with torch.no_grad():
+        loss = system.training_step(b, 0)
+        s = system.model(**b["inputs"]["student"]).logits
+        t = system.teachers["base"](**b["inputs"]["base"]).logits
+    expected = torch.nn.functional.cross_entropy(s, b["labels"]) + LogitKD("kl", 2.0)(s, t).mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_checkpoint_holds_no_teacher_weights(assets):
+    system = make_system(assets)
+    checkpoint = {"state_dict": system.state_dict()}
+    assert any(k.startswith("teachers.") for k in checkpoint["state_dict"])
+    system.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(k.startswith("teachers.") for k in checkpoint["state_dict"])
+    fresh = make_system(assets)
+    fresh.load_state_dict(checkpoint["state_dict"], strict=False)
+    assert torch.equal(fresh.model.classifier.weight, system.model.classifier.weight)

@@ -1,0 +1,113 @@
+"""End-to-end runs of both stages on tiny models and fixture data (in-process), resume, DDP, multirun + W&B."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+from transformers import AutoModelForSequenceClassification
+
+from dkd.run import run
+from tests.conftest import ROOT
+
+
+def read_metrics(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+
+
+def test_stage_teacher_stores_teacher_with_metrics(make_cfg):
+    cfg = make_cfg("stage=teacher", "task=mrpc")
+    score = run(cfg)
+    stored = Path(cfg.paths.teachers_dir) / "mrpc" / "tiny-teacher"
+    teacher = json.loads((stored / "metrics.json").read_text())
+    assert set(teacher["dev"]) == {"dev/acc", "dev/f1", "dev/score"} and score == teacher["dev"]["dev/score"]
+    assert AutoModelForSequenceClassification.from_pretrained(stored).config.num_labels == 2
+
+
+def test_distill_fine_tunes_missing_teacher_then_exports_student(make_cfg, capsys):
+    cfg = make_cfg("task=rte")
+    run(cfg)
+    out = capsys.readouterr().out
+    assert "teacher base (tiny-teacher) dev: dev/acc" in out and "student exported to" in out
+    metrics = read_metrics(cfg)
+    assert {"dev", "seed", "config", "wall_time_s", "train_examples_per_s", "teachers"} <= set(metrics)
+    assert metrics["config"]["task"]["name"] == "rte" and metrics["train_examples_per_s"] > 0
+    student = AutoModelForSequenceClassification.from_pretrained(metrics["student_dir"])
+    assert student.config.num_hidden_layers == 2 and student.config.id2label[0] == "entailment"
+    csv = Path(cfg.paths.output_dir) / "csv" / "metrics.csv"
+    header = csv.read_text().splitlines()[0]
+    assert all(k in header for k in ("train/ce", "train/kd", "dev/acc", "lr-AdamW"))
+    ckpts = list((Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt"))
+    assert ckpts
+    import torch
+
+    state = torch.load(ckpts[0], weights_only=False)["state_dict"]
+    assert not any(k.startswith("teachers.") for k in state)
+
+
+def test_distill_reuses_stored_teacher_and_handles_two_dev_splits(make_cfg):
+    first = make_cfg("task=mnli", "stage=teacher", out="teacher-run")
+    run(first)
+    cfg = make_cfg("task=mnli", "teacher=base")
+    run(cfg)
+    metrics = read_metrics(cfg)
+    assert {"dev_m/acc", "dev_mm/acc", "dev/score"} <= set(metrics["dev"])
+    assert not (Path(cfg.paths.output_dir) / "teacher-base").exists()  # stored teacher reused, not re-trained
+
+
+def test_regression_task_distils_with_mse(make_cfg):
+    cfg = make_cfg("task=stsb")
+    run(cfg)
+    assert {"dev/pearson", "dev/spearman"} <= set(read_metrics(cfg)["dev"])
+
+
+def test_large_teacher_with_its_own_tokenizer(make_cfg):
+    cfg = make_cfg("task=sst2", "teacher=large")
+    run(cfg)
+    assert read_metrics(cfg)["teachers"]["large"]["dir"].endswith("tiny-large")
+
+
+def test_resume_from_checkpoint(make_cfg, tmp_path):
+    cfg = make_cfg("task=sst2")
+    run(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    resumed = make_cfg("task=sst2", "distill.epochs=2", f"ckpt_path={last}")
+    with open_dict(resumed):
+        resumed.paths.output_dir = str(tmp_path / "resumed")
+    run(resumed)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "resumed" / "csv" / "metrics.csv")))
+    assert {r["epoch"] for r in rows if r["train/loss"]} == {"1"}  # only the second epoch trained
+
+
+def test_adoption_single_rejects_two_teachers(make_cfg):
+    with pytest.raises(ValueError, match="adoption=single takes one teacher"):
+        run(make_cfg("task=sst2", "teacher=both"))
+
+
+def test_ddp_sim_two_processes(make_cfg):
+    cfg = make_cfg("task=sst2", "trainer=ddp_sim", "trainer.enable_progress_bar=false")
+    run(cfg)
+    metrics = read_metrics(cfg)
+    assert metrics["config"]["trainer"]["devices"] == 2 and 0.0 <= metrics["dev"]["dev/acc"] <= 1.0
+    assert Path(metrics["student_dir"], "config.json").is_file()
+
+
+def test_multirun_with_wandb_gives_one_run_per_job(assets, tmp_path):
+    cmd = [
+        sys.executable, "train.py", "-m", "seed=1,2", "logger=wandb", f"paths.glue_dir={assets['glue']}",
+        f"paths.log_dir={tmp_path}", f"backbone.teachers.base={assets['teacher']}",
+        f"backbone.student.name_or_path={assets['student']}", "backbone.student.layers=2", "task.train_limit=16",
+        "finetune.epochs=1", "distill.epochs=1", "trainer.enable_progress_bar=false",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "WANDB_MODE": "offline"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted((tmp_path / "multiruns").glob("*/[0-9]"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        assert json.loads((job / "metrics.json").read_text())["seed"] in (1, 2)
+        assert len(list((job / "wandb").glob("offline-run-*"))) == 1

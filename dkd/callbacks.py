@@ -22,8 +22,9 @@ class Throughput(Callback):
         self.examples += len(batch["labels"]) * trainer.world_size
 
     @property
-    def examples_per_second(self) -> float:
-        return self.examples / self.seconds if self.seconds else 0.0
+    def examples_per_second(self) -> float | None:
+        """None where training ran in other processes (``ddp_spawn``), whose counts stay there."""
+        return self.examples / self.seconds if self.seconds else None
 
     def state_dict(self) -> dict:
         return {"examples": self.examples, "seconds": self.seconds}

@@ -8,7 +8,6 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -70,6 +69,9 @@ def resolve(name_or_path: str) -> str:
     """A local folder as is; a packaged hub id to its installed copy; anything else is passed to the hub."""
     if Path(name_or_path).is_dir():
         return str(name_or_path)
+    if str(name_or_path).startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"Model folder {name_or_path} does not exist. Fine-tune or copy the model there, "
+                                f"or give a hub id such as bert-base-uncased.")
     if name_or_path in PACKAGED:
         locate, package = PACKAGED[name_or_path]
         path = locate()
@@ -83,20 +85,25 @@ def short_name(name_or_path: str) -> str:
     return Path(str(name_or_path).rstrip("/")).name
 
 
+def _pretrained(loader, name_or_path: str, **kwargs):
+    """``loader.from_pretrained`` on the resolved path, with an error that says what to give instead."""
+    path = resolve(name_or_path)
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise OSError(
+            f"Could not load '{name_or_path}' ({str(err).splitlines()[0]}). Give a local folder, a hub id reachable "
+            f"from here, or one of the packaged models {sorted(PACKAGED)} (installed by setup.sh)."
+        ) from err
+
+
 def load_tokenizer(name_or_path: str):
-    return AutoTokenizer.from_pretrained(_checked(resolve(name_or_path), name_or_path))
-
-
-def _checked(path: str, name: str) -> str:
-    if not Path(path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise FileNotFoundError(f"Model '{name}' is neither a folder nor a packaged model, and HF_HUB_OFFLINE=1.")
-    return path
+    return _pretrained(AutoTokenizer, name_or_path)
 
 
 def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None = None) -> nn.Module:
     """A sequence classifier from a pretrained encoder; a new head is reported, not hidden."""
-    path = _checked(resolve(name_or_path), name_or_path)
-    config = AutoConfig.from_pretrained(path)
+    config = _pretrained(AutoConfig, name_or_path)
     if any(a.endswith("ForSequenceClassification") for a in config.architectures or []) and (
         config.num_labels != num_labels
     ):
@@ -111,12 +118,7 @@ def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # transformers prints a load report per model; we log one line instead
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
-    except OSError as err:
-        raise OSError(
-            f"Could not load model '{name_or_path}' ({err}). Give a local folder, a hub id reachable from here, or "
-            f"install the packaged models (see README)."
-        ) from err
+        model, info = _pretrained(AutoModelForSequenceClassification, name_or_path, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
     if info.get("missing_keys"):
@@ -157,8 +159,3 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def logits_of(model: nn.Module, inputs: dict) -> torch.Tensor:
-    return model(**inputs).logits

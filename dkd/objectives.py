@@ -49,7 +49,8 @@ class LogitKD:
 
     def check(self, num_labels: int) -> None:
         if self.loss == "kl" and num_labels == 1:
-            raise ValueError("objective.loss=kl needs class logits but this task is a regression: use objective.loss=mse.")
+            raise ValueError("objective.loss=kl needs class logits but this task is a regression: "
+                             "use objective.loss=mse.")
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         return KD_LOSSES[self.loss](student_logits, teacher_logits, self.temperature)

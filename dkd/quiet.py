@@ -11,6 +11,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+    # Dev metrics are torchmetrics objects, already reduced across DDP ranks before they are logged.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('dev")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()
     )

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
 
 from dkd.callbacks import Throughput
 from dkd.data import TaskDataModule
@@ -19,6 +20,7 @@ from dkd.loggers import finish_wandb
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.quiet import quiet_libraries
+from dkd.report import plot_curves
 from dkd.tasks import TaskSpec, custom_task, get_task
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,9 @@ def make_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
 
 
-def throughput(t: pl.Trainer) -> float:
-    return next(c for c in t.callbacks if isinstance(c, Throughput)).examples_per_second
+def throughput(t: pl.Trainer) -> float | None:
+    rate = next(c for c in t.callbacks if isinstance(c, Throughput)).examples_per_second
+    return None if rate is None else round(rate, 1)
 
 
 def evaluate(cfg: DictConfig, system: ClassifierSystem, dm: TaskDataModule) -> dict:
@@ -101,6 +104,13 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         system.load_state_dict(state, strict=False)
     return evaluate(cfg, system, dm)
+
+
+def plot_run(t: pl.Trainer, out: Path) -> None:
+    """``curves.png`` in ``out`` from the run's CSV log, when it has one."""
+    for logger in t.loggers:
+        if isinstance(logger, CSVLogger) and Path(logger.log_dir, "metrics.csv").is_file():
+            log.info("Training curves: %s", plot_curves(Path(logger.log_dir, "metrics.csv"), out / "curves.png"))
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -132,20 +142,35 @@ def finetune_teacher(cfg: DictConfig, spec: TaskSpec, role: str, loggers: list |
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         write_json(out / "metrics.json", {
-            "model": name, "task": spec.name, "dev": dev, "seed": cfg.seed, "epochs": hp.epochs, "lr": hp.lr,
+            "model": name, "task": spec.name, "dev": dev, "seed": cfg.seed, "recipe": teacher_recipe(cfg),
             "train_examples": len(dm.datasets["train"]), "wall_time_s": round(time.time() - start, 1),
-            "train_examples_per_s": round(throughput(t), 1),
+            "train_examples_per_s": throughput(t),
         })
+        plot_run(t, run_dir)
     log.info("Teacher %s stored in %s: %s", short_name(name), out, dev)
     return {"dir": str(out), "dev": dev}
+
+
+def teacher_recipe(cfg: DictConfig) -> dict:
+    """What a stored teacher was trained with; compared on reuse."""
+    return {**OmegaConf.to_container(cfg.finetune, resolve=True), "train_limit": cfg.task.train_limit,
+            "max_seq_length": cfg.data.max_seq_length}
 
 
 def ensure_teacher(cfg: DictConfig, spec: TaskSpec, role: str) -> dict:
     out = teacher_dir(cfg, role)
     if (out / "metrics.json").is_file():
-        return {"dir": str(out), "dev": json.loads((out / "metrics.json").read_text())["dev"]}
+        stored = json.loads((out / "metrics.json").read_text())
+        changed = {k: (stored.get("recipe", {}).get(k), v) for k, v in teacher_recipe(cfg).items()
+                   if stored.get("recipe", {}).get(k) != v}
+        if changed:
+            log.warning("Reusing the %s teacher in %s, trained with other settings (stored, now): %s. "
+                        "Run stage=teacher to retrain it, or set paths.teachers_dir to keep both.", role, out, changed)
+        log.info("Using the fine-tuned %s teacher in %s (dev %s)", role, out, stored["dev"])
+        return {"dir": str(out), "dev": stored["dev"]}
     log.warning("No fine-tuned %s teacher for %s at %s: fine-tuning it first (stage=teacher).", role, spec.name, out)
-    return finetune_teacher(cfg, spec, role, loggers=[])
+    run_dir = Path(cfg.paths.output_dir) / f"teacher-{role}"
+    return finetune_teacher(cfg, spec, role, loggers=[CSVLogger(run_dir, name="csv", version="")])
 
 
 def build_student(cfg: DictConfig, spec: TaskSpec):
@@ -158,6 +183,10 @@ def build_student(cfg: DictConfig, spec: TaskSpec):
 
 def distill(cfg: DictConfig, spec: TaskSpec) -> dict:
     """Static (and, through the strategy groups, dynamic) KD of the student from the selected teacher(s)."""
+    sampler, adoption, objective, weighting = (instantiate(cfg[g]) for g in ("sampler", "adoption", "objective",
+                                                                             "weighting"))
+    adoption.check(list(cfg.teacher.names))  # before any teacher is fine-tuned for a run that cannot start
+    objective.check(spec.num_labels)
     teachers_info = {role: ensure_teacher(cfg, spec, role) for role in cfg.teacher.names}
     teachers = {role: load_classifier(info["dir"], spec.num_labels) for role, info in teachers_info.items()}
     student, tokenizer = build_student(cfg, spec)
@@ -168,8 +197,7 @@ def distill(cfg: DictConfig, spec: TaskSpec) -> dict:
     hp = cfg.distill
     dm = datamodule(cfg, spec, tokenizers, hp.batch_size)
     system = DistillSystem(
-        student, teachers, instantiate(cfg.sampler), instantiate(cfg.adoption), instantiate(cfg.objective),
-        instantiate(cfg.weighting), metrics=list(spec.metrics), dev_splits=dm.dev_splits, num_labels=spec.num_labels,
+        student, teachers, sampler, adoption, objective, weighting, metrics=list(spec.metrics), dev_splits=dm.dev_splits, num_labels=spec.num_labels,
         lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio,
     )
     out = Path(cfg.paths.output_dir)
@@ -180,8 +208,9 @@ def distill(cfg: DictConfig, spec: TaskSpec) -> dict:
     if t.is_global_zero:
         student.save_pretrained(export)
         tokenizer.save_pretrained(export)
+        plot_run(t, out)
     return {"dev": dev, "teachers": teachers_info, "student_dir": str(export),
-            "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": round(throughput(t), 1),
+            "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
             "train_examples": len(dm.datasets["train"])}
 
 

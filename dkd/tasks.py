@@ -1,4 +1,5 @@
-"""One table of the supported tasks: where their files are, which columns hold text and label, and how they are scored."""
+"""The table of supported tasks: their files, text and label columns, and how they are scored."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,20 +49,60 @@ TASKS: dict[str, TaskSpec] = {
         _glue("cola", "CoLA", ("3",), "1", BINARY, ("mcc",), ("sentence",), header=False),
         _glue("sst2", "SST-2", ("sentence",), "label", BINARY, ("acc",), ("sentence",)),
         _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY, ("acc", "f1"), ("sentence1", "sentence2")),
-        _glue("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"), ("sentence1", "sentence2")),
-        _glue("qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY, ("acc", "f1"), ("question1", "question2")),
         _glue(
-            "mnli", "MNLI", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"), ("acc",),
+            "stsb",
+            "STS-B",
+            ("sentence1", "sentence2"),
+            "score",
+            None,
+            ("pearson", "spearman"),
+            ("sentence1", "sentence2"),
+        ),
+        _glue(
+            "qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY, ("acc", "f1"), ("question1", "question2")
+        ),
+        _glue(
+            "mnli",
+            "MNLI",
+            ("sentence1", "sentence2"),
+            "gold_label",
+            ("entailment", "neutral", "contradiction"),
+            ("acc",),
             ("premise", "hypothesis"),
             dev_files={"dev_m": "dev_matched.tsv", "dev_mm": "dev_mismatched.tsv"},
             hub_dev_splits={"dev_m": "validation_matched", "dev_mm": "validation_mismatched"},
         ),
-        _glue("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("acc",), ("question", "sentence")),
-        _glue("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("acc",), ("sentence1", "sentence2")),
+        _glue(
+            "qnli",
+            "QNLI",
+            ("question", "sentence"),
+            "label",
+            ("entailment", "not_entailment"),
+            ("acc",),
+            ("question", "sentence"),
+        ),
+        _glue(
+            "rte",
+            "RTE",
+            ("sentence1", "sentence2"),
+            "label",
+            ("entailment", "not_entailment"),
+            ("acc",),
+            ("sentence1", "sentence2"),
+        ),
         _glue("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("acc",), ("sentence1", "sentence2")),
         TaskSpec(
-            "imdb", None, ("sentence",), "label", BINARY, ("acc",), "stanfordnlp/imdb", None, ("text",),
-            dev_files={"dev": "test.tsv"}, hub_dev_splits={"dev": "test"},
+            "imdb",
+            None,
+            ("sentence",),
+            "label",
+            BINARY,
+            ("acc",),
+            "stanfordnlp/imdb",
+            None,
+            ("text",),
+            dev_files={"dev": "test.tsv"},
+            hub_dev_splits={"dev": "test"},
         ),
     ]
 }
@@ -76,7 +117,15 @@ def get_task(name: str) -> TaskSpec:
 def custom_task(columns, label_column, labels, metrics, train_file, dev_file) -> TaskSpec:
     """A task over the user's own CSV/TSV/JSON(L) files (``task=custom``)."""
     return TaskSpec(
-        "custom", None, tuple(columns), label_column, None if labels is None else tuple(str(x) for x in labels),
-        tuple(metrics), hub_path="", hub_config=None, hub_columns=(), train_file=train_file,
+        "custom",
+        None,
+        tuple(columns),
+        label_column,
+        None if labels is None else tuple(str(x) for x in labels),
+        tuple(metrics),
+        hub_path="",
+        hub_config=None,
+        hub_columns=(),
+        train_file=train_file,
         dev_files={"dev": dev_file},
     )

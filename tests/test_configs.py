@@ -1,7 +1,6 @@
 """Every option of every config group composes; the CLI prints a config and rejects unknown options."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate

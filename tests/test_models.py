@@ -65,3 +65,8 @@ def test_packaged_minilm_loads_real_weights():
     assert 22e6 < models.count_parameters(model) < 23e6
     # pretrained, not random: the word embeddings of a trained model are far from the N(0, 0.02) init
     assert model.base_model.embeddings.word_embeddings.weight.std() > 0.03
+
+
+def test_missing_model_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"Model folder .*/gone does not exist"):
+        load_classifier(str(tmp_path / "gone"), 2)

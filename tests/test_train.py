@@ -1,5 +1,6 @@
 """End-to-end runs of both stages on tiny models and fixture data (in-process), resume, DDP, multirun + W&B."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,9 +84,11 @@ def test_resume_from_checkpoint(make_cfg, tmp_path):
     assert {r["epoch"] for r in rows if r["train/loss"]} == {"1"}  # only the second epoch trained
 
 
-def test_adoption_single_rejects_two_teachers(make_cfg):
+def test_adoption_single_rejects_two_teachers_before_any_training(make_cfg):
+    cfg = make_cfg("task=sst2", "teacher=both")
     with pytest.raises(ValueError, match="adoption=single takes one teacher"):
-        run(make_cfg("task=sst2", "teacher=both"))
+        run(cfg)
+    assert not Path(cfg.paths.teachers_dir).exists()
 
 
 def test_ddp_sim_two_processes(make_cfg):
@@ -93,21 +96,37 @@ def test_ddp_sim_two_processes(make_cfg):
     run(cfg)
     metrics = read_metrics(cfg)
     assert metrics["config"]["trainer"]["devices"] == 2 and 0.0 <= metrics["dev"]["dev/acc"] <= 1.0
+    assert metrics["train_examples"] == 48  # counted in the main process; the workers trained on half each
     assert Path(metrics["student_dir"], "config.json").is_file()
 
 
-def test_multirun_with_wandb_gives_one_run_per_job(assets, tmp_path):
+def tiny_cli(assets, tmp_path, *args: str) -> subprocess.CompletedProcess:
     cmd = [
-        sys.executable, "train.py", "-m", "seed=1,2", "logger=wandb", f"paths.glue_dir={assets['glue']}",
-        f"paths.log_dir={tmp_path}", f"backbone.teachers.base={assets['teacher']}",
-        f"backbone.student.name_or_path={assets['student']}", "backbone.student.layers=2", "task.train_limit=16",
-        "finetune.epochs=1", "distill.epochs=1", "trainer.enable_progress_bar=false",
+        sys.executable, "train.py", *args, f"paths.glue_dir={assets['glue']}", f"paths.log_dir={tmp_path}",
+        f"backbone.teachers.base={assets['teacher']}", f"backbone.student.name_or_path={assets['student']}",
+        "backbone.student.layers=2", "task.train_limit=16", "finetune.epochs=1", "distill.epochs=1",
+        "trainer.enable_progress_bar=false",
     ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "WANDB_MODE": "offline"})
+                         env={**os.environ, "WANDB_MODE": "offline"})
     assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_multirun_with_wandb_gives_one_run_per_job(assets, tmp_path):
+    tiny_cli(assets, tmp_path, "-m", "seed=1,2", "logger=wandb")
     jobs = sorted((tmp_path / "multiruns").glob("*/[0-9]"))
     assert [j.name for j in jobs] == ["0", "1"]
     for job in jobs:
         assert json.loads((job / "metrics.json").read_text())["seed"] in (1, 2)
         assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_optuna_search_runs_trials_and_reports_best(assets, tmp_path):
+    out = tiny_cli(assets, tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                   "hydra.sweeper.sampler.n_startup_trials=2")
+    sweep = next((tmp_path / "multiruns").iterdir())
+    assert sorted(p.name for p in sweep.glob("[0-9]")) == ["0", "1"]
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "distill.lr" in best and "best_value" in best
+    assert "setup plugin alembic" not in out.stdout + out.stderr

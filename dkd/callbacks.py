@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import time
 
+import torch
 from pytorch_lightning import Callback
 
 
 class Throughput(Callback):
-    """Counts train examples per second of training-step time (data loading and evaluation excluded)."""
+    """Train examples per second of training-step time (data loading and evaluation excluded), over all ranks.
+
+    Logged as ``train/examples_per_s`` at each epoch end, so that it reaches the loggers and, through
+    ``trainer.callback_metrics``, the main process of a spawned DDP run.
+    """
+
+    key = "train/examples_per_s"
 
     def __init__(self):
         self.examples = 0
@@ -18,13 +25,14 @@ class Throughput(Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # time the kernels, not their launch
         self.seconds += time.perf_counter() - self._start
         self.examples += len(batch["labels"]) * trainer.world_size
 
-    @property
-    def examples_per_second(self) -> float | None:
-        """None where training ran in other processes (``ddp_spawn``), whose counts stay there."""
-        return self.examples / self.seconds if self.seconds else None
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.seconds:
+            pl_module.log(self.key, self.examples / self.seconds)
 
     def state_dict(self) -> dict:
         return {"examples": self.examples, "seconds": self.seconds}

@@ -24,9 +24,9 @@ def wandb_logger(offline: bool | None = None, **kwargs):
 
     if offline is None:
         offline = os.environ.get("WANDB_MODE") == "offline" or not has_wandb_credentials()
-    if offline:
-        log.info("W&B: no API key found, logging offline under %s (upload later with `wandb sync`)",
-                 kwargs.get("save_dir"))
+        if offline:
+            why = "WANDB_MODE=offline" if os.environ.get("WANDB_MODE") == "offline" else "no W&B API key found"
+            log.info("W&B: %s, logging offline under %s (upload later with `wandb sync`)", why, kwargs.get("save_dir"))
     return WandbLogger(offline=offline, **kwargs)
 
 

@@ -32,6 +32,7 @@ class TaskMetrics(nn.Module):
         )
 
     def update(self, split_idx: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        logits = logits.float()  # bf16/fp16 outputs would coarsen Pearson/Spearman
         preds = logits.squeeze(-1) if logits.size(-1) == 1 else logits.argmax(-1)
         self.by_split[self.splits[split_idx]].update(preds, labels)
 

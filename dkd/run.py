@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from dkd.callbacks import Throughput
 from dkd.data import TaskDataModule
@@ -60,31 +61,35 @@ def datamodule(cfg: DictConfig, spec: TaskSpec, tokenizers: dict, batch_size: in
     )
 
 
-def trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list, checkpoint: bool) -> pl.Trainer:
-    callbacks = [Throughput()]
+def trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list, ckpt_path: str | None = None
+            ) -> pl.Trainer:
+    """The configured Lightning ``Trainer``; on resume, checkpoints go on in the resumed run's folder so that its
+    best dev score is restored with it (ModelCheckpoint forgets it when the folder changes)."""
+    callbacks = [Throughput(), ModelCheckpoint(
+        dirpath=Path(ckpt_path).parent if ckpt_path else out_dir / "checkpoints", monitor="dev/score", mode="max",
+        save_last=True, filename="epoch{epoch}-score{dev/score:.4f}", auto_insert_metric_name=False,
+    )]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if checkpoint:
-        callbacks.append(ModelCheckpoint(
-            dirpath=out_dir / "checkpoints", monitor="dev/score", mode="max", save_last=True,
-            filename="epoch{epoch}-score{dev/score:.4f}", auto_insert_metric_name=False,
-        ))
     return instantiate(cfg.trainer, max_epochs=max_epochs, logger=loggers or False, callbacks=callbacks,
                        default_root_dir=str(out_dir))
 
 
-def make_loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+def make_loggers(cfg: DictConfig, **overrides) -> list:
+    return [instantiate(c, **overrides) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
 
-def throughput(t: pl.Trainer) -> float | None:
-    rate = next(c for c in t.callbacks if isinstance(c, Throughput)).examples_per_second
-    return None if rate is None else round(rate, 1)
+def throughput(t: pl.Trainer) -> float:
+    return round(float(t.callback_metrics[Throughput.key]), 1)
 
 
-def evaluate(cfg: DictConfig, system: ClassifierSystem, dm: TaskDataModule) -> dict:
-    """Dev metrics of ``system`` on one device, so that DDP's sampler duplicates no example and no logger is touched."""
-    t = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
+def evaluate(cfg: DictConfig, fitted: pl.Trainer, system: ClassifierSystem, dm: TaskDataModule) -> dict:
+    """Dev metrics of ``system`` with one device per process, so that DDP's sampler duplicates no example and no logger
+    is touched. Under ``strategy=ddp`` every rank scores the whole dev set on its own device and the metric sync
+    across ranks leaves the values unchanged."""
+    device = fitted.strategy.root_device
+    devices = [device.index] if device.type == "cuda" and device.index is not None else 1
+    t = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=devices, precision=cfg.trainer.precision, logger=False,
                    enable_checkpointing=False, enable_model_summary=False,
                    enable_progress_bar=cfg.trainer.enable_progress_bar)
     merged = {}
@@ -102,8 +107,11 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
     if best:
         log.info("Evaluating the best dev checkpoint %s", best)
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        system.load_state_dict(state, strict=False)
-    return evaluate(cfg, system, dm)
+        missing, unexpected = system.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("teachers.")]  # teachers are never checkpointed
+        if missing or unexpected:
+            raise RuntimeError(f"{best} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return evaluate(cfg, t, system, dm)
 
 
 def plot_run(t: pl.Trainer, out: Path) -> None:
@@ -123,21 +131,22 @@ def teacher_dir(cfg: DictConfig, role: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------- stages
-def finetune_teacher(cfg: DictConfig, spec: TaskSpec, role: str, loggers: list | None = None) -> dict:
+def finetune_teacher(cfg: DictConfig, spec: TaskSpec, role: str, loggers: list, ckpt_path: str | None = None) -> dict:
     """Fine-tune the ``role`` teacher (base/large) on the task and store it with its dev metrics."""
     name = cfg.backbone.teachers[role]
     out = teacher_dir(cfg, role)
     hp = cfg.finetune
     log.info("Fine-tuning teacher %s on %s -> %s", name, spec.name, out)
+    pl.seed_everything(cfg.seed, workers=True)  # each model starts from the same seed, trained before or not
     start = time.time()
     model = load_classifier(name, spec.num_labels, spec.labels)
     tokenizer = load_tokenizer(name)
     dm = datamodule(cfg, spec, {role: tokenizer}, hp.batch_size)
     system = FineTuneSystem(model, role, list(spec.metrics), dm.dev_splits, spec.num_labels,
                             lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio)
-    run_dir = Path(cfg.paths.output_dir) / f"teacher-{role}"
-    t = trainer(cfg, run_dir, hp.epochs, loggers if loggers is not None else make_loggers(cfg), checkpoint=True)
-    dev = fit_and_evaluate(cfg, t, system, dm, None)
+    run_dir = teacher_run_dir(cfg, role)
+    t = trainer(cfg, run_dir, hp.epochs, loggers, ckpt_path)
+    dev = fit_and_evaluate(cfg, t, system, dm, ckpt_path)
     if t.is_global_zero:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
@@ -147,14 +156,21 @@ def finetune_teacher(cfg: DictConfig, spec: TaskSpec, role: str, loggers: list |
             "train_examples_per_s": throughput(t),
         })
         plot_run(t, run_dir)
+    t.strategy.barrier()  # other DDP ranks load the stored teacher next
+    finish_wandb()
     log.info("Teacher %s stored in %s: %s", short_name(name), out, dev)
     return {"dir": str(out), "dev": dev}
 
 
+def teacher_run_dir(cfg: DictConfig, role: str) -> Path:
+    return Path(cfg.paths.output_dir) / f"teacher-{role}"
+
+
 def teacher_recipe(cfg: DictConfig) -> dict:
-    """What a stored teacher was trained with; compared on reuse."""
-    return {**OmegaConf.to_container(cfg.finetune, resolve=True), "train_limit": cfg.task.train_limit,
-            "max_seq_length": cfg.data.max_seq_length}
+    """What a stored teacher was trained with and on; compared on reuse."""
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    return {**OmegaConf.to_container(cfg.finetune, resolve=True), "seed": cfg.seed, "task": task,
+            "subset_seed": cfg.data.subset_seed, "max_seq_length": cfg.data.max_seq_length}
 
 
 def ensure_teacher(cfg: DictConfig, spec: TaskSpec, role: str) -> dict:
@@ -169,8 +185,7 @@ def ensure_teacher(cfg: DictConfig, spec: TaskSpec, role: str) -> dict:
         log.info("Using the fine-tuned %s teacher in %s (dev %s)", role, out, stored["dev"])
         return {"dir": str(out), "dev": stored["dev"]}
     log.warning("No fine-tuned %s teacher for %s at %s: fine-tuning it first (stage=teacher).", role, spec.name, out)
-    run_dir = Path(cfg.paths.output_dir) / f"teacher-{role}"
-    return finetune_teacher(cfg, spec, role, loggers=[CSVLogger(run_dir, name="csv", version="")])
+    return finetune_teacher(cfg, spec, role, [CSVLogger(teacher_run_dir(cfg, role), name="csv", version="")])
 
 
 def build_student(cfg: DictConfig, spec: TaskSpec):
@@ -189,6 +204,7 @@ def distill(cfg: DictConfig, spec: TaskSpec) -> dict:
     objective.check(spec.num_labels)
     teachers_info = {role: ensure_teacher(cfg, spec, role) for role in cfg.teacher.names}
     teachers = {role: load_classifier(info["dir"], spec.num_labels) for role, info in teachers_info.items()}
+    pl.seed_everything(cfg.seed, workers=True)  # the same student head and data order, teacher trained now or not
     student, tokenizer = build_student(cfg, spec)
     tokenizers = {"student": tokenizer, **{role: load_tokenizer(info["dir"]) for role, info in teachers_info.items()}}
     log.info("Student %s: %d layers, %.1fM parameters; teachers %s", short_name(cfg.backbone.student.name_or_path),
@@ -197,13 +213,14 @@ def distill(cfg: DictConfig, spec: TaskSpec) -> dict:
     hp = cfg.distill
     dm = datamodule(cfg, spec, tokenizers, hp.batch_size)
     system = DistillSystem(
-        student, teachers, sampler, adoption, objective, weighting, metrics=list(spec.metrics), dev_splits=dm.dev_splits, num_labels=spec.num_labels,
-        lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio,
+        student, teachers, sampler, adoption, objective, weighting, metrics=list(spec.metrics),
+        dev_splits=dm.dev_splits, num_labels=spec.num_labels, lr=hp.lr, weight_decay=hp.weight_decay,
+        warmup_ratio=hp.warmup_ratio,
     )
     out = Path(cfg.paths.output_dir)
-    t = trainer(cfg, out, hp.epochs, make_loggers(cfg), checkpoint=True)
+    t = trainer(cfg, out, hp.epochs, make_loggers(cfg), cfg.ckpt_path)
     start = time.time()
-    dev = fit_and_evaluate(cfg, t, system, dm, cfg.get("ckpt_path"))
+    dev = fit_and_evaluate(cfg, t, system, dm, cfg.ckpt_path)
     export = out / "student"
     if t.is_global_zero:
         student.save_pretrained(export)
@@ -226,17 +243,23 @@ def summary(result: dict) -> str:
 def run(cfg: DictConfig) -> float | None:
     """Entry point of ``train.py``: runs ``cfg.stage``, writes ``metrics.json``, returns ``cfg.optimized_metric``."""
     quiet_libraries()
-    pl.seed_everything(cfg.seed, workers=True)
     spec = task_spec(cfg)
     start = time.time()
     if cfg.stage.name == "teacher":
-        result = {"teachers": {role: finetune_teacher(cfg, spec, role) for role in cfg.teacher.names}}
+        if cfg.ckpt_path and len(cfg.teacher.names) > 1:
+            raise ValueError("ckpt_path resumes one model: with stage=teacher pick teacher=base or teacher=large.")
+        result = {"teachers": {
+            role: finetune_teacher(cfg, spec, role, make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role))),
+                                   cfg.ckpt_path)
+            for role in cfg.teacher.names
+        }}
         result["dev"] = next(iter(result["teachers"].values()))["dev"]
     else:
         result = distill(cfg, spec)
     result.update(stage=cfg.stage.name, task=spec.name, seed=cfg.seed, total_wall_time_s=round(time.time() - start, 1),
                   config=OmegaConf.to_container(cfg, resolve=True))
-    write_json(Path(cfg.paths.output_dir) / "metrics.json", result)
-    print(summary(result), f"\nmetrics: {Path(cfg.paths.output_dir) / 'metrics.json'}", flush=True)
+    if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", result)
+        print(summary(result), f"\nmetrics: {Path(cfg.paths.output_dir) / 'metrics.json'}", flush=True)
     metric = cfg.get("optimized_metric")
     return result["dev"].get(metric) if metric else None

@@ -114,18 +114,25 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+CLASS_METRICS = {"acc", "f1", "mcc"}
+REGRESSION_METRICS = {"pearson", "spearman"}
+
+
 def custom_task(columns, label_column, labels, metrics, train_file, dev_file) -> TaskSpec:
-    """A task over the user's own CSV/TSV/JSON(L) files (``task=custom``)."""
+    """A task over the user's own CSV/TSV/JSON(L) files (``task=custom``); checks metrics against the labels."""
+    metrics = tuple(metrics)
+    unknown = set(metrics) - CLASS_METRICS - REGRESSION_METRICS
+    if unknown:
+        known = sorted(CLASS_METRICS | REGRESSION_METRICS)
+        raise ValueError(f"task.metrics: unknown {sorted(unknown)}; choose from {known}.")
+    if labels is None and set(metrics) & CLASS_METRICS:
+        raise ValueError(f"task.labels=null makes task=custom a regression, but task.metrics={list(metrics)} are for "
+                         f"classes: use task.metrics=[pearson,spearman], or list the labels in task.labels.")
+    if labels is not None and set(metrics) & REGRESSION_METRICS:
+        raise ValueError(f"task.metrics={list(metrics)}: pearson/spearman need a regression (task.labels=null).")
+    if labels is not None and "f1" in metrics and len(labels) != 2:
+        raise ValueError(f"task.metrics has f1, which scores binary tasks, but task.labels has {len(labels)} values.")
     return TaskSpec(
-        "custom",
-        None,
-        tuple(columns),
-        label_column,
-        None if labels is None else tuple(str(x) for x in labels),
-        tuple(metrics),
-        hub_path="",
-        hub_config=None,
-        hub_columns=(),
-        train_file=train_file,
-        dev_files={"dev": dev_file},
+        "custom", None, tuple(columns), label_column, None if labels is None else tuple(str(x) for x in labels),
+        metrics, hub_path="", hub_config=None, hub_columns=(), train_file=train_file, dev_files={"dev": dev_file},
     )

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import open_dict
 from transformers import AutoModelForSequenceClassification
 
@@ -41,8 +42,6 @@ def test_distill_fine_tunes_missing_teacher_then_exports_student(make_cfg, capsy
     assert all(k in header for k in ("train/ce", "train/kd", "dev/acc", "lr-AdamW"))
     ckpts = list((Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt"))
     assert ckpts
-    import torch
-
     state = torch.load(ckpts[0], weights_only=False)["state_dict"]
     assert not any(k.startswith("teachers.") for k in state)
 
@@ -73,7 +72,7 @@ def test_resume_from_checkpoint(make_cfg, tmp_path):
     cfg = make_cfg("task=sst2")
     run(cfg)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    assert last.is_file()
+    epoch_before = torch.load(last, weights_only=False)["epoch"]
     resumed = make_cfg("task=sst2", "distill.epochs=2", f"ckpt_path={last}")
     with open_dict(resumed):
         resumed.paths.output_dir = str(tmp_path / "resumed")
@@ -81,7 +80,39 @@ def test_resume_from_checkpoint(make_cfg, tmp_path):
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "resumed" / "csv" / "metrics.csv")))
+    first = list(csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")))
     assert {r["epoch"] for r in rows if r["train/loss"]} == {"1"}  # only the second epoch trained
+    last_step = max(int(r["step"]) for r in first if r["train/loss"])
+    assert min(int(r["step"]) for r in rows if r["train/loss"]) > last_step  # step counter restored, not reset
+    assert torch.load(last, weights_only=False)["epoch"] > epoch_before  # checkpoints go on in the same folder
+
+
+def test_same_seed_same_student_whether_teacher_was_trained_now_or_before(make_cfg):
+    first = make_cfg("task=sst2", out="first")  # fine-tunes the teacher, then distils
+    run(first)
+    second = make_cfg("task=sst2", out="second")  # reuses the stored teacher
+    run(second)
+    assert (Path(second.paths.output_dir) / "teacher-base").exists() is False
+    assert read_metrics(first)["dev"] == read_metrics(second)["dev"]
+
+
+def test_bf16_mixed_precision_with_gradient_accumulation(make_cfg):
+    cfg = make_cfg("task=sst2", "trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=2")
+    run(cfg)
+    metrics = read_metrics(cfg)
+    assert metrics["config"]["trainer"]["precision"] == "bf16-mixed" and "dev/acc" in metrics["dev"]
+
+
+def test_custom_csv_task(make_cfg, tmp_path):
+    rows = ["text,answer,label"] + [f"good plot {i},a,pos" if i % 2 else f"bad plot {i},b,neg" for i in range(24)]
+    (tmp_path / "train.csv").write_text("\n".join(rows))
+    (tmp_path / "dev.csv").write_text("\n".join(rows[:9]))
+    cfg = make_cfg("task=custom", f"task.train_file={tmp_path / 'train.csv'}", f"task.dev_file={tmp_path / 'dev.csv'}",
+                   "task.text_columns=[text,answer]", "task.labels=[neg,pos]", "task.metrics=[acc,f1]")
+    run(cfg)
+    metrics = read_metrics(cfg)
+    assert {"dev/acc", "dev/f1"} <= set(metrics["dev"]) and metrics["train_examples"] == 24
+    assert (Path(cfg.paths.teachers_dir) / "custom" / "tiny-teacher" / "metrics.json").is_file()
 
 
 def test_adoption_single_rejects_two_teachers_before_any_training(make_cfg):

@@ -16,7 +16,7 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
     if not rows:
         return None
     columns = rows[0].keys()
-    losses = [c for c in columns if c.startswith("train/") and c != "train/selected"]
+    losses = [c for c in columns if c in ("train/loss", "train/ce") or c.startswith("train/kd")]
     dev = [c for c in columns if c.startswith("dev")]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name in losses:

@@ -79,8 +79,10 @@ def make_loggers(cfg: DictConfig, **overrides) -> list:
     return [instantiate(c, **overrides) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
 
-def throughput(t: pl.Trainer) -> float:
-    return round(float(t.callback_metrics[Throughput.key]), 1)
+def throughput(t: pl.Trainer) -> float | None:
+    """Train examples/s of the last fit (None when it trained no batch, e.g. resumed after its last epoch)."""
+    value = t.callback_metrics.get(Throughput.key)
+    return None if value is None else round(float(value), 1)
 
 
 def evaluate(cfg: DictConfig, fitted: pl.Trainer, system: ClassifierSystem, dm: TaskDataModule) -> dict:

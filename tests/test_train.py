@@ -128,6 +128,7 @@ def test_ddp_sim_two_processes(make_cfg):
     metrics = read_metrics(cfg)
     assert metrics["config"]["trainer"]["devices"] == 2 and 0.0 <= metrics["dev"]["dev/acc"] <= 1.0
     assert metrics["train_examples"] == 48  # counted in the main process; the workers trained on half each
+    assert metrics["train_examples_per_s"] > 0  # measured in the workers, logged back to the main process
     assert Path(metrics["student_dir"], "config.json").is_file()
 
 

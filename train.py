@@ -1,5 +1,6 @@
 """DKD entry point: `python train.py [group=option ...] [key=value ...]` (see README)."""
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -10,9 +11,13 @@ os.environ.setdefault("DKD_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from dkd.run import run  # imported here so `--help` and `--cfg` stay fast
+    from dkd.errors import UserError
+    from dkd.run import run  # imported here so that `--help` and `--cfg` stay fast
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except UserError as err:
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

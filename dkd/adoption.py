@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dkd.errors import UserError
+
 
 @dataclass
 class Route:
@@ -20,7 +22,7 @@ class SingleTeacher:
 
     def check(self, teachers: list[str]) -> None:
         if len(teachers) != 1:
-            raise ValueError(
+            raise UserError(
                 f"adoption=single takes one teacher but teacher= gives {teachers}; use teacher=base or teacher=large."
             )
 

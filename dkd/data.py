@@ -15,13 +15,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from dkd.errors import DataError
 from dkd.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file/column/value and the fix."""
 
 
 @dataclass

@@ -4,8 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
+from torchmetrics.classification import (
+    BinaryF1Score,
+    MatthewsCorrCoef,
+    MulticlassAccuracy,
+)
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+
+from dkd.errors import UserError
 
 
 def _metric(name: str, num_labels: int) -> Metric:
@@ -17,7 +23,7 @@ def _metric(name: str, num_labels: int) -> Metric:
         "spearman": SpearmanCorrCoef,
     }
     if name not in factories:
-        raise ValueError(f"Unknown metric '{name}': choose from {sorted(factories)} (task.metrics).")
+        raise UserError(f"Unknown metric '{name}': choose from {sorted(factories)} (task.metrics).")
     return factories[name]()
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from dkd.errors import UserError
+
 log = logging.getLogger(__name__)
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -70,7 +72,7 @@ def resolve(name_or_path: str) -> str:
     if Path(name_or_path).is_dir():
         return str(name_or_path)
     if str(name_or_path).startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"Model folder {name_or_path} does not exist. Fine-tune or copy the model there, "
+        raise UserError(f"Model folder {name_or_path} does not exist. Fine-tune or copy the model there, "
                                 f"or give a hub id such as bert-base-uncased.")
     if name_or_path in PACKAGED:
         locate, package = PACKAGED[name_or_path]
@@ -107,7 +109,7 @@ def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None
     if any(a.endswith("ForSequenceClassification") for a in config.architectures or []) and (
         config.num_labels != num_labels
     ):
-        raise ValueError(
+        raise UserError(
             f"Model {name_or_path} is a classifier with {config.num_labels} labels but the task has {num_labels}. "
             f"Fine-tune a teacher for this task (stage=teacher) or pick a model made for it."
         )
@@ -131,7 +133,7 @@ def layer_list(model: nn.Module) -> nn.ModuleList:
     encoder = getattr(model.base_model, "encoder", None)
     layers = getattr(encoder, "layer", None) if encoder is not None else None
     if not isinstance(layers, nn.ModuleList):
-        raise ValueError(
+        raise UserError(
             f"{type(model).__name__}: cannot find the encoder layers at base_model.encoder.layer; "
             f"layer truncation supports BERT-style encoders."
         )
@@ -144,7 +146,7 @@ def truncate(model: nn.Module, layers: int | list[int]) -> nn.Module:
     keep = list(range(layers)) if isinstance(layers, int) else [int(i) for i in layers]
     bad = [i for i in keep if not 0 <= i < len(blocks)]
     if not keep or bad:
-        raise ValueError(f"student.layers={layers}: the model has blocks 0..{len(blocks) - 1}; got {bad or 'none'}.")
+        raise UserError(f"student.layers={layers}: the model has blocks 0..{len(blocks) - 1}; got {bad or 'none'}.")
     model.base_model.encoder.layer = nn.ModuleList(blocks[i] for i in keep)
     model.config.num_hidden_layers = len(keep)
     return model

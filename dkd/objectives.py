@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dkd.errors import UserError
+
 
 def kl_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Per-instance ``T² · KL(softmax(z_t/T) ‖ softmax(z_s/T))`` (Hinton et al., 2015), shape ``(B,)``.
@@ -41,15 +43,15 @@ class LogitKD:
 
     def __init__(self, loss: str = "kl", temperature: float = 1.0):
         if loss not in KD_LOSSES:
-            raise ValueError(f"objective.loss={loss!r}: choose one of {sorted(KD_LOSSES)}.")
+            raise UserError(f"objective.loss={loss!r}: choose one of {sorted(KD_LOSSES)}.")
         if temperature <= 0:
-            raise ValueError(f"objective.temperature={temperature}: must be > 0.")
+            raise UserError(f"objective.temperature={temperature}: must be > 0.")
         self.loss = loss
         self.temperature = temperature
 
     def check(self, num_labels: int) -> None:
         if self.loss == "kl" and num_labels == 1:
-            raise ValueError("objective.loss=kl needs class logits but this task is a regression: "
+            raise UserError("objective.loss=kl needs class logits but this task is a regression: "
                              "use objective.loss=mse.")
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,15 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from dkd.callbacks import Throughput
 from dkd.data import TaskDataModule
+from dkd.errors import UserError
 from dkd.loggers import finish_wandb
-from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
+from dkd.models import (
+    count_parameters,
+    load_classifier,
+    load_tokenizer,
+    short_name,
+    truncate,
+)
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.quiet import quiet_libraries
 from dkd.report import plot_curves
@@ -34,6 +41,8 @@ def task_wrapper(fn):
     def wrapped(cfg: DictConfig):
         try:
             return fn(cfg)
+        except UserError:
+            raise  # train.py reports it as one message
         except Exception:
             log.exception("Run failed; its output dir is %s", cfg.paths.output_dir)
             raise
@@ -249,7 +258,7 @@ def run(cfg: DictConfig) -> float | None:
     start = time.time()
     if cfg.stage.name == "teacher":
         if cfg.ckpt_path and len(cfg.teacher.names) > 1:
-            raise ValueError("ckpt_path resumes one model: with stage=teacher pick teacher=base or teacher=large.")
+            raise UserError("ckpt_path resumes one model: with stage=teacher pick teacher=base or teacher=large.")
         result = {"teachers": {
             role: finetune_teacher(cfg, spec, role, make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role))),
                                    cfg.ckpt_path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dkd.errors import UserError
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -110,7 +112,7 @@ TASKS: dict[str, TaskSpec] = {
 
 def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
-        raise KeyError(f"Unknown task '{name}'. Known: {', '.join(sorted(TASKS))}, or task=custom for your own files.")
+        raise UserError(f"Unknown task '{name}'. Known: {', '.join(sorted(TASKS))}, or task=custom for your own files.")
     return TASKS[name]
 
 
@@ -124,14 +126,14 @@ def custom_task(columns, label_column, labels, metrics, train_file, dev_file) ->
     unknown = set(metrics) - CLASS_METRICS - REGRESSION_METRICS
     if unknown:
         known = sorted(CLASS_METRICS | REGRESSION_METRICS)
-        raise ValueError(f"task.metrics: unknown {sorted(unknown)}; choose from {known}.")
+        raise UserError(f"task.metrics: unknown {sorted(unknown)}; choose from {known}.")
     if labels is None and set(metrics) & CLASS_METRICS:
-        raise ValueError(f"task.labels=null makes task=custom a regression, but task.metrics={list(metrics)} are for "
+        raise UserError(f"task.labels=null makes task=custom a regression, but task.metrics={list(metrics)} are for "
                          f"classes: use task.metrics=[pearson,spearman], or list the labels in task.labels.")
     if labels is not None and set(metrics) & REGRESSION_METRICS:
-        raise ValueError(f"task.metrics={list(metrics)}: pearson/spearman need a regression (task.labels=null).")
+        raise UserError(f"task.metrics={list(metrics)}: pearson/spearman need a regression (task.labels=null).")
     if labels is not None and "f1" in metrics and len(labels) != 2:
-        raise ValueError(f"task.metrics has f1, which scores binary tasks, but task.labels has {len(labels)} values.")
+        raise UserError(f"task.metrics has f1, which scores binary tasks, but task.labels has {len(labels)} values.")
     return TaskSpec(
         "custom", None, tuple(columns), label_column, None if labels is None else tuple(str(x) for x in labels),
         metrics, hub_path="", hub_config=None, hub_columns=(), train_file=train_file, dev_files={"dev": dev_file},

@@ -56,3 +56,9 @@ def test_cli_rejects_unknown_option():
     assert out.returncode != 0
     assert "Could not find 'sampler/nonsense'" in out.stderr
     assert "Available options" in out.stderr
+
+
+def test_cli_reports_bad_input_as_one_message(tmp_path):
+    out = run_cli("task=rte", f"task.data_dir={tmp_path}", f"paths.log_dir={tmp_path}", "backbone.teachers.base=./nope")
+    assert out.returncode == 1
+    assert "error: Model folder ./nope does not exist" in out.stderr and "Traceback" not in out.stderr

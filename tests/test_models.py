@@ -68,5 +68,5 @@ def test_packaged_minilm_loads_real_weights():
 
 
 def test_missing_model_folder_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"Model folder .*/gone does not exist"):
+    with pytest.raises(ValueError, match=r"Model folder .*/gone does not exist"):
         load_classifier(str(tmp_path / "gone"), 2)

@@ -178,21 +178,22 @@ def teacher_run_dir(cfg: DictConfig, role: str) -> Path:
 
 
 def teacher_recipe(cfg: DictConfig) -> dict:
-    """What a stored teacher was trained with and on; compared on reuse."""
-    task = OmegaConf.to_container(cfg.task, resolve=True)
-    return {**OmegaConf.to_container(cfg.finetune, resolve=True), "seed": cfg.seed, "task": task,
-            "subset_seed": cfg.data.subset_seed, "max_seq_length": cfg.data.max_seq_length}
+    """What a stored teacher was trained with and on; compared on reuse (the seed is not: seeds vary the student)."""
+    """What a stored teacher was trained with and on; compared on reuse (not the seed: seeds vary students)."""
+    return {**OmegaConf.to_container(cfg.finetune, resolve=True), "task": task, "subset_seed": cfg.data.subset_seed,
+            "max_seq_length": cfg.data.max_seq_length}
 
 
 def ensure_teacher(cfg: DictConfig, spec: TaskSpec, role: str) -> dict:
     out = teacher_dir(cfg, role)
     if (out / "metrics.json").is_file():
         stored = json.loads((out / "metrics.json").read_text())
-        changed = {k: (stored.get("recipe", {}).get(k), v) for k, v in teacher_recipe(cfg).items()
-                   if stored.get("recipe", {}).get(k) != v}
+        recipe = stored.get("recipe", {})
+        changed = {k: (recipe.get(k), v) for k, v in teacher_recipe(cfg).items() if recipe.get(k) != v}
         if changed:
             log.warning("Reusing the %s teacher in %s, trained with other settings (stored, now): %s. "
-                        "Run stage=teacher to retrain it, or set paths.teachers_dir to keep both.", role, out, changed)
+                        "Run stage=teacher to retrain it, or set paths.teachers_dir to keep both.", role, out,
+                        changed if recipe else "not recorded")
         log.info("Using the fine-tuned %s teacher in %s (dev %s)", role, out, stored["dev"])
         return {"dir": str(out), "dev": stored["dev"]}
     log.warning("No fine-tuned %s teacher for %s at %s: fine-tuning it first (stage=teacher).", role, spec.name, out)

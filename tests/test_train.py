@@ -162,3 +162,12 @@ def test_optuna_search_runs_trials_and_reports_best(assets, tmp_path):
     best = (sweep / "optimization_results.yaml").read_text()
     assert "distill.lr" in best and "best_value" in best
     assert "setup plugin alembic" not in out.stdout + out.stderr
+
+
+def test_reused_teacher_warns_when_trained_on_other_data(make_cfg, caplog):
+    run(make_cfg("task=sst2", "stage=teacher", "task.train_limit=20", out="teacher"))
+    caplog.clear()
+    run(make_cfg("task=sst2", "seed=7", "task.train_limit=20", out="same"))
+    assert "other settings" not in caplog.text  # another seed is not another teacher
+    run(make_cfg("task=sst2", "task.train_limit=30", out="other"))
+    assert "trained with other settings" in caplog.text and "'train_limit': 20" in caplog.text

@@ -178,8 +178,9 @@ def teacher_run_dir(cfg: DictConfig, role: str) -> Path:
 
 
 def teacher_recipe(cfg: DictConfig) -> dict:
-    """What a stored teacher was trained with and on; compared on reuse (the seed is not: seeds vary the student)."""
     """What a stored teacher was trained with and on; compared on reuse (not the seed: seeds vary students)."""
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    task = {k: v for k, v in task.items() if k not in ("kd_loss", "dev_limit")}
     return {**OmegaConf.to_container(cfg.finetune, resolve=True), "task": task, "subset_seed": cfg.data.subset_seed,
             "max_seq_length": cfg.data.max_seq_length}
 

@@ -171,3 +171,9 @@ def test_reused_teacher_warns_when_trained_on_other_data(make_cfg, caplog):
     assert "other settings" not in caplog.text  # another seed is not another teacher
     run(make_cfg("task=sst2", "task.train_limit=30", out="other"))
     assert "trained with other settings" in caplog.text and "'train_limit': 20" in caplog.text
+
+
+def test_tensorboard_logger(make_cfg):
+    cfg = make_cfg("task=sst2", "logger=tensorboard")
+    run(cfg)
+    assert list((Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*"))

@@ -11,6 +11,7 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = list(csv.DictReader(open(metrics_csv)))
     if not rows:
@@ -30,6 +31,7 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
         if points:
             right.plot(*zip(*points), marker="o", label=name)
     right.set(xlabel="epoch", ylabel="metric", title="dev")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=110)

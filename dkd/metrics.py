@@ -4,11 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import (
-    BinaryF1Score,
-    MatthewsCorrCoef,
-    MulticlassAccuracy,
-)
+from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, MulticlassAccuracy
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from dkd.errors import UserError

@@ -73,7 +73,7 @@ def resolve(name_or_path: str) -> str:
         return str(name_or_path)
     if str(name_or_path).startswith(("/", ".", "~")):
         raise UserError(f"Model folder {name_or_path} does not exist. Fine-tune or copy the model there, "
-                                f"or give a hub id such as bert-base-uncased.")
+                        f"or give a hub id such as bert-base-uncased.")
     if name_or_path in PACKAGED:
         locate, package = PACKAGED[name_or_path]
         path = locate()

@@ -13,7 +13,8 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    rows = list(csv.DictReader(open(metrics_csv)))
+    with open(metrics_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
     if not rows:
         return None
     columns = rows[0].keys()

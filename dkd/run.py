@@ -19,13 +19,7 @@ from dkd.callbacks import Throughput
 from dkd.data import TaskDataModule
 from dkd.errors import UserError
 from dkd.loggers import finish_wandb
-from dkd.models import (
-    count_parameters,
-    load_classifier,
-    load_tokenizer,
-    short_name,
-    truncate,
-)
+from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.quiet import quiet_libraries
 from dkd.report import plot_curves

@@ -45,67 +45,27 @@ def _glue(name, local_dir, columns, label_column, labels, metrics, hub_columns, 
 
 
 BINARY = ("0", "1")
+NLI = ("entailment", "not_entailment")
+PAIR = ("sentence1", "sentence2")
+QUESTIONS = ("question1", "question2")
+MNLI_LABELS = ("entailment", "neutral", "contradiction")
+# one row per task: name, GLUE folder, local text columns, local label column, labels, metrics, hub text columns
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in [
         _glue("cola", "CoLA", ("3",), "1", BINARY, ("mcc",), ("sentence",), header=False),
         _glue("sst2", "SST-2", ("sentence",), "label", BINARY, ("acc",), ("sentence",)),
-        _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY, ("acc", "f1"), ("sentence1", "sentence2")),
-        _glue(
-            "stsb",
-            "STS-B",
-            ("sentence1", "sentence2"),
-            "score",
-            None,
-            ("pearson", "spearman"),
-            ("sentence1", "sentence2"),
-        ),
-        _glue(
-            "qqp", "QQP", ("question1", "question2"), "is_duplicate", BINARY, ("acc", "f1"), ("question1", "question2")
-        ),
-        _glue(
-            "mnli",
-            "MNLI",
-            ("sentence1", "sentence2"),
-            "gold_label",
-            ("entailment", "neutral", "contradiction"),
-            ("acc",),
-            ("premise", "hypothesis"),
-            dev_files={"dev_m": "dev_matched.tsv", "dev_mm": "dev_mismatched.tsv"},
-            hub_dev_splits={"dev_m": "validation_matched", "dev_mm": "validation_mismatched"},
-        ),
-        _glue(
-            "qnli",
-            "QNLI",
-            ("question", "sentence"),
-            "label",
-            ("entailment", "not_entailment"),
-            ("acc",),
-            ("question", "sentence"),
-        ),
-        _glue(
-            "rte",
-            "RTE",
-            ("sentence1", "sentence2"),
-            "label",
-            ("entailment", "not_entailment"),
-            ("acc",),
-            ("sentence1", "sentence2"),
-        ),
-        _glue("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("acc",), ("sentence1", "sentence2")),
-        TaskSpec(
-            "imdb",
-            None,
-            ("sentence",),
-            "label",
-            BINARY,
-            ("acc",),
-            "stanfordnlp/imdb",
-            None,
-            ("text",),
-            dev_files={"dev": "test.tsv"},
-            hub_dev_splits={"dev": "test"},
-        ),
+        _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY, ("acc", "f1"), PAIR),
+        _glue("stsb", "STS-B", PAIR, "score", None, ("pearson", "spearman"), PAIR),
+        _glue("qqp", "QQP", QUESTIONS, "is_duplicate", BINARY, ("acc", "f1"), QUESTIONS),
+        _glue("mnli", "MNLI", PAIR, "gold_label", MNLI_LABELS, ("acc",), ("premise", "hypothesis"),
+              dev_files={"dev_m": "dev_matched.tsv", "dev_mm": "dev_mismatched.tsv"},
+              hub_dev_splits={"dev_m": "validation_matched", "dev_mm": "validation_mismatched"}),
+        _glue("qnli", "QNLI", ("question", "sentence"), "label", NLI, ("acc",), ("question", "sentence")),
+        _glue("rte", "RTE", PAIR, "label", NLI, ("acc",), PAIR),
+        _glue("wnli", "WNLI", PAIR, "label", BINARY, ("acc",), PAIR),
+        TaskSpec("imdb", None, ("sentence",), "label", BINARY, ("acc",), "stanfordnlp/imdb", None, ("text",),
+                 dev_files={"dev": "test.tsv"}, hub_dev_splits={"dev": "test"}),
     ]
 }
 

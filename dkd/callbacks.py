@@ -1,8 +1,12 @@
-"""Lightning callbacks: training throughput."""
+"""Lightning callbacks: training throughput and the RNG state for exact resume (always added), and the
+interruption checkpoint (``callbacks.on_exception_checkpoint``)."""
 from __future__ import annotations
 
+import random
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from pytorch_lightning import Callback
 
@@ -39,3 +43,56 @@ class Throughput(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.examples, self.seconds = state["examples"], state["seconds"]
+
+
+class RngState(Callback):
+    """Carries the RNG states (Python, NumPy, torch CPU and CUDA) in checkpoints and restores them right before the
+    first training batch after a resume, so that dropout draws what an uninterrupted run would have drawn.
+    Lightning saves no RNG state; restoring at the first batch (not at load) skips whatever set-up drew meanwhile."""
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        # tensors and plain tuples only: Lightning loads checkpoints with torch.load(weights_only=True)
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                         gauss), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        random.setstate(state["python"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class InterruptCheckpoint(Callback):
+    """A crash, Ctrl-C or SIGTERM during training saves ``<dirpath>/<filename>.ckpt`` to resume from exactly.
+
+    Not Lightning's ``OnExceptionCheckpoint``: with that callback present, Lightning turns ``fit(ckpt_path=None)``
+    into ``ckpt_path="last"``, so a run started in a folder holding an old checkpoint would silently resume from it.
+    Saves only once a training batch has started in this process: an exception while setting up or restoring (say,
+    a bad ``ckpt_path``) must not overwrite a good checkpoint with an untrained state.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "on_exception"):
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self._trained = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._trained = True
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self._trained:
+            trainer.save_checkpoint(self.path)

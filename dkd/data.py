@@ -5,6 +5,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pytorch_lightning.trainer.states import TrainerFn
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from dkd.errors import DataError
@@ -108,6 +110,9 @@ def load_local(spec: TaskSpec, data_dir: Path) -> dict[str, Split]:
 
 def load_hub(spec: TaskSpec, local_hint: str) -> dict[str, Split]:
     """Download the task from the Hugging Face hub (``datasets.load_dataset``)."""
+    from dkd.hub import hub_reachable
+
+    hub_reachable()  # offline: fail at once instead of retrying for half a minute
     import datasets
 
     splits = {}
@@ -152,6 +157,29 @@ def subsample(split: Split, limit: int | None, seed: int) -> Split:
     keep = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
     keep = keep.tolist()
     return Split([[col[i] for i in keep] for col in split.texts], [split.labels[i] for i in keep], split.source)
+
+
+def load_task_data(spec: TaskSpec, data_dir: str | None = None, custom_files: dict | None = None,
+                   train_limit: int | None = None, dev_limit: int | None = None, subset_seed: int = 0
+                   ) -> dict[str, Split]:
+    """Every split of the task, read, validated and cut to its limit (train: ``train_limit``, dev: ``dev_limit``)."""
+    splits = load_splits(spec, data_dir, custom_files)
+    return {name: subsample(split, train_limit if name == "train" else dev_limit, subset_seed)
+            for name, split in splits.items()}
+
+
+def fingerprint(splits: dict[str, Split], labels) -> str:
+    """A digest of the examples themselves (texts, label ids and label names), whatever file or hub they came from:
+    equal data gives equal digests, and any changed row, column choice, subset or label order changes it."""
+    digest = hashlib.sha256(json.dumps(list(labels) if labels else None).encode())
+    for name in sorted(splits):
+        split = splits[name]
+        digest.update(f"\x1e{name}\x1e{len(split.labels)}".encode())
+        for col in split.texts:
+            digest.update("\x1f".join(col).encode())
+            digest.update(b"\x1d")
+        digest.update(json.dumps(split.labels).encode())
+    return digest.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------ tokenization
@@ -243,30 +271,72 @@ class Collator:
         }
 
 
-class TaskDataModule(pl.LightningDataModule):
-    """Train and dev loaders for one task, tokenized for every model role (student, teachers).
+class EpochSampler(Sampler[int]):
+    """Example order as a function of ``(seed, epoch)`` alone, sharded over ``replicas`` ranks.
 
-    Roles whose tokenizers are identical share one tokenization; each role gets its own padded tensors.
+    Epoch e is ``randperm(n)`` drawn from a generator seeded with ``seed + e`` (or ``0..n-1`` unshuffled), padded by
+    repeating its head to a multiple of ``replicas``; rank r takes positions r, r + R, r + 2R, … (as
+    ``DistributedSampler``). So R ranks with batch b see the same global batches as one process with batch R·b, and
+    the order does not depend on the global RNG, which dropout and model initialisation also draw from.
+    ``resume(epoch, start)`` makes that epoch begin at the rank's ``start``-th example (mid-epoch resume).
+    """
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, replicas: int = 1, rank: int = 0):
+        self.size, self.seed, self.shuffle, self.replicas, self.rank = size, seed, shuffle, replicas, rank
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls it before each epoch
+        self.epoch = epoch
+
+    def resume(self, epoch: int, start: int) -> None:
+        self._resume = (epoch, start)
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.replicas)
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        padding = len(self) * self.replicas - self.size
+        if padding:
+            order = torch.cat([order, order[:padding]])
+        mine = order[self.rank::self.replicas].tolist()
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start, self._resume = self._resume[1], None
+        yield from mine[start:]
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Train and dev loaders for one task over already read and validated splits (:func:`load_task_data`),
+    tokenized for every model role (student, teachers).
+
+    Roles whose tokenizers are identical share one tokenization; each role gets its own padded tensors. The data is
+    sharded over DDP ranks here (Lightning's sampler replacement is turned off, see :class:`EpochSampler`), and the
+    position within the current epoch is saved in checkpoints, so that a run resumed mid-epoch goes on with the
+    batches an uninterrupted run would have seen.
     """
 
     def __init__(
-        self, spec: TaskSpec, tokenizers: dict, data_dir: str | None = None, custom_files: dict | None = None,
-        max_seq_length: int = 128, batch_size: int = 32, eval_batch_size: int = 64, train_limit: int | None = None,
-        dev_limit: int | None = None, subset_seed: int = 0, cache_dir: str | None = None, num_workers: int = 0,
+        self, spec: TaskSpec, splits: dict[str, Split], tokenizers: dict, max_seq_length: int = 128,
+        batch_size: int = 32, eval_batch_size: int = 64, seed: int = 0, cache_dir: str | None = None,
+        num_workers: int = 0,
     ):
         super().__init__()
         self.spec = spec
+        self.splits = splits
         self.tokenizers = tokenizers
-        self.data_dir = data_dir
-        self.custom_files = custom_files
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.limits = {"train": train_limit, "dev": dev_limit}
-        self.subset_seed = subset_seed
+        self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.num_workers = num_workers
         self.datasets: dict[str, EncodedSplit] = {}
+        self._resume: tuple[int, int] | None = None
 
     @property
     def dev_splits(self) -> list[str]:
@@ -275,9 +345,7 @@ class TaskDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        raw = load_splits(self.spec, self.data_dir, self.custom_files)
-        for split, data in raw.items():
-            data = subsample(data, self.limits["train" if split == "train" else "dev"], self.subset_seed)
+        for split, data in self.splits.items():
             shared: dict[str, dict] = {}
             encodings = {}
             for role, tok in self.tokenizers.items():
@@ -290,16 +358,34 @@ class TaskDataModule(pl.LightningDataModule):
             self.datasets[split] = EncodedSplit(encodings, data.labels)
             log.info("%s/%s: %d examples from %s", self.spec.name, split, len(data.labels), data.source)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = EpochSampler(len(self.datasets[split]), self.seed, shuffle=train, replicas=world, rank=rank)
+        if train and self._resume is not None:
+            epoch, batches = self._resume
+            sampler.resume(epoch, batches * self.batch_size)
+            self._resume = None
         pad_ids = {role: tok.pad_token_id or 0 for role, tok in self.tokenizers.items()}
         return DataLoader(
-            self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
+            self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
             collate_fn=Collator(pad_ids, self.spec.is_regression), num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds: leave the global RNG to dropout
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self):
-        loaders = [self._loader(split, shuffle=False) for split in self.dev_splits]
+        loaders = [self._loader(split, train=False) for split in self.dev_splits]
         return loaders[0] if len(loaders) == 1 else loaders
+
+    def state_dict(self) -> dict:
+        """Where training stands within the epoch: the batches whose optimizer step ran (saved in checkpoints)."""
+        if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches": progress.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self._resume = (state["epoch"], state["batches"])

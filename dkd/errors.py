@@ -7,3 +7,8 @@ class UserError(ValueError):
 
 class DataError(UserError):
     """Bad or missing input data."""
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line, from the exception it wraps if any (Hydra wraps the target's own)."""
+    return " ".join(str(err.__cause__ or err).split())

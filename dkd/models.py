@@ -1,18 +1,23 @@
 """Loading encoders by hub id, local path or pip-packaged copy, and truncating a student to chosen layers."""
 from __future__ import annotations
 
+import copy
+import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import zipfile
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from dkd.errors import UserError
+from dkd.hub import hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +95,12 @@ def short_name(name_or_path: str) -> str:
 def _pretrained(loader, name_or_path: str, **kwargs):
     """``loader.from_pretrained`` on the resolved path, with an error that says what to give instead."""
     path = resolve(name_or_path)
+    if not Path(path).is_dir():
+        hub_reachable()  # a hub id: offline, only the local Hugging Face cache is tried (no half-minute retries)
     try:
         return loader.from_pretrained(path, **kwargs)
     except OSError as err:
-        raise OSError(
+        raise UserError(
             f"Could not load '{name_or_path}' ({str(err).splitlines()[0]}). Give a local folder, a hub id reachable "
             f"from here, or one of the packaged models {sorted(PACKAGED)} (installed by setup.sh)."
         ) from err
@@ -103,16 +110,22 @@ def load_tokenizer(name_or_path: str):
     return _pretrained(AutoTokenizer, name_or_path)
 
 
-def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None = None) -> nn.Module:
-    """A sequence classifier from a pretrained encoder; a new head is reported, not hidden."""
-    config = _pretrained(AutoConfig, name_or_path)
-    if any(a.endswith("ForSequenceClassification") for a in config.architectures or []) and (
-        config.num_labels != num_labels
-    ):
+def check_labels(config, name_or_path: str, num_labels: int, fine_tuned: bool = False) -> None:
+    """A stored classifier must have the task's label count; ``fine_tuned`` models must be classifiers at all."""
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    if is_classifier and config.num_labels != num_labels:
         raise UserError(
             f"Model {name_or_path} is a classifier with {config.num_labels} labels but the task has {num_labels}. "
             f"Fine-tune a teacher for this task (stage=teacher) or pick a model made for it."
         )
+    if fine_tuned and not is_classifier:
+        raise UserError(f"Model {name_or_path} is not a fine-tuned classifier (architectures: {config.architectures}). "
+                        f"Give the folder of a fine-tuned teacher (see `python -m dkd.teachers`).")
+
+
+def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None = None) -> nn.Module:
+    """A sequence classifier from a pretrained encoder; a new head is reported, not hidden."""
+    check_labels(_pretrained(AutoConfig, name_or_path), name_or_path, num_labels)
     kwargs = {"num_labels": num_labels}
     if labels:
         kwargs["id2label"] = dict(enumerate(labels))
@@ -126,6 +139,72 @@ def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None
     if info.get("missing_keys"):
         log.info("%s: newly initialised %s", short_name(name_or_path), sorted(info["missing_keys"]))
     return model
+
+
+WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def inspect_model(name_or_path: str, option: str, num_labels: int, max_seq_length: int, fine_tuned: bool = False):
+    """Check a model without loading its weights: config and tokenizer load, a local folder holds weights, the label
+    count fits, ``max_seq_length`` fits its position embeddings. Returns its config. Errors name ``option``."""
+    try:
+        config = _pretrained(AutoConfig, name_or_path)
+        tokenizer = load_tokenizer(name_or_path)
+        path = Path(resolve(name_or_path))
+        if path.is_dir() and not any(any(path.glob(p)) for p in WEIGHTS):
+            raise UserError(f"{path} holds a config but no weights ({', '.join(WEIGHTS)}).")
+        check_labels(config, name_or_path, num_labels, fine_tuned)
+    except UserError as err:
+        raise UserError(f"{option}={name_or_path}: {err}") from err
+    limit = min(getattr(config, "max_position_embeddings", None) or 10**9,
+                tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 10**9)
+    if max_seq_length > limit:
+        raise UserError(f"data.max_seq_length={max_seq_length}: {option}={name_or_path} takes at most {limit} tokens. "
+                        f"Set data.max_seq_length<={limit}.")
+    return config
+
+
+def check_layers(config, layers) -> None:
+    """``truncate`` on a weightless copy (meta device): the student's layer choice fails before any training."""
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(copy.deepcopy(config))  # truncate edits the config
+    truncate(model, layers)
+
+
+def model_identity(name_or_path: str) -> str:
+    """What a model *is*, for keys: a digest of a local folder's config, tokenizer and weight files (so two folders
+    with the same files are one model and an overwritten folder is another); a hub id as given."""
+    path = Path(resolve(name_or_path))
+    if not path.is_dir():
+        return str(name_or_path)
+    files = sorted({f for pattern in ("config.json", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json",
+                                      "*.model", *WEIGHTS) for f in path.glob(pattern) if f.is_file()})
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}:{file_digest(f)};".encode())
+    return digest.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) in the DKD cache: a 400 MB checkpoint is hashed once."""
+    stat = path.stat()
+    memo_file = cache_root() / "file-digests.json"
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key not in memo:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+        memo[key] = digest.hexdigest()
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        tmp.replace(memo_file)
+    return memo[key]
 
 
 def layer_list(model: nn.Module) -> nn.ModuleList:

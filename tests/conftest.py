@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -49,6 +50,9 @@ def make_glue(root: Path, n_train: int = 48, n_dev: int = 16) -> Path:
                   [[i, s, 'a "quoted" plot', "entailment" if y else "not_entailment"] for i, (s, y) in enumerate(data)])
         write_tsv(root / "STS-B" / f"{split}.tsv", ["index", "sentence1", "sentence2", "score"],
                   [[i, s, s, 5.0 * y] for i, (s, y) in enumerate(data)])
+    for split, n in (("train", n_train), ("test", n_dev)):  # IMDb's layout (IMDB_DIR), beside the GLUE folders
+        write_tsv(root.parent / "imdb" / f"{split}.tsv", ["sentence", "label", "source_file"],
+                  [[s, y, f"{i}.txt"] for i, (s, y) in enumerate(rows(n))])
     labels = ["entailment", "neutral", "contradiction"]
     mnli = lambda n: [[i, s, s, labels[(i + y) % 3]] for i, (s, y) in enumerate(rows(n))]  # noqa: E731
     header = ["index", "sentence1", "sentence2", "gold_label"]
@@ -58,7 +62,7 @@ def make_glue(root: Path, n_train: int = 48, n_dev: int = 16) -> Path:
     return root
 
 
-def make_tiny_model(path: Path, vocab_order: int = 1, layers: int = 4) -> Path:
+def make_tiny_model(path: Path, vocab_order: int = 1, layers: int = 4, dropout: float = 0.1) -> Path:
     """A random BERT encoder (hidden 32, no task head, like a pretrained checkpoint) and its WordPiece tokenizer over
     WORDS; ``vocab_order`` changes the ids."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -70,7 +74,8 @@ def make_tiny_model(path: Path, vocab_order: int = 1, layers: int = 4) -> Path:
     tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"))
     tokenizer.save_pretrained(path)
     config = BertConfig(vocab_size=len(specials) + len(words), hidden_size=32, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(config).save_pretrained(path)
     return path
 
@@ -80,6 +85,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("assets")
     return {
         "glue": make_glue(root / "glue"),
+        "imdb": root / "imdb",
         "teacher": make_tiny_model(root / "tiny-teacher"),
         "large": make_tiny_model(root / "tiny-large", vocab_order=-1, layers=2),
         "student": make_tiny_model(root / "tiny-student"),
@@ -98,7 +104,7 @@ def make_cfg(assets, tmp_path):
 
     def make(*overrides: str, out: str = "run") -> DictConfig:
         base = [
-            f"paths.glue_dir={assets['glue']}", f"paths.log_dir={tmp_path}",
+            f"paths.glue_dir={assets['glue']}", f"paths.imdb_dir={assets['imdb']}", f"paths.log_dir={tmp_path}",
             f"backbone.teachers.base={assets['teacher']}", f"backbone.teachers.large={assets['large']}",
             f"backbone.student.name_or_path={assets['student']}", "backbone.student.layers=2",
             "task.train_limit=null", "finetune.epochs=1", "distill.epochs=1", "finetune.batch_size=8",
@@ -123,3 +129,34 @@ def glue_dir() -> Path:
     if not path or not Path(path, "SST-2", "train.tsv").is_file():
         pytest.skip("GLUE_DIR is not set to a GLUE folder with SST-2 (the integration test needs real data)")
     return Path(path)
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    """Fails the test if any model is trained (``Trainer.fit``): for checks that must come before all training."""
+    calls = []
+
+    def fit(self, *args, **kwargs):
+        calls.append(args)
+        raise AssertionError("Trainer.fit was called: the run was not checked before training")
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
+    return calls
+
+
+class InterruptAt(pl.Callback):
+    """Stops training with an exception at optimizer step ``step``, before (``hook=start``) or after (``end``) that
+    batch: a crash or preemption, for resume tests (``+callbacks.stop._target_=tests.conftest.InterruptAt``)."""
+
+    def __init__(self, step: int, hook: str = "end"):
+        self.step, self.hook = step, hook
+
+    def _maybe_stop(self, trainer, hook: str) -> None:
+        if hook == self.hook and trainer.global_step == self.step:
+            raise RuntimeError(f"interrupted at step {self.step} (batch {hook})")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._maybe_stop(trainer, "start")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._maybe_stop(trainer, "end")

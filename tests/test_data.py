@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from dkd.data import Collator, DataError, TaskDataModule, load_local, load_splits, read_table
+from dkd.data import (Collator, DataError, EpochSampler, TaskDataModule, fingerprint, load_local, load_splits,
+                      load_task_data, read_table)
 from dkd.models import load_tokenizer
 from dkd.tasks import custom_task, get_task
 from tests.conftest import WORDS, write_tsv
@@ -114,31 +115,79 @@ def test_custom_files(tmp_path, suffix):
     assert read_table(path).shape == (2, 3)
 
 
+def sst2(assets, **limits):
+    return load_task_data(get_task("sst2"), str(assets["glue"] / "SST-2"), **limits)
+
+
 def test_each_role_gets_its_own_tokenization_and_cache(assets, tmp_path):
     tokenizers = {"student": load_tokenizer(str(assets["student"])), "large": load_tokenizer(str(assets["large"]))}
-    dm = TaskDataModule(get_task("sst2"), tokenizers, data_dir=str(assets["glue"] / "SST-2"), batch_size=4,
-                        cache_dir=str(tmp_path / "cache"))
+    dm = TaskDataModule(get_task("sst2"), sst2(assets), tokenizers, batch_size=4, cache_dir=str(tmp_path / "cache"))
     dm.setup()
     batch = next(iter(dm.val_dataloader()))
     student, large = batch["inputs"]["student"], batch["inputs"]["large"]
     assert student["attention_mask"].equal(large["attention_mask"])  # same words, same lengths
     assert not student["input_ids"].equal(large["input_ids"])  # different vocabularies, different ids
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 4  # 2 tokenizers x 2 splits
-    again = TaskDataModule(get_task("sst2"), tokenizers, data_dir=str(assets["glue"] / "SST-2"),
-                           cache_dir=str(tmp_path / "cache"))
+    again = TaskDataModule(get_task("sst2"), sst2(assets), tokenizers, cache_dir=str(tmp_path / "cache"))
     again.setup()
     assert again.datasets["dev"].encodings["large"] == dm.datasets["dev"].encodings["large"]
 
 
 def test_train_limit_is_a_fixed_subset(assets):
-    tok = {"student": load_tokenizer(str(assets["student"]))}
-    sizes, firsts = [], []
-    for _ in range(2):
-        dm = TaskDataModule(get_task("sst2"), tok, data_dir=str(assets["glue"] / "SST-2"), train_limit=10)
-        dm.setup()
-        sizes.append(len(dm.datasets["train"]))
-        firsts.append(dm.datasets["train"].encodings["student"]["input_ids"][0])
-    assert sizes == [10, 10] and firsts[0] == firsts[1]
+    first, second = sst2(assets, train_limit=10), sst2(assets, train_limit=10)
+    assert len(first["train"].labels) == 10 and first["train"].texts == second["train"].texts
+    assert len(first["dev"].labels) == 16  # dev_limit is separate
+
+
+def test_fingerprint_follows_the_examples_not_the_files(assets, tmp_path):
+    base = fingerprint(sst2(assets), ("0", "1"))
+    assert fingerprint(sst2(assets), ("0", "1")) == base
+    assert fingerprint(sst2(assets, train_limit=20), ("0", "1")) != base
+    assert fingerprint(sst2(assets, dev_limit=8), ("0", "1")) != base
+    assert fingerprint(sst2(assets), ("1", "0")) != base  # label order is part of the data
+    copy = tmp_path / "SST-2"  # the same rows in another folder: the same data
+    copy.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (copy / name).write_bytes((assets["glue"] / "SST-2" / name).read_bytes())
+    assert fingerprint(load_task_data(get_task("sst2"), str(copy)), ("0", "1")) == base
+    text = (copy / "train.tsv").read_text().splitlines()
+    text[1] = text[1].replace("\t", " changed\t", 1)  # one word more in one row
+    (copy / "train.tsv").write_text("\n".join(text) + "\n")
+    assert fingerprint(load_task_data(get_task("sst2"), str(copy)), ("0", "1")) != base
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    a, b = EpochSampler(10, seed=3), EpochSampler(10, seed=3)
+    torch.manual_seed(0)
+    first = list(a)
+    torch.manual_seed(1)  # the global RNG does not change the order
+    assert list(b) == first and sorted(first) == list(range(10))
+    a.set_epoch(1)
+    assert list(a) != first
+    assert list(EpochSampler(10, seed=4)) != first
+    assert list(EpochSampler(5, shuffle=False)) == [0, 1, 2, 3, 4]
+
+
+def test_ranks_share_the_global_batches_of_one_process():
+    one = list(EpochSampler(12, seed=0))
+    ranks = [list(EpochSampler(12, seed=0, replicas=2, rank=r)) for r in (0, 1)]
+    b = 3  # 2 ranks x batch 3 == one process with batch 6
+    for step in range(2):
+        together = ranks[0][step * b:(step + 1) * b] + ranks[1][step * b:(step + 1) * b]
+        assert sorted(together) == sorted(one[step * 2 * b:(step + 1) * 2 * b])
+    padded = [list(EpochSampler(5, seed=0, replicas=2, rank=r)) for r in (0, 1)]
+    assert len(padded[0]) == len(padded[1]) == 3  # padded by repeating the head, as DistributedSampler does
+
+
+def test_resume_skips_the_examples_already_trained_in_that_epoch_only():
+    sampler = EpochSampler(10, seed=0)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.resume(epoch=2, start=4)
+    assert list(sampler) == full[4:]
+    assert list(sampler) == full  # once
+    sampler.resume(epoch=1, start=4)
+    assert list(sampler) == full  # another epoch: nothing skipped
 
 
 def test_collator_pads_dynamically():

@@ -1,0 +1,216 @@
+"""Check a run before any expensive work, so that a typo costs seconds, not a teacher fine-tuning.
+
+Checked, in this order: numbers and paths in the config, the task, the resume checkpoint, the optimised metric,
+the loggers, the Trainer with its callbacks, the strategy combination, the task's data (read, validated, cut to its
+limits), the student (config, tokenizer, weights, layer choice, position limit) and where each teacher comes from
+(stored for this recipe, to be fine-tuned from a model that loads, or a given folder). Nothing is trained and no
+weights are loaded; what was read (the data) is handed on in the :class:`Plan`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dkd.data import Split, fingerprint, load_task_data
+from dkd.errors import UserError, one_line
+from dkd.models import check_layers, inspect_model, short_name
+from dkd.tasks import TaskSpec, custom_task, get_task
+from dkd.teachers import TeacherSource, TeacherStore, recipe
+from dkd.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+STRATEGY_GROUPS = ("sampler", "adoption", "objective", "weighting")
+
+
+@dataclass
+class Plan:
+    """A checked run: the task, its data, where each teacher comes from, and the strategies (``stage=distill``)."""
+
+    spec: TaskSpec
+    splits: dict[str, Split]
+    data_id: str
+    teachers: dict[str, TeacherSource]
+    strategies: dict[str, object]
+
+
+def _number(minimum: float, integer: bool = False, optional: bool = False, below: float | None = None):
+    def ok(v) -> bool:
+        if v is None:
+            return optional
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+            return False
+        return v >= minimum and (below is None or v < below)
+
+    kind = "an integer" if integer else "a number"
+    upper = f" and < {below}" if below is not None else ""
+    return ok, f"{kind} >= {minimum}{upper}" + (", or null" if optional else "")
+
+
+def _positive():
+    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0), "a number > 0"
+
+
+RULES = {
+    **{f"{stage}.lr": _positive() for stage in ("finetune", "distill")},
+    **{f"{stage}.epochs": _number(1, integer=True) for stage in ("finetune", "distill")},
+    **{f"{stage}.batch_size": _number(1, integer=True) for stage in ("finetune", "distill")},
+    **{f"{stage}.warmup_ratio": _number(0, below=1) for stage in ("finetune", "distill")},
+    **{f"{stage}.weight_decay": _number(0) for stage in ("finetune", "distill")},
+    "data.max_seq_length": _number(2, integer=True),
+    "data.eval_batch_size": _number(1, integer=True),
+    "data.num_workers": _number(0, integer=True),
+    "data.subset_seed": _number(0, integer=True),
+    "task.train_limit": _number(1, integer=True, optional=True),
+    "task.dev_limit": _number(1, integer=True, optional=True),
+    "seed": _number(0, integer=True),
+}
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    for key, (ok, wanted) in RULES.items():
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise UserError(f"{key}={value!r}: must be {wanted}.")
+
+
+def task_spec(cfg: DictConfig) -> TaskSpec:
+    if cfg.task.name != "custom":
+        return get_task(cfg.task.name)
+    t = cfg.task
+    for key in ("train_file", "dev_file", "labels"):
+        if OmegaConf.is_missing(t, key):
+            raise UserError(f"task=custom needs task.{key}= (see conf/task/custom.yaml for an example).")
+    return custom_task(t.text_columns, t.label_column, t.labels, t.metrics, t.train_file, t.dev_file)
+
+
+def check_resume(cfg: DictConfig) -> None:
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise UserError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file. Runs keep theirs in "
+                        f"<run>/checkpoints/ (last.ckpt at each epoch end, on_exception.ckpt after an interruption).")
+    if cfg.ckpt_path and cfg.stage.name == "teacher" and len(cfg.teacher.names) > 1:
+        raise UserError("ckpt_path resumes one model: with stage=teacher pick teacher=base or teacher=large.")
+
+
+def check_metric(cfg: DictConfig, spec: TaskSpec) -> None:
+    metric = cfg.get("optimized_metric")
+    known = ["dev/score"] + [f"{split}/{m}" for split in spec.dev_files for m in spec.metrics]
+    if metric and metric not in known:
+        raise UserError(f"optimized_metric={metric}: task {spec.name} reports {known}.")
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    for name, conf in (cfg.get("logger") or {}).items():
+        if conf and "_target_" in conf:
+            try:
+                get_object(conf._target_)
+            except Exception as err:  # noqa: BLE001 - any import failure is the same fix
+                raise UserError(f"logger.{name}._target_={conf._target_} cannot be imported ({one_line(err)}).") from err
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Build the Trainer (and its callbacks) once and throw it away: unknown keys, a missing GPU, a bad precision or
+    strategy fail here."""
+    if "use_distributed_sampler" in cfg.trainer:
+        raise UserError("trainer.use_distributed_sampler: DKD shards the data over ranks itself (each rank's share "
+                        "of the same global batches); remove the key.")
+    with _quiet("pytorch_lightning.utilities.rank_zero"):  # "GPU available: …" belongs to the real Trainer
+        build_trainer(cfg, Path(cfg.paths.output_dir), 1, [], cfg.ckpt_path)
+
+
+def build_strategies(cfg: DictConfig, spec: TaskSpec) -> dict[str, object]:
+    strategies = {}
+    for group in STRATEGY_GROUPS:
+        try:
+            strategies[group] = instantiate(cfg[group])
+        except InstantiationException as err:
+            if isinstance(err.__cause__, UserError):
+                raise err.__cause__ from None
+            raise UserError(f"{group} ({cfg[group].get('_target_')}): {one_line(err)}") from err
+    strategies["adoption"].check(list(cfg.teacher.names))
+    strategies["objective"].check(spec.num_labels)
+    return strategies
+
+
+def teacher_sources(cfg: DictConfig, spec: TaskSpec, data_id: str) -> dict[str, TeacherSource]:
+    names = list(cfg.teacher.names)
+    given = {role: d for role, d in (cfg.teacher.get("dirs") or {}).items() if d}
+    unused = sorted(set(given) - set(names))
+    if unused:
+        raise UserError(f"teacher.dirs.{unused[0]} is set, but this run's teachers are {names}.")
+    if given and cfg.stage.name == "teacher":
+        raise UserError("stage=teacher fine-tunes into the teacher store; teacher.dirs.* are for distillation.")
+    store = TeacherStore(cfg.paths.teachers_dir)
+    n, length = spec.num_labels, cfg.data.max_seq_length
+    sources = {}
+    for role in names:
+        if role not in cfg.backbone.teachers:
+            raise UserError(f"teacher={role}: backbone {cfg.backbone.name} has teachers {list(cfg.backbone.teachers)}.")
+        model = cfg.backbone.teachers[role]
+        if role in given:
+            inspect_model(given[role], f"teacher.dirs.{role}", n, length, fine_tuned=True)
+            sources[role] = TeacherSource(role, model, Path(given[role]), None)
+            continue
+        try:
+            r = recipe(cfg, role, spec, data_id)  # reads the model's files
+        except UserError as err:
+            raise UserError(f"backbone.teachers.{role}={model}: {err}") from err
+        source = TeacherSource(role, model, store.folder(r), r)
+        if source.ready:
+            inspect_model(str(source.folder), f"stored {role} teacher", n, length, fine_tuned=True)
+        else:
+            inspect_model(model, f"backbone.teachers.{role}", n, length)
+        sources[role] = source
+    return sources
+
+
+def check(cfg: DictConfig) -> Plan:
+    """Everything the run needs, checked; raises :class:`UserError` naming the option, file or value at fault."""
+    start = time.perf_counter()
+    check_numbers(cfg)
+    spec = task_spec(cfg)
+    check_resume(cfg)
+    check_metric(cfg, spec)
+    check_loggers(cfg)
+    check_trainer(cfg)
+    distilling = cfg.stage.name == "distill"
+    strategies = build_strategies(cfg, spec) if distilling else {}
+    custom = {"train": cfg.task.train_file, "dev": cfg.task.dev_file} if spec.name == "custom" else None
+    splits = load_task_data(spec, cfg.task.get("data_dir"), custom, cfg.task.train_limit, cfg.task.dev_limit,
+                            cfg.data.subset_seed)
+    data_id = fingerprint(splits, spec.labels)
+    if distilling:
+        student = cfg.backbone.student
+        config = inspect_model(student.name_or_path, "backbone.student.name_or_path", spec.num_labels,
+                               cfg.data.max_seq_length)
+        if student.layers is not None:
+            check_layers(config, OmegaConf.to_object(student.layers) if OmegaConf.is_list(student.layers)
+                         else student.layers)
+    teachers = teacher_sources(cfg, spec, data_id)
+    where = "; ".join(
+        f"{role} teacher {short_name(s.model)}: "
+        + ("given folder" if s.recipe is None else "stored" if s.ready else "to fine-tune") + f" {s.folder}"
+        for role, s in teachers.items()
+    )
+    sizes = ", ".join(f"{len(s.labels)} {name}" for name, s in splits.items())
+    log.info("Checked the run in %.1f s: %s (%s; data %s); %s", time.perf_counter() - start, spec.name, sizes,
+             data_id, where)
+    return Plan(spec, splits, data_id, teachers, strategies)

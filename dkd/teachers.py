@@ -1,0 +1,177 @@
+"""The teacher store: fine-tuned teachers kept under ``<teachers_dir>/<task>/<model>-<recipe key>/``.
+
+The key is a digest of the teacher's recipe: the model (by the content of its files), the task and its labels, the
+data itself (every text and label after ``task.train_limit`` / ``task.dev_limit``, whatever file or hub it came from),
+``data.max_seq_length``, the fine-tuning settings, the trainer settings that change the result, and how the checkpoint
+is selected. A different recipe gets a different folder, never a mismatched teacher; the same recipe is reused by
+every run and seed. ``teacher.dirs.<role>=<folder>`` uses a fine-tuned teacher as is, bypassing the store.
+
+Written safely: a teacher is saved into a staging folder and renamed into place when complete (a run killed
+mid-save leaves nothing a later run would load), and built under a file lock, so that concurrent runs needing the
+same missing teacher fine-tune it once: the second waits and reuses it.
+
+List what is stored: ``python -m dkd.teachers [teachers_dir]``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from dkd.models import model_identity, short_name
+from dkd.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+RECIPE, METRICS = "recipe.json", "metrics.json"
+# Trainer settings that change what a fine-tuning produces (not where or how fast it runs).
+TRAINER_KEYS = ("precision", "accumulate_grad_batches", "gradient_clip_val", "limit_train_batches", "devices",
+                "num_nodes")
+
+
+def recipe(cfg: DictConfig, role: str, spec: TaskSpec, data_id: str) -> dict:
+    """Everything a fine-tuned teacher depends on, except the seed (seeds vary students, not teachers)."""
+    model = cfg.backbone.teachers[role]
+    return {
+        "model": model, "model_identity": model_identity(model), "task": spec.name,
+        "labels": list(spec.labels) if spec.labels else None, "data": data_id,
+        "max_seq_length": cfg.data.max_seq_length, "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
+        "trainer": {k: cfg.trainer.get(k) for k in TRAINER_KEYS if k in cfg.trainer}, "selection": _selection(cfg),
+    }
+
+
+def _selection(cfg: DictConfig) -> dict:
+    """How the stored checkpoint is chosen: best dev checkpoint and early stopping (none of them: the last epoch)."""
+    out = {}
+    for name, c in (cfg.get("callbacks") or {}).items():
+        target = str(c.get("_target_", "")) if c else ""
+        if target.endswith("EarlyStopping") or (target.endswith("ModelCheckpoint") and cfg.trainer.enable_checkpointing):
+            out[name] = {k: c[k] for k in ("monitor", "mode", "patience", "min_delta") if k in c}
+    return out
+
+
+def _diff(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def recipe_key(r: dict) -> str:
+    return hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class TeacherSource:
+    """Where the ``role`` teacher comes from: the store (``recipe`` set) or a folder given as is (``recipe=None``)."""
+
+    role: str
+    model: str
+    folder: Path
+    recipe: dict | None
+
+    @property
+    def ready(self) -> bool:
+        return self.recipe is None or TeacherStore.complete(self.folder)
+
+
+class TeacherStore:
+    """Fine-tuned teachers under ``root``, one folder per recipe."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def folder(self, r: dict) -> Path:
+        return self.root / r["task"] / f"{short_name(r['model'])}-{recipe_key(r)}"
+
+    @staticmethod
+    def complete(folder: Path) -> bool:
+        """Published folders are complete by construction (renamed into place last); both files are checked anyway."""
+        return (folder / RECIPE).is_file() and (folder / METRICS).is_file()
+
+    @staticmethod
+    def staging(folder: Path) -> Path:
+        return folder.with_name(f".{folder.name}.staging-{os.getpid()}")
+
+    @staticmethod
+    def publish(staging: Path, folder: Path, r: dict, metrics: dict) -> None:
+        """Write the recipe and metrics into the staging folder, then rename it into place (atomic on one disk)."""
+        (staging / METRICS).write_text(json.dumps(metrics, indent=2, default=str))
+        (staging / RECIPE).write_text(json.dumps(r, indent=2, sort_keys=True, default=str))
+        staging.rename(folder)
+
+    @contextlib.contextmanager
+    def building(self, folder: Path):
+        """Held while ``folder`` is fine-tuned: a file lock, so that a concurrent run waits for this one and then
+        reuses its teacher. Only rank 0 of a DDP run locks (the other ranks train along with it, they cannot wait).
+        Leftover staging folders of killed runs are removed."""
+        if rank_zero_only.rank != 0:
+            yield
+            return
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(folder.with_name(f".{folder.name}.lock"))
+        try:
+            lock.acquire(timeout=1)
+        except Timeout:
+            log.info("Another run is fine-tuning %s; waiting for it (lock %s)", folder, lock.lock_file)
+            lock.acquire()
+        try:
+            for stale in folder.parent.glob(f".{folder.name}.staging-*"):
+                log.info("Removing %s, left by a run that stopped while saving", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            lock.release()
+
+    def differences(self, r: dict) -> dict[str, list[str]]:
+        """Stored teachers of the same model and task whose recipe differs from ``r``: folder → differing keys."""
+        out = {}
+        for other in sorted(self.folder(r).parent.glob(f"{short_name(r['model'])}-*/{RECIPE}")):
+            stored = json.loads(other.read_text())
+            out[str(other.parent)] = sorted(_diff(stored, json.loads(json.dumps(r, default=str))))
+        return out
+
+    def list(self) -> list[dict]:
+        rows = []
+        for recipe_file in sorted(self.root.glob(f"*/*/{RECIPE}")):
+            folder = recipe_file.parent
+            if folder.name.startswith(".") or not self.complete(folder):
+                continue
+            r = json.loads(recipe_file.read_text())
+            m = json.loads((folder / METRICS).read_text())
+            rows.append({"folder": str(folder), "task": r["task"], "model": r["model"],
+                         "train_examples": m.get("train_examples"), "dev_score": m.get("dev", {}).get("dev/score"),
+                         "lr": r["finetune"].get("lr"), "epochs": r["finetune"].get("epochs"),
+                         "max_seq_length": r["max_seq_length"], "data": r["data"]})
+        return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dkd.teachers [teachers_dir]``: one line per stored teacher."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    default = Path(os.environ.get("DKD_ROOT", Path(__file__).resolve().parents[1])) / "outputs" / "teachers"
+    parser.add_argument("teachers_dir", nargs="?", default=str(default), help=f"default: {default}")
+    args = parser.parse_args(argv)
+    rows = TeacherStore(args.teachers_dir).list()
+    if not rows:
+        print(f"No fine-tuned teachers under {args.teachers_dir}.")
+        return
+    for row in rows:
+        score = "-" if row["dev_score"] is None else f"{row['dev_score']:.4f}"
+        print(f"{row['task']:<8} {short_name(row['model']):<24} dev/score {score}  {row['train_examples']} train ex, "
+              f"lr {row['lr']}, {row['epochs']} ep, len {row['max_seq_length']}, data {row['data']}\n"
+              f"         {row['folder']}")
+    print("\nReuse one as is with teacher.dirs.<role>=<folder>; a run with the same recipe finds it by itself.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The Lightning ``Trainer`` of a stage, with the callbacks of the ``callbacks`` config group."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks.progress import ProgressBar
+
+from dkd.callbacks import InterruptCheckpoint, RngState, Throughput
+from dkd.errors import UserError, one_line
+
+log = logging.getLogger(__name__)
+
+
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[Callback]:
+    """``callbacks.*`` instantiated; a null ``dirpath`` becomes ``ckpt_dir``. ``trainer.enable_checkpointing=false``
+    drops the checkpoint callbacks and ``trainer.enable_progress_bar=false`` the progress bar, as their flags say."""
+    dropped = {
+        (ModelCheckpoint, InterruptCheckpoint): not cfg.trainer.enable_checkpointing,
+        (ProgressBar,): not cfg.trainer.enable_progress_bar,
+        (LearningRateMonitor,): not has_logger,  # it has nowhere to write
+    }
+    callbacks = []
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if not conf:
+            continue
+        if "_target_" not in conf:
+            raise UserError(f"callbacks.{name} has no _target_: give the callback's class, e.g. "
+                            f"+callbacks.{name}._target_=pytorch_lightning.callbacks.EarlyStopping")
+        try:
+            fill = "dirpath" in conf and conf.dirpath is None
+            callback = instantiate(conf, **({"dirpath": str(ckpt_dir)} if fill else {}))
+        except Exception as err:  # noqa: BLE001 - a bad class or argument in the user's config
+            raise UserError(f"callbacks.{name}: {one_line(err)}") from err
+        if not any(isinstance(callback, kinds) and off for kinds, off in dropped.items()):
+            callbacks.append(callback)
+    return [*callbacks, Throughput(), RngState()]
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list, ckpt_path: str | None = None
+                  ) -> pl.Trainer:
+    """The configured ``Trainer``. On resume, checkpoints go on in the resumed run's folder so that its best dev score
+    is restored with it (ModelCheckpoint forgets it when the folder changes). DKD shards the data itself
+    (:class:`dkd.data.EpochSampler`), so Lightning's sampler replacement is off."""
+    ckpt_dir = Path(ckpt_path).parent if ckpt_path else out_dir / "checkpoints"
+    callbacks = build_callbacks(cfg, ckpt_dir, has_logger=bool(loggers))
+    try:
+        return instantiate(cfg.trainer, max_epochs=max_epochs, logger=loggers or False, callbacks=callbacks,
+                           default_root_dir=str(out_dir), use_distributed_sampler=False,
+                           enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks))
+    except Exception as err:  # noqa: BLE001 - unknown keys, no GPU, bad precision or strategy: all the user's options
+        raise UserError(f"trainer options: {one_line(err)} (see conf/trainer/ and the Lightning Trainer's arguments)"
+                        ) from err
+
+
+def checkpointing(t: pl.Trainer) -> bool:
+    return isinstance(t.checkpoint_callback, ModelCheckpoint)

@@ -1,0 +1,111 @@
+"""Every input a run needs is checked before any training: one clear error, no fit, no teacher fine-tuned."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dkd.errors import UserError
+from dkd.run import run
+from tests.conftest import ROOT, write_tsv
+
+
+def custom_files(tmp_path: Path, bad_row: str | None = None, header: str = "text,label") -> list[str]:
+    rows = [header] + [f"good plot {i},pos" if i % 2 else f"bad plot {i},neg" for i in range(12)]
+    if bad_row:
+        rows.insert(5, bad_row)
+    (tmp_path / "train.csv").write_text("\n".join(rows))
+    (tmp_path / "dev.csv").write_text("\n".join(rows[:6]))
+    return ["task=custom", f"task.train_file={tmp_path / 'train.csv'}", f"task.dev_file={tmp_path / 'dev.csv'}",
+            "task.labels=[neg,pos]"]
+
+
+BAD = {
+    "student path": (["backbone.student.name_or_path=/nonexistent/model"],
+                     r"backbone.student.name_or_path=/nonexistent/model: .*Model folder /nonexistent/model does not"),
+    "teacher path": (["backbone.teachers.base=/nonexistent/teacher"], r"backbone.teachers.base=/nonexistent/teacher"),
+    "large teacher path": (["teacher=large", "backbone.teachers.large=./nope"], r"backbone.teachers.large=./nope"),
+    "student layers": (["backbone.student.layers=[0,9]"], r"student.layers=\[0, 9\]: the model has blocks 0..3"),
+    "data folder": (["task.data_dir=/nonexistent/SST-2"], r"no local data .*/nonexistent/SST-2 does not exist"),
+    "number": (["distill.lr=-1"], r"distill.lr=-1: must be a number > 0"),
+    "limit": (["task.train_limit=0"], r"task.train_limit=0: must be an integer >= 1, or null"),
+    "trainer key": (["+trainer.max_epoch=3"], r"trainer options: .*unexpected keyword argument 'max_epoch'"),
+    "gpu": (["trainer.accelerator=gpu"], r"trainer options: No supported gpu backend found"),
+    "callback": (["+callbacks.es._target_=pytorch_lightning.callbacks.EarlyStoping"], r"callbacks.es: "),
+    "sampler override": (["+trainer.use_distributed_sampler=true"], r"trainer.use_distributed_sampler: DKD shards"),
+    "max length": (["data.max_seq_length=512"], r"data.max_seq_length=512: .* takes at most 128 tokens"),
+    "resume file": (["ckpt_path=/nonexistent/last.ckpt"], r"ckpt_path=/nonexistent/last.ckpt: no such checkpoint"),
+    "metric": (["optimized_metric=dev/f1"], r"optimized_metric=dev/f1: task sst2 reports \['dev/score', 'dev/acc'\]"),
+    "unused teacher dir": (["teacher.dirs.large=/x"], r"teacher.dirs.large is set, but this run's teachers are"),
+    "given teacher": (["teacher.dirs.base=/nonexistent/t"], r"teacher.dirs.base=/nonexistent/t: .*does not exist"),
+    "objective": (["objective.loss=kll"], r"objective.loss='kll': choose one of \['kl', 'mse'\]"),
+    "strategy combination": (["teacher=both"], r"adoption=single takes one teacher"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_fails_before_any_training(make_cfg, no_fit, name):
+    overrides, message = BAD[name]
+    cfg = make_cfg("task=sst2", *overrides)
+    with pytest.raises(UserError, match=message):
+        run(cfg)
+    assert not no_fit and not Path(cfg.paths.teachers_dir).exists()
+
+
+@pytest.mark.parametrize("name, bad_row, header, message", [
+    ("label", "fine plot,maybe", "text,label", r"train.csv: row 5, column 'label' has label 'maybe'"),
+    ("column", None, "sentence,label", r"train.csv: no column 'text' \(columns are \['sentence', 'label'\]\)"),
+])
+def test_bad_data_file_fails_before_any_training(make_cfg, no_fit, tmp_path, name, bad_row, header, message):
+    cfg = make_cfg(*custom_files(tmp_path, bad_row, header))
+    with pytest.raises(UserError, match=message):
+        run(cfg)
+    assert not no_fit
+
+
+def test_empty_dev_split_fails_before_any_training(make_cfg, no_fit, tmp_path):
+    write_tsv(tmp_path / "SST-2" / "train.tsv", ["sentence", "label"], [["good", 1]])
+    write_tsv(tmp_path / "SST-2" / "dev.tsv", ["sentence", "label"], [])
+    with pytest.raises(UserError, match=r"dev.tsv: the split is empty"):
+        run(make_cfg("task=sst2", f"task.data_dir={tmp_path / 'SST-2'}"))
+    assert not no_fit
+
+
+def test_given_teacher_must_be_a_fine_tuned_classifier(make_cfg, no_fit, assets):
+    with pytest.raises(UserError, match=r"teacher.dirs.base=.*tiny-teacher: Model .* is not a fine-tuned classifier"):
+        run(make_cfg("task=sst2", f"teacher.dirs.base={assets['teacher']}"))
+    assert not no_fit
+
+
+def test_cli_fails_within_seconds_with_one_line(assets, tmp_path):
+    """The issue's case: a fresh checkout (no teacher stored) and a wrong student path."""
+    start = time.time()
+    out = subprocess.run(
+        [sys.executable, "train.py", "backbone.student.name_or_path=/nonexistent/model", f"paths.log_dir={tmp_path}",
+         f"paths.glue_dir={assets['glue']}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    elapsed = time.time() - start
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        out.stderr.strip().splitlines()[0]] and out.stderr.startswith("error: backbone.student.name_or_path=")
+    assert "fine-tuning" not in out.stdout + out.stderr and not (tmp_path / "teachers").exists()
+    assert elapsed < 30, elapsed  # imports (~4 s) dominate; no model or data is loaded beyond configs and files
+
+
+def test_hub_model_offline_fails_at_once_not_after_retries(make_cfg, no_fit, monkeypatch):
+    """backbone=bert names hub ids; with the hub unreachable the check fails in a second (the libraries alone retry
+    for about 25 s), and copies in the local Hugging Face cache would still load."""
+    import socket
+
+    from dkd import hub
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    hub.hub_reachable.cache_clear()
+    start = time.time()
+    with pytest.raises(UserError, match=r"backbone.teachers.base=bert-base-uncased: Could not load 'bert-base-uncased'"):
+        run(make_cfg("task=sst2", "backbone.teachers.base=bert-base-uncased"))
+    assert time.time() - start < 5 and not no_fit
+    hub.hub_reachable.cache_clear()

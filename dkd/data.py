@@ -99,8 +99,9 @@ def load_local(spec: TaskSpec, data_dir: Path) -> dict[str, Split]:
         path = data_dir / name
         if not path.is_file():
             present = sorted(p.name for p in data_dir.iterdir())
+            shown = present[:8] + ([f"… {len(present) - 8} more"] if len(present) > 8 else [])
             raise DataError(
-                f"Task '{spec.name}': missing {split} file {path} (the folder holds {present}). "
+                f"Task '{spec.name}': missing {split} file {path} (the folder holds {shown}). "
                 f"Point task.data_dir at a folder with {', '.join(files.values())}."
             )
         frame = read_table(path, header=spec.header)

@@ -225,7 +225,8 @@ def truncate(model: nn.Module, layers: int | list[int]) -> nn.Module:
     keep = list(range(layers)) if isinstance(layers, int) else [int(i) for i in layers]
     bad = [i for i in keep if not 0 <= i < len(blocks)]
     if not keep or bad:
-        raise UserError(f"student.layers={layers}: the model has blocks 0..{len(blocks) - 1}; got {bad or 'none'}.")
+        raise UserError(f"backbone.student.layers={layers}: the model has blocks 0..{len(blocks) - 1}; "
+                        f"got {bad or 'none'}.")
     model.base_model.encoder.layer = nn.ModuleList(blocks[i] for i in keep)
     model.config.num_hidden_layers = len(keep)
     return model

@@ -174,8 +174,7 @@ def ensure_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource) -> dict:
         info = stored_teacher(source)
         log.info("Using the fine-tuned %s teacher in %s (dev %s)", source.role, source.folder, info["dev"])
         return info
-    log.info("No %s teacher is stored for this recipe: fine-tuning %s first (%s)", source.role,
-             short_name(source.model), source.folder)
+    log.info("No %s teacher is stored for this recipe: fine-tuning it first", source.role)
     for folder, keys in TeacherStore(cfg.paths.teachers_dir).differences(source.recipe).items():
         log.info("  stored %s differs in %s (to use it anyway: teacher.dirs.%s=%s)", folder, ", ".join(keys),
                  source.role, folder)

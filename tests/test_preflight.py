@@ -26,7 +26,7 @@ BAD = {
                      r"backbone.student.name_or_path=/nonexistent/model: .*Model folder /nonexistent/model does not"),
     "teacher path": (["backbone.teachers.base=/nonexistent/teacher"], r"backbone.teachers.base=/nonexistent/teacher"),
     "large teacher path": (["teacher=large", "backbone.teachers.large=./nope"], r"backbone.teachers.large=./nope"),
-    "student layers": (["backbone.student.layers=[0,9]"], r"student.layers=\[0, 9\]: the model has blocks 0..3"),
+    "student layers": (["backbone.student.layers=[0,9]"], r"backbone.student.layers=\[0, 9\]: the model has blocks 0..3"),
     "data folder": (["task.data_dir=/nonexistent/SST-2"], r"no local data .*/nonexistent/SST-2 does not exist"),
     "number": (["distill.lr=-1"], r"distill.lr=-1: must be a number > 0"),
     "limit": (["task.train_limit=0"], r"task.train_limit=0: must be an integer >= 1, or null"),

@@ -101,9 +101,10 @@ def test_stage_teacher_does_not_fine_tune_a_stored_teacher_again(make_cfg, caplo
 
 
 # ------------------------------------------------------------------------------------------- two processes
-def cli_args(assets, tmp_path, out: str) -> list[str]:
+def cli_args(assets, tmp_path, out: str | None = None) -> list[str]:
     return [
-        "train.py", f"paths.glue_dir={assets['glue']}", f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / out}",
+        "train.py", f"paths.glue_dir={assets['glue']}", f"paths.log_dir={tmp_path}",
+        *([f"hydra.run.dir={tmp_path / out}"] if out else []),
         f"backbone.teachers.base={assets['teacher']}", f"backbone.student.name_or_path={assets['student']}",
         "backbone.student.layers=2", "task.train_limit=24", "finetune.epochs=1", "distill.epochs=1",
         "finetune.batch_size=8", "finetune.lr=1e-3", "trainer.enable_progress_bar=false", "logger=none",
@@ -133,15 +134,16 @@ def test_concurrent_runs_fine_tune_a_missing_teacher_once(make_cfg, assets, tmp_
     lock = FileLock(folder.with_name(f".{folder.name}.lock"))
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     with lock:
-        runs = [start(cli_args(assets, tmp_path, out), log) for out, log in zip(("a", "b"), logs)]
+        runs = [start(cli_args(assets, tmp_path), log) for log in logs]  # started together: two run folders
         wait_for("waiting for it", logs)
     codes = [r.wait(timeout=300) for r in runs]
     texts = [log.read_text() for log in logs]
     assert codes == [0, 0], [t[-3000:] for t in texts]
-    trained = [(tmp_path / out / "teacher-base").exists() for out in ("a", "b")]
-    assert sorted(trained) == [False, True]  # fine-tuned once
+    outs = sorted((tmp_path / "runs").iterdir())
+    assert len(outs) == 2
+    assert sorted((out / "teacher-base").exists() for out in outs) == [False, True]  # fine-tuned once
     assert sum("stored meanwhile by another run" in t for t in texts) == 1
-    dirs = {json.loads((tmp_path / out / "metrics.json").read_text())["teachers"]["base"]["dir"] for out in "ab"}
+    dirs = {json.loads((out / "metrics.json").read_text())["teachers"]["base"]["dir"] for out in outs}
     assert dirs == {str(folder)}
 
 

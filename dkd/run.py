@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dkd.callbacks import Throughput
 from dkd.data import TaskDataModule
@@ -32,8 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def task_wrapper(fn):
-    """Logs a failure with its config's output dir (and the checkpoint to resume from, if one was saved) and always
-    closes the loggers (one W&B run per multirun job)."""
+    """Logs a failure with its config's output dir and the checkpoint to resume from, if one was saved, and always
+    closes the loggers (one W&B run per multirun job). A run stopped by SIGTERM exits with 143, not with the 0 of
+    Lightning's ``SIGTERMException``: it did not finish."""
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig):
@@ -41,11 +44,14 @@ def task_wrapper(fn):
             return fn(cfg)
         except UserError:
             raise  # train.py reports it as one message
-        except BaseException:
-            log.exception("Run failed; its output dir is %s", cfg.paths.output_dir)
+        except BaseException as err:
+            log.exception("Run %s; its output dir is %s",
+                          "stopped by SIGTERM" if isinstance(err, SIGTERMException) else "failed", cfg.paths.output_dir)
             folders = [Path(cfg.paths.output_dir)] + ([Path(cfg.ckpt_path).parent] if cfg.get("ckpt_path") else [])
             for ckpt in sorted({c for f in folders for c in f.glob("**/on_exception.ckpt")}):
                 log.error("Resume it with ckpt_path=%s", ckpt)
+            if isinstance(err, SIGTERMException):
+                raise SystemExit(128 + signal.SIGTERM) from err
             raise
         finally:
             finish_wandb()

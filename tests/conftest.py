@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -145,8 +146,9 @@ def no_fit(monkeypatch):
 
 
 class InterruptAt(pl.Callback):
-    """Stops training with an exception at optimizer step ``step``, before (``hook=start``) or after (``end``) that
-    batch: a crash or preemption, for resume tests (``+callbacks.stop._target_=tests.conftest.InterruptAt``)."""
+    """Stops training at optimizer step ``step``: an exception before (``hook=start``) or after (``end``) that batch,
+    or a real SIGTERM to this process after it (``sigterm``, as a cluster's preemption sends). For resume tests:
+    ``+callbacks.stop._target_=tests.conftest.InterruptAt``."""
 
     def __init__(self, step: int, hook: str = "end"):
         self.step, self.hook = step, hook
@@ -160,3 +162,5 @@ class InterruptAt(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._maybe_stop(trainer, "end")
+        if self.hook == "sigterm" and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler stops the loop after this batch

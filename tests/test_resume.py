@@ -1,5 +1,6 @@
 """Exact resume (mid-epoch interruption + ckpt_path = the uninterrupted run) and DDP = one process."""
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,18 +18,21 @@ def dev(cfg) -> dict:
     return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["dev"]
 
 
-@pytest.mark.parametrize("hook", ["start", "end"])
+@pytest.mark.parametrize("hook", ["start", "end", "sigterm"])
 def test_resumed_mid_epoch_equals_uninterrupted(make_cfg, hook):
-    """48 examples, batch 8: 6 steps an epoch. Stopped at step 8 (mid-epoch 1, dropout on), resumed from the
-    interruption checkpoint: the same last-epoch weights and dev metrics as a run that was never stopped."""
+    """48 examples, batch 8: 6 steps an epoch. Stopped at step 8 (mid-epoch 1, dropout on) by an exception before or
+    after a batch, or by SIGTERM; resumed from the interruption checkpoint: the same last-epoch weights and dev
+    metrics as a run that was never stopped."""
     common = ("task=sst2", "distill.epochs=2")
     run(make_cfg(*common, "stage=teacher", out="teacher"))
     whole = make_cfg(*common, out="whole")
     run(whole)
     stopped = make_cfg(*common, "+callbacks.stop._target_=tests.conftest.InterruptAt", "+callbacks.stop.step=8",
                        f"+callbacks.stop.hook={hook}", out="stopped")
-    with pytest.raises(RuntimeError, match="interrupted at step 8"):
+    with pytest.raises(SystemExit if hook == "sigterm" else RuntimeError) as stop:
         run(stopped)
+    if hook == "sigterm":
+        assert stop.value.code == 128 + signal.SIGTERM  # not Lightning's 0: the run did not finish
     ckpt = Path(stopped.paths.output_dir) / "checkpoints" / "on_exception.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == 8
     resumed = make_cfg(*common, f"ckpt_path={ckpt}", out="resumed")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from pytorch_lightning import Callback
 
 
@@ -46,35 +47,50 @@ class Throughput(Callback):
 
 
 class RngState(Callback):
-    """Carries the RNG states (Python, NumPy, torch CPU and CUDA) in checkpoints and restores them right before the
-    first training batch after a resume, so that dropout draws what an uninterrupted run would have drawn.
-    Lightning saves no RNG state; restoring at the first batch (not at load) skips whatever set-up drew meanwhile."""
+    """Carries the RNG states (Python, NumPy, torch CPU and CUDA) of every rank in checkpoints and restores each
+    rank's own right before the first training batch after a resume, so that dropout draws what an uninterrupted run
+    would have drawn. Lightning saves no RNG state; restoring at the first batch (not at load) skips whatever set-up
+    drew meanwhile."""
 
     def __init__(self):
         self._pending: dict | None = None
 
     def state_dict(self) -> dict:
-        # tensors and plain tuples only: Lightning loads checkpoints with torch.load(weights_only=True)
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                         gauss), "torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        # Called on every rank while a checkpoint is written, so the ranks can pool their states here.
+        state = _rng_state()
+        if dist.is_available() and dist.is_initialized():
+            states = [None] * dist.get_world_size()
+            dist.all_gather_object(states, state)
+            return {"ranks": states}
+        return {"ranks": [state]}
 
     def load_state_dict(self, state: dict) -> None:
-        self._pending = state
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self._pending = state["ranks"][rank % len(state["ranks"])]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._pending is None:
-            return
-        state, self._pending = self._pending, None
-        random.setstate(state["python"])
-        kind, keys, pos, has_gauss, gauss = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        if self._pending is not None:
+            _set_rng_state(self._pending)
+            self._pending = None
+
+
+def _rng_state() -> dict:
+    # tensors and plain tuples only: Lightning loads checkpoints with torch.load(weights_only=True)
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                     gauss), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class InterruptCheckpoint(Callback):

@@ -384,8 +384,10 @@ class TaskDataModule(pl.LightningDataModule):
         """Where training stands within the epoch: the batches whose optimizer step ran (saved in checkpoints)."""
         if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
             return {}
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "batches": progress.processed}
+        processed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if processed >= self.trainer.num_training_batches:  # the epoch is done (Lightning may count the next already)
+            return {}
+        return {"epoch": self.trainer.current_epoch, "batches": processed}
 
     def load_state_dict(self, state: dict) -> None:
         if state:

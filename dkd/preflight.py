@@ -9,11 +9,13 @@ weights are loaded; what was read (the data) is handed on in the :class:`Plan`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -92,11 +94,28 @@ def task_spec(cfg: DictConfig) -> TaskSpec:
 
 
 def check_resume(cfg: DictConfig) -> None:
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise UserError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file. Runs keep theirs in "
-                        f"<run>/checkpoints/ (last.ckpt at each epoch end, on_exception.ckpt after an interruption).")
-    if cfg.ckpt_path and cfg.stage.name == "teacher" and len(cfg.teacher.names) > 1:
+    """The checkpoint exists and holds the model this stage trains (a teacher's fine-tuning cannot resume a
+    distillation, nor the other way round)."""
+    if not cfg.ckpt_path:
+        return
+    path = Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise UserError(f"ckpt_path={path}: no such checkpoint file. Runs keep theirs in <run>/checkpoints/ "
+                        f"(last.ckpt at each epoch end, on_exception.ckpt after an interruption).")
+    names = list(cfg.teacher.names)
+    if cfg.stage.name == "teacher" and len(names) > 1:
         raise UserError("ckpt_path resumes one model: with stage=teacher pick teacher=base or teacher=large.")
+    try:
+        role = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["hyper_parameters"]["role"]
+    except Exception as err:  # noqa: BLE001 - not a readable DKD checkpoint, whatever the reason
+        raise UserError(f"ckpt_path={path}: not a checkpoint written by DKD ({one_line(err)}).") from err
+    wanted = "student" if cfg.stage.name == "distill" else names[0]
+    if role != wanted:
+        fix = ("resume it with stage=teacher teacher=" + role if role != "student" else
+               "resume it with stage=distill")
+        raise UserError(f"ckpt_path={path} holds the {role + ' teacher' if role != 'student' else 'student'}'s "
+                        f"training, but this run trains the {wanted if wanted == 'student' else wanted + ' teacher'}: "
+                        f"{fix} (and the options it ran with).")
 
 
 def check_metric(cfg: DictConfig, spec: TaskSpec) -> None:
@@ -166,7 +185,8 @@ def teacher_sources(cfg: DictConfig, spec: TaskSpec, data_id: str) -> dict[str, 
             raise UserError(f"teacher={role}: backbone {cfg.backbone.name} has teachers {list(cfg.backbone.teachers)}.")
         model = cfg.backbone.teachers[role]
         if role in given:
-            inspect_model(given[role], f"teacher.dirs.{role}", n, length, fine_tuned=True)
+            config = inspect_model(given[role], f"teacher.dirs.{role}", n, length, fine_tuned=True)
+            check_given_task(Path(given[role]), config, spec, f"teacher.dirs.{role}")
             sources[role] = TeacherSource(role, model, Path(given[role]), None)
             continue
         try:
@@ -180,6 +200,20 @@ def teacher_sources(cfg: DictConfig, spec: TaskSpec, data_id: str) -> dict[str, 
             inspect_model(model, f"backbone.teachers.{role}", n, length)
         sources[role] = source
     return sources
+
+
+def check_given_task(folder: Path, config, spec: TaskSpec, option: str) -> None:
+    """A given teacher must be one of this task: by its recipe when the store wrote it, else by its label names."""
+    recipe_file = folder / "recipe.json"
+    if recipe_file.is_file():
+        task = json.loads(recipe_file.read_text()).get("task")
+        if task != spec.name:
+            raise UserError(f"{option}={folder} was fine-tuned on {task}, not {spec.name}.")
+        return
+    names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+    generic = [f"LABEL_{i}" for i in range(len(names))]
+    if spec.labels and names != generic and names != list(spec.labels):
+        raise UserError(f"{option}={folder} predicts the labels {names}, but task {spec.name} has {list(spec.labels)}.")
 
 
 def check(cfg: DictConfig) -> Plan:

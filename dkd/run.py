@@ -27,8 +27,8 @@ from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
 from dkd.quiet import quiet_libraries
 from dkd.report import plot_curves
-from dkd.teachers import TeacherSource, TeacherStore
-from dkd.trainer import build_trainer, checkpointing
+from dkd.teachers import TeacherSource, TeacherStore, agree
+from dkd.trainer import best_checkpoint, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def task_wrapper(fn):
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig):
+        start = time.time()
         try:
             return fn(cfg)
         except UserError:
@@ -47,9 +48,8 @@ def task_wrapper(fn):
         except BaseException as err:
             log.exception("Run %s; its output dir is %s",
                           "stopped by SIGTERM" if isinstance(err, SIGTERMException) else "failed", cfg.paths.output_dir)
-            folders = [Path(cfg.paths.output_dir)] + ([Path(cfg.ckpt_path).parent] if cfg.get("ckpt_path") else [])
-            for ckpt in sorted({c for f in folders for c in f.glob("**/on_exception.ckpt")}):
-                log.error("Resume it with ckpt_path=%s", ckpt)
+            for hint in resume_hints(cfg, since=start):
+                log.error("%s", hint)
             if isinstance(err, SIGTERMException):
                 raise SystemExit(128 + signal.SIGTERM) from err
             raise
@@ -57,6 +57,20 @@ def task_wrapper(fn):
             finish_wandb()
 
     return wrapped
+
+
+def resume_hints(cfg: DictConfig, since: float) -> list[str]:
+    """How to resume from the interruption checkpoints this run wrote (not older ones lying in the same folders)."""
+    folders = [Path(cfg.paths.output_dir)] + ([Path(cfg.ckpt_path).parent] if cfg.get("ckpt_path") else [])
+    hints = []
+    for ckpt in sorted({c for f in folders for c in f.glob("**/on_exception.ckpt") if c.stat().st_mtime >= since}):
+        stage = ckpt.parent.parent.name
+        if stage.startswith("teacher-"):  # a teacher's fine-tuning inside a distillation run
+            hints.append(f"Resume the teacher's fine-tuning with the same options plus stage=teacher "
+                         f"teacher={stage.removeprefix('teacher-')} ckpt_path={ckpt}, then run again to distil")
+        else:
+            hints.append(f"Resume it with the same options plus ckpt_path={ckpt}")
+    return hints
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
@@ -99,7 +113,8 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
     metrics and which model that is."""
     dm.setup("fit")  # here, not only in spawned DDP workers, so the caller can count examples
     t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
-    best = t.checkpoint_callback.best_model_path if checkpointing(t) else ""
+    selector = best_checkpoint(t)
+    best = selector.best_model_path if selector else ""
     if best:
         log.info("Evaluating the best dev checkpoint %s", best)
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
@@ -109,9 +124,9 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
             raise RuntimeError(f"{best} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         selected = f"checkpoint {best}"
     else:
-        log.info("Checkpointing is off (trainer.enable_checkpointing=false or no callbacks.model_checkpoint): "
-                 "keeping the model of the last epoch (%d)", t.current_epoch - 1)
-        selected = f"last epoch ({t.current_epoch - 1}), checkpointing off"
+        log.info("No checkpoint selects by the dev score (trainer.enable_checkpointing=false or no "
+                 "callbacks.model_checkpoint): keeping the model of the last epoch (%d)", t.current_epoch - 1)
+        selected = f"last epoch ({t.current_epoch - 1}), no best-checkpoint selection"
     return evaluate(cfg, t, system, dm), selected
 
 
@@ -144,7 +159,7 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
     the lock finds the teacher stored by the other run and reuses it."""
     store = TeacherStore(cfg.paths.teachers_dir)
     with store.building(source.folder):
-        if source.ready:
+        if agree(source.ready):
             log.info("The %s teacher was stored meanwhile by another run: %s", source.role, source.folder)
             return stored_teacher(source)
         log.info("Fine-tuning the %s teacher %s on %s -> %s", source.role, source.model, plan.spec.name, source.folder)
@@ -176,7 +191,7 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
 
 
 def ensure_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource) -> dict:
-    if source.ready:
+    if agree(source.ready):
         info = stored_teacher(source)
         log.info("Using the fine-tuned %s teacher in %s (dev %s)", source.role, source.folder, info["dev"])
         return info
@@ -246,7 +261,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.stage.name == "teacher":
         result = {"teachers": {}}
         for role, source in plan.teachers.items():
-            if source.ready:
+            if agree(source.ready):
                 log.info("The %s teacher for this recipe is already stored in %s; nothing to fine-tune (delete the "
                          "folder to fine-tune it again).", role, source.folder)
                 result["teachers"][role] = stored_teacher(source)

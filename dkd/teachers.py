@@ -21,9 +21,11 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch.distributed as dist
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
@@ -34,29 +36,44 @@ from dkd.tasks import TaskSpec
 log = logging.getLogger(__name__)
 
 RECIPE, METRICS = "recipe.json", "metrics.json"
-# Trainer settings that change what a fine-tuning produces (not where or how fast it runs).
-TRAINER_KEYS = ("precision", "accumulate_grad_batches", "gradient_clip_val", "limit_train_batches", "devices",
-                "num_nodes")
+# Trainer keys that change where or how fast a fine-tuning runs, or what it prints, not the teacher it produces;
+# every other trainer key is part of the recipe (so a quick `+trainer.max_steps=10` teacher is never reused).
+TRAINER_IGNORED = {"_target_", "accelerator", "strategy", "deterministic", "benchmark", "log_every_n_steps",
+                   "num_sanity_val_steps", "enable_model_summary", "enable_progress_bar", "default_root_dir",
+                   "profiler", "detect_anomaly", "barebones"}
+# Callbacks that only report or save; every other callback (early stopping, SWA, a monitored checkpoint) is part
+# of the recipe, less the keys that only name its files.
+CALLBACKS_IGNORED = ("ProgressBar", "TQDMProgressBar", "RichProgressBar", "LearningRateMonitor", "ModelSummary",
+                     "RichModelSummary", "InterruptCheckpoint", "Throughput")
+CALLBACK_FILE_KEYS = {"dirpath", "filename", "auto_insert_metric_name", "save_last", "verbose",
+                      "enable_version_counter"}
 
 
 def recipe(cfg: DictConfig, role: str, spec: TaskSpec, data_id: str) -> dict:
-    """Everything a fine-tuned teacher depends on, except the seed (seeds vary students, not teachers)."""
+    """Everything a fine-tuned teacher depends on, except the seed (seeds vary students, not teachers).
+    ``model`` names the model for people; the key uses ``model_identity`` (see :func:`recipe_key`)."""
     model = cfg.backbone.teachers[role]
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     return {
         "model": model, "model_identity": model_identity(model), "task": spec.name,
         "labels": list(spec.labels) if spec.labels else None, "data": data_id,
         "max_seq_length": cfg.data.max_seq_length, "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
-        "trainer": {k: cfg.trainer.get(k) for k in TRAINER_KEYS if k in cfg.trainer}, "selection": _selection(cfg),
+        "trainer": {k: v for k, v in trainer.items() if k not in TRAINER_IGNORED}, "callbacks": _callbacks(cfg),
     }
 
 
-def _selection(cfg: DictConfig) -> dict:
-    """How the stored checkpoint is chosen: best dev checkpoint and early stopping (none of them: the last epoch)."""
+def _callbacks(cfg: DictConfig) -> dict:
+    """The callbacks that change the stored teacher: what selects its checkpoint, stops or averages its training."""
     out = {}
-    for name, c in (cfg.get("callbacks") or {}).items():
-        target = str(c.get("_target_", "")) if c else ""
-        if target.endswith("EarlyStopping") or (target.endswith("ModelCheckpoint") and cfg.trainer.enable_checkpointing):
-            out[name] = {k: c[k] for k in ("monitor", "mode", "patience", "min_delta") if k in c}
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if not conf:
+            continue
+        target = str(conf.get("_target_", ""))
+        checkpoint = target.endswith("ModelCheckpoint")
+        if target.endswith(CALLBACKS_IGNORED) or (checkpoint and (not conf.get("monitor")
+                                                                   or not cfg.trainer.enable_checkpointing)):
+            continue
+        out[name] = {k: v for k, v in OmegaConf.to_container(conf, resolve=True).items() if k not in CALLBACK_FILE_KEYS}
     return out
 
 
@@ -67,7 +84,9 @@ def _diff(a, b, prefix: str = "") -> list[str]:
 
 
 def recipe_key(r: dict) -> str:
-    return hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """The digest of a recipe, without the model's name: the same files under another path are the same teacher."""
+    keyed = {k: v for k, v in r.items() if k != "model"}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -128,6 +147,11 @@ class TeacherStore:
             for stale in folder.parent.glob(f".{folder.name}.staging-*"):
                 log.info("Removing %s, left by a run that stopped while saving", stale)
                 shutil.rmtree(stale, ignore_errors=True)
+            if folder.exists() and not self.complete(folder):  # not written by the store: keep it, out of the way
+                aside = folder.with_name(f".{folder.name}.incomplete-{int(time.time())}")
+                log.warning("%s has no %s or %s, so it is no stored teacher: moved aside to %s", folder, RECIPE,
+                            METRICS, aside)
+                folder.rename(aside)
             yield
         finally:
             lock.release()
@@ -153,6 +177,16 @@ class TeacherStore:
                          "lr": r["finetune"].get("lr"), "epochs": r["finetune"].get("epochs"),
                          "max_seq_length": r["max_seq_length"], "data": r["data"]})
         return rows
+
+
+def agree(stored: bool) -> bool:
+    """Rank 0's answer on every rank of a DDP run whose processes already talk (after its first ``fit``): whether a
+    teacher is stored must be one decision, or the ranks that think it missing wait in ``fit`` forever."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return stored
+    box = [stored]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,11 +1,11 @@
 """The Lightning ``Trainer`` of a stage, with the callbacks of the ``callbacks`` config group."""
 from __future__ import annotations
 
-import logging
+import inspect
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.callbacks.progress import ProgressBar
@@ -13,11 +13,9 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 from dkd.callbacks import InterruptCheckpoint, RngState, Throughput
 from dkd.errors import UserError, one_line
 
-log = logging.getLogger(__name__)
-
 
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[Callback]:
-    """``callbacks.*`` instantiated; a null ``dirpath`` becomes ``ckpt_dir``. ``trainer.enable_checkpointing=false``
+    """``callbacks.*`` instantiated; a callback that takes a ``dirpath`` and is given none writes into ``ckpt_dir``. ``trainer.enable_checkpointing=false``
     drops the checkpoint callbacks and ``trainer.enable_progress_bar=false`` the progress bar, as their flags say."""
     dropped = {
         (ModelCheckpoint, InterruptCheckpoint): not cfg.trainer.enable_checkpointing,
@@ -32,8 +30,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
             raise UserError(f"callbacks.{name} has no _target_: give the callback's class, e.g. "
                             f"+callbacks.{name}._target_=pytorch_lightning.callbacks.EarlyStopping")
         try:
-            fill = "dirpath" in conf and conf.dirpath is None
-            callback = instantiate(conf, **({"dirpath": str(ckpt_dir)} if fill else {}))
+            takes_dir = "dirpath" in inspect.signature(get_object(conf._target_)).parameters
+            callback = instantiate(conf, **({"dirpath": str(ckpt_dir)} if takes_dir and not conf.get("dirpath") else {}))
         except Exception as err:  # noqa: BLE001 - a bad class or argument in the user's config
             raise UserError(f"callbacks.{name}: {one_line(err)}") from err
         if not any(isinstance(callback, kinds) and off for kinds, off in dropped.items()):
@@ -57,5 +55,6 @@ def build_trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list
                         ) from err
 
 
-def checkpointing(t: pl.Trainer) -> bool:
-    return isinstance(t.checkpoint_callback, ModelCheckpoint)
+def best_checkpoint(t: pl.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that selects by a monitored score (``callbacks.model_checkpoint``), if any."""
+    return next((c for c in t.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)

@@ -109,3 +109,24 @@ def test_hub_model_offline_fails_at_once_not_after_retries(make_cfg, no_fit, mon
         run(make_cfg("task=sst2", "backbone.teachers.base=bert-base-uncased"))
     assert time.time() - start < 5 and not no_fit
     hub.hub_reachable.cache_clear()
+
+
+def test_resume_checkpoint_must_hold_this_stages_model(make_cfg, monkeypatch):
+    """A teacher's interruption checkpoint cannot resume a distillation: the error says how to resume it."""
+    from dkd import run as run_module
+
+    cfg = make_cfg("task=sst2", "+callbacks.stop._target_=tests.conftest.InterruptAt", "+callbacks.stop.step=2")
+    with pytest.raises(RuntimeError, match="interrupted at step 2"):
+        run(cfg)
+    (ckpt,) = Path(cfg.paths.output_dir).glob("teacher-base/checkpoints/on_exception.ckpt")
+    hints = run_module.resume_hints(cfg, since=0)
+    assert hints == [f"Resume the teacher's fine-tuning with the same options plus stage=teacher teacher=base "
+                     f"ckpt_path={ckpt}, then run again to distil"]
+    monkeypatch.setattr(run_module.pl.Trainer, "fit", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(UserError, match=r"holds the base teacher's training, but this run trains the student: resume "
+                                        r"it with stage=teacher teacher=base"):
+        run(make_cfg("task=sst2", f"ckpt_path={ckpt}"))
+    with pytest.raises(UserError, match=r"holds the base teacher's training, but this run trains the large teacher"):
+        run(make_cfg("task=sst2", "stage=teacher", "teacher=large", f"ckpt_path={ckpt}"))
+    with pytest.raises(UserError, match=r"ckpt_path resumes one model: with stage=teacher pick"):
+        run(make_cfg("task=sst2", "stage=teacher", "teacher=both", f"ckpt_path={ckpt}"))

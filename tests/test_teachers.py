@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 
+from dkd.errors import UserError
 from dkd.preflight import check
 from dkd.run import run
 from dkd.teachers import main as list_teachers
@@ -59,13 +61,24 @@ def test_a_changed_subset_gets_a_new_teacher_and_another_seed_reuses_it(make_cfg
     assert f"stored {teacher_dir(first)} differs in data" in caplog.text  # and says why the old one was not used
 
 
-@pytest.mark.parametrize("change", ["finetune.lr=5e-4", "data.max_seq_length=64", "finetune.batch_size=4",
-                                    "trainer.precision=bf16-mixed", "callbacks=[default,early_stopping]",
-                                    "task.dev_limit=8"])
+@pytest.mark.parametrize("change", [
+    "finetune.lr=5e-4", "data.max_seq_length=64", "finetune.batch_size=4", "trainer.precision=bf16-mixed",
+    "callbacks=[default,early_stopping]", "task.dev_limit=8", "+trainer.max_steps=10",
+    "trainer.limit_val_batches=0.5", "trainer.enable_checkpointing=false", "callbacks.model_checkpoint.mode=min",
+    "+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging +callbacks.swa.swa_lrs=1e-4",
+])
 def test_recipe_changes_move_the_teacher(make_cfg, change):
     base = check(make_cfg("task=sst2")).teachers["base"]
-    changed = check(make_cfg("task=sst2", change)).teachers["base"]
+    changed = check(make_cfg("task=sst2", *change.split())).teachers["base"]
     assert changed.folder != base.folder and changed.folder.parent == base.folder.parent
+
+
+@pytest.mark.parametrize("change", ["trainer.log_every_n_steps=50", "callbacks.progress_bar.refresh_rate=100",
+                                    "~callbacks.lr_monitor", "trainer=cpu", "callbacks.model_checkpoint.filename=x",
+                                    "trainer.enable_progress_bar=true"])
+def test_settings_that_only_report_keep_the_teacher(make_cfg, change):
+    assert check(make_cfg("task=sst2", change)).teachers["base"].folder == check(make_cfg("task=sst2")
+                                                                                 ).teachers["base"].folder
 
 
 def test_same_recipe_same_folder_whatever_the_seed_or_student(make_cfg):
@@ -90,6 +103,28 @@ def test_given_teacher_folder_is_used_as_is(make_cfg, capsys):
     assert not fine_tuned_here(given) and teacher_dir(given) == str(folder)
     list_teachers([stored.paths.teachers_dir])
     assert str(folder) in capsys.readouterr().out
+
+
+def test_given_teacher_of_another_task_is_refused(make_cfg, monkeypatch):
+    run(make_cfg("task=rte", "stage=teacher", out="rte"))
+    folder = next(p for p in (Path(make_cfg().paths.teachers_dir) / "rte").iterdir() if not p.name.startswith("."))
+    monkeypatch.setattr(pl.Trainer, "fit", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(UserError, match=r"teacher.dirs.base=.* was fine-tuned on rte, not sst2"):
+        run(make_cfg("task=sst2", f"teacher.dirs.base={folder}"))
+    (folder / "recipe.json").unlink()  # a folder from elsewhere: its label names tell
+    with pytest.raises(UserError, match=r"predicts the labels \['entailment', 'not_entailment'\], but task sst2"):
+        run(make_cfg("task=sst2", f"teacher.dirs.base={folder}"))
+
+
+def test_an_incomplete_folder_is_moved_aside_not_loaded(make_cfg, caplog):
+    caplog.set_level(logging.INFO, logger="dkd")
+    cfg = make_cfg("task=sst2")
+    folder = check(cfg).teachers["base"].folder
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")  # copied in half, say
+    run(cfg)
+    assert (folder / "recipe.json").is_file() and "moved aside" in caplog.text
+    assert len(list(folder.parent.glob(f".{folder.name}.incomplete-*"))) == 1
 
 
 def test_stage_teacher_does_not_fine_tune_a_stored_teacher_again(make_cfg, caplog):

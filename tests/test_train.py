@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
 from transformers import AutoModelForSequenceClassification
 
 from dkd.run import run
@@ -146,7 +145,7 @@ def test_checkpointing_off_keeps_the_last_epoch(make_cfg):
     cfg = make_cfg("task=sst2", "trainer.enable_checkpointing=false")
     run(cfg)
     metrics = read_metrics(cfg)
-    assert metrics["selected"] == "last epoch (0), checkpointing off"
+    assert metrics["selected"] == "last epoch (0), no best-checkpoint selection"
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
     assert Path(metrics["student_dir"], "config.json").is_file()
 
@@ -154,8 +153,8 @@ def test_checkpointing_off_keeps_the_last_epoch(make_cfg):
 def test_callbacks_are_added_and_removed_from_the_command_line(make_cfg):
     cfg = make_cfg("task=sst2", "distill.epochs=3", "callbacks=[default,early_stopping]",
                    "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1.0", "~callbacks.lr_monitor",
-                   "+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging",
-                   "+callbacks.swa.swa_lrs=1e-3")
+                   "+callbacks.every_2._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+                   "+callbacks.every_2.every_n_train_steps=2")
     run(cfg)
     rows = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text()
     header = rows.splitlines()[0]
@@ -163,6 +162,14 @@ def test_callbacks_are_added_and_removed_from_the_command_line(make_cfg):
     epochs = {line.split(",")[header.split(",").index("epoch")] for line in rows.splitlines()[1:]}
     assert epochs == {"0", "1"}  # min_delta=1 never improves: stopped after patience 1, not 3 epochs
     assert read_metrics(cfg)["selected"].startswith("checkpoint ")
+    assert [p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*step=*.ckpt")] == ["epoch=1-step=12.ckpt"]
+
+
+def test_without_the_best_checkpoint_callback_the_last_epoch_is_kept(make_cfg):
+    cfg = make_cfg("task=sst2", "~callbacks.model_checkpoint")
+    run(cfg)
+    assert read_metrics(cfg)["selected"] == "last epoch (0), no best-checkpoint selection"
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()  # resume points stay
 
 
 @pytest.mark.parametrize("key", ["data.num_workers=1", "trainer.deterministic=true", "data.cache_dir=null",

@@ -311,6 +311,28 @@ class EpochSampler(Sampler[int]):
         yield from mine[start:]
 
 
+def select_rows(batch: dict, rows: torch.Tensor) -> dict:
+    """The batch (or a role's ``inputs``) cut to ``rows`` (sorted, unique: so all of them means the batch itself, no
+    copy), with the padding columns that no kept row uses trimmed off."""
+    if rows.numel() == batch_size(batch):
+        return batch
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, dict):
+            out[key] = select_rows(value, rows)
+        else:
+            out[key] = value[rows]
+    if "attention_mask" in out:
+        width = int(out["attention_mask"].sum(-1).max())
+        out = {k: v[:, :width] for k, v in out.items()}
+    return out
+
+
+def batch_size(batch: dict) -> int:
+    value = next(iter(batch.values()))
+    return batch_size(value) if isinstance(value, dict) else value.size(0)
+
+
 class TaskDataModule(pl.LightningDataModule):
     """Train and dev loaders for one task over already read and validated splits (:func:`load_task_data`),
     tokenized for every model role (student, teachers).

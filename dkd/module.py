@@ -10,6 +10,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from dkd.data import select_rows
 from dkd.metrics import TaskMetrics
 from dkd.models import freeze
 from dkd.objectives import task_loss
@@ -70,8 +71,8 @@ class DistillSystem(ClassifierSystem):
     Args:
         teachers: name → fine-tuned teacher; each reads ``batch["inputs"][name]``. Frozen, eval mode always,
             left out of checkpoints.
-        sampler: student logits → rows to query the teachers on (``sampler=``).
-        adoption: student logits, rows, teacher names → :class:`dkd.adoption.Route` list (``adoption=``).
+        sampler: which rows the student trains on and which of them the teachers are queried on (``sampler=``).
+        adoption: student logits, KD rows, teacher names → :class:`dkd.adoption.Route` list (``adoption=``).
         objective: per-instance KD loss between student and teacher outputs (``objective=``).
         weighting: task loss and KD loss → one scalar (``weighting=``).
     """
@@ -93,23 +94,35 @@ class DistillSystem(ClassifierSystem):
         for key in [k for k in state if k.startswith("teachers.")]:
             del state[key]
 
+    @torch.no_grad()
+    def score(self, batch: dict) -> torch.Tensor:
+        """The scoring pass of ``sampler.mode=efficient``: the student's logits on every row, without gradient, with
+        dropout off unless ``sampler.score_dropout``."""
+        training = self.model.training
+        self.model.train(self.sampler.score_dropout)
+        try:
+            return self(batch)
+        finally:
+            self.model.train(training)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
-        scores = logits.detach()
-        selected = self.sampler(scores)
-        routes = self.adoption(scores, selected, list(self.teachers))
+        size = batch["labels"].size(0)
+        trained = self.sampler.rows_to_train(lambda: self.score(batch), size, batch["labels"].device)
+        part = select_rows(batch, trained)
+        logits = self(part)
+        kd_rows = self.sampler.rows_to_distil(logits.detach(), trained)
+        routes = self.adoption(logits.detach(), kd_rows, list(self.teachers))
         kd = logits.new_zeros(())
         for route in routes:
             if route.index.numel() == 0:
                 continue
-            inputs = {k: v[route.index] for k, v in batch["inputs"][route.teacher].items()}
             with torch.no_grad():
-                teacher_logits = self.teachers[route.teacher](**inputs).logits
+                teacher_logits = self.teachers[route.teacher](**select_rows(part, route.index)["inputs"][route.teacher]).logits
             per_instance = self.objective(logits[route.index], teacher_logits)
             kd = kd + (route.weight * per_instance).mean()
             self.log(f"train/kd_{route.teacher}", per_instance.mean())
-        ce = task_loss(logits, batch["labels"])
+        ce = task_loss(logits, part["labels"])
         loss = self.weighting(ce, kd)
         self.log_dict({"train/loss": loss, "train/ce": ce, "train/kd": kd}, prog_bar=True)
-        self.log("train/selected", float(selected.numel()) / logits.size(0))
+        self.log_dict({f"train/sampler_{k}": v for k, v in self.sampler.stats.items()})
         return loss

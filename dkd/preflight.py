@@ -164,6 +164,7 @@ def build_strategies(cfg: DictConfig, spec: TaskSpec) -> dict[str, object]:
             if isinstance(err.__cause__, UserError):
                 raise err.__cause__ from None
             raise UserError(f"{group} ({cfg[group].get('_target_')}): {one_line(err)}") from err
+    strategies["sampler"].check(spec.num_labels, spec.name)
     strategies["adoption"].check(list(cfg.teacher.names))
     strategies["objective"].check(spec.num_labels)
     return strategies

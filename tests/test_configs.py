@@ -22,7 +22,8 @@ def test_required_options_exist():
     for group, names in {
         "task": "sst2 mrpc rte cola stsb qnli qqp mnli wnli imdb custom", "backbone": "minilm bert",
         "teacher": "base large both", "stage": "teacher distill", "trainer": "cpu gpu ddp ddp_sim",
-        "logger": "csv wandb tensorboard", "hparams_search": "optuna", "sampler": "none", "adoption": "single",
+        "logger": "csv wandb tensorboard", "hparams_search": "optuna", "adoption": "single",
+        "sampler": "none random entropy margin least_confidence entropy_r confidence_r",
         "callbacks": "default early_stopping none",
         "objective": "kd", "weighting": "static",
     }.items():
@@ -36,8 +37,10 @@ def test_option_composes_and_resolves(group, option):
     # everything but the runtime-only paths resolves
     for key in ("task", "backbone", "teacher", "stage", "finetune", "distill", "trainer", "data"):
         assert OmegaConf.to_container(cfg[key], resolve=True)  # interpolations resolve (??? may stay for custom)
-    if group in ("sampler", "adoption", "weighting") or (group == "objective" and cfg.task.name != "custom"):
+    if group in ("adoption", "weighting") or (group == "objective" and cfg.task.name != "custom"):
         assert callable(instantiate(cfg[group]))
+    if group == "sampler":
+        assert hasattr(instantiate(cfg.sampler), "rows_to_train")
 
 
 def test_strategy_defaults_are_static_kd():

@@ -64,7 +64,7 @@ def test_static_weights_pinned():
 
 
 def test_static_kd_strategies_select_all_for_one_teacher():
-    selected = AllInstances()(STUDENT)
+    selected = AllInstances().rows_to_distil(STUDENT, AllInstances().rows_to_train(None, 2, STUDENT.device))
     assert selected.tolist() == [0, 1]
     routes = SingleTeacher()(STUDENT, selected, ["base"])
     assert routes == [Route("base", selected)]

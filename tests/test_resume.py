@@ -48,15 +48,18 @@ def stop_and_resume(make_cfg, common: tuple, hook: str, step: int, resume_from: 
 
 
 # 48 examples, batch 8: 6 steps an epoch; step 8 is mid-epoch 1, step 6 the boundary between the epochs.
-@pytest.mark.parametrize("hook, step, resume_from", [
-    ("start", 8, "on_exception.ckpt"), ("end", 8, "on_exception.ckpt"), ("sigterm", 8, "on_exception.ckpt"),
-    ("end", 6, "on_exception.ckpt"), ("sigterm", 6, "on_exception.ckpt"), ("end", 8, "last.ckpt"),
+@pytest.mark.parametrize("hook, step, resume_from, sampler", [
+    ("start", 8, "on_exception.ckpt", "none"), ("end", 8, "on_exception.ckpt", "none"),
+    ("sigterm", 8, "on_exception.ckpt", "none"), ("end", 6, "on_exception.ckpt", "none"),
+    ("sigterm", 6, "on_exception.ckpt", "none"), ("end", 8, "last.ckpt", "none"),
+    ("end", 8, "on_exception.ckpt", "random"),  # its draws come from the restored RNG
 ])
-def test_resumed_run_equals_uninterrupted(make_cfg, hook, step, resume_from):
+def test_resumed_run_equals_uninterrupted(make_cfg, hook, step, resume_from, sampler):
     """Stopped by an exception before or after a batch, or by SIGTERM, mid-epoch or at an epoch's end (dropout on);
     resumed from the interruption checkpoint or from the last epoch end: the same final weights, bit for bit, and
     the same dev metrics as a run that was never stopped."""
-    common = ("task=sst2", "distill.epochs=2", stored_teacher(make_cfg, "task=sst2"))
+    common = ("task=sst2", "distill.epochs=2", f"sampler={sampler}", "sampler.ratio=0.5",
+              stored_teacher(make_cfg, "task=sst2"))
     whole = make_cfg(*common, out="whole")
     run(whole)
     ckpt, resumed = stop_and_resume(make_cfg, common, hook, step, resume_from)

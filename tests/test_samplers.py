@@ -1,5 +1,6 @@
 """Uncertainty and data selection: pinned values, which rows each measure keeps, and which rows reach each model."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +143,38 @@ def test_selected_rows_are_trimmed_to_their_longest(assets):
     short = select_rows(b, torch.tensor([0, 2, 4]))  # rows with padding from column 4 on
     assert short["inputs"]["student"]["input_ids"].shape == (3, 4) and short["labels"].tolist() == b["labels"][
         [0, 2, 4]].tolist()
+
+
+# ------------------------------------------------------------------------------------------------ whole runs
+@pytest.mark.parametrize("overrides", [
+    ("sampler=entropy", "sampler.ratio=0.25"), ("sampler=margin", "sampler.mode=faithful"),
+    ("sampler=random", "sampler.ratio=0.5", "trainer.accumulate_grad_batches=2"),
+    ("sampler=least_confidence", "sampler.score_dropout=true", "trainer.precision=bf16-mixed"),
+])
+def test_runs_with_a_sampler(make_cfg, overrides):
+    from dkd.run import run
+    from tests.test_train import read_metrics
+
+    cfg = make_cfg("task=sst2", *overrides)
+    run(cfg)
+    assert "dev/acc" in read_metrics(cfg)["dev"]
+    header = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/sampler_selected" in header
+
+
+def test_ddp_sim_with_a_sampler(make_cfg):
+    """Each rank selects from its own shard of every global batch."""
+    from dkd.run import run
+    from tests.test_train import read_metrics
+
+    cfg = make_cfg("task=sst2", "sampler=entropy", "sampler.ratio=0.5", "trainer=ddp_sim", "distill.batch_size=4")
+    run(cfg)
+    assert read_metrics(cfg)["train_examples_per_s"] > 0
+
+
+def test_uncertainty_measures_refuse_a_regression_before_training(make_cfg, no_fit):
+    from dkd.run import run
+
+    with pytest.raises(UserError, match="task stsb is a regression"):
+        run(make_cfg("task=stsb", "sampler=entropy"))
+    assert not no_fit

@@ -1,5 +1,5 @@
-"""Lightning callbacks: training throughput and the RNG state for exact resume (always added), and the
-interruption checkpoint (``callbacks.on_exception_checkpoint``)."""
+"""Lightning callbacks: training throughput and the RNG state for exact resume (always added, as is
+:class:`dkd.flops.FlopCounter`), and the interruption checkpoint (``callbacks.on_exception_checkpoint``)."""
 from __future__ import annotations
 
 import random

@@ -21,6 +21,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from dkd.callbacks import Throughput
 from dkd.data import TaskDataModule
 from dkd.errors import UserError
+from dkd.flops import summary as flops_summary
 from dkd.loggers import finish_wandb
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
@@ -238,7 +239,7 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
         plot_run(t, out)
     return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),
             "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
-            "train_examples": len(dm.datasets["train"])}
+            "train_examples": len(dm.datasets["train"]), "flops": flops_summary(t.callback_metrics)}
 
 
 def summary(result: dict) -> str:

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 
 from dkd.callbacks import InterruptCheckpoint, RngState, Throughput
 from dkd.errors import UserError, one_line
+from dkd.flops import FlopCounter
 
 
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[Callback]:
@@ -36,7 +37,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
             raise UserError(f"callbacks.{name}: {one_line(err)}") from err
         if not any(isinstance(callback, kinds) and off for kinds, off in dropped.items()):
             callbacks.append(callback)
-    return [*callbacks, Throughput(), RngState()]
+    # DKD's own first: a batch's counts are in before any other callback can stop the run at that batch's end
+    return [Throughput(), FlopCounter(), RngState(), *callbacks]
 
 
 def build_trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list, ckpt_path: str | None = None

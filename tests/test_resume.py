@@ -15,8 +15,12 @@ def state(ckpt: Path) -> dict:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
 
 
+def metrics(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+
+
 def dev(cfg) -> dict:
-    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["dev"]
+    return metrics(cfg)["dev"]
 
 
 def stored_teacher(make_cfg, *overrides) -> str:
@@ -66,6 +70,7 @@ def test_resumed_run_equals_uninterrupted(make_cfg, hook, step, resume_from, sam
     if resume_from == "on_exception.ckpt":
         assert torch.load(ckpt, weights_only=False)["global_step"] == step
     assert dev(resumed) == dev(whole)
+    assert metrics(resumed)["flops"] == metrics(whole)["flops"]  # counted once, whatever was redone
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 

@@ -1,0 +1,108 @@
+"""Analytic FLOPs of transformer encoders, counted as the forwards happen (multiply-add = 2 FLOPs).
+
+One encoder forward over ``rows`` sequences padded to ``width`` tokens (what the kernels compute), with hidden size
+H, feed-forward size I, N layers and C labels:
+
+    per layer:  2·L·(4H² + 2HI)     Q, K, V and output projections, the two feed-forward matrices
+              + 4·L²·H              attention scores QKᵀ and their weighting of V
+    once:       2·H² + 2·H·C        pooler (first token) and classifier
+
+with L = width, times ``rows``. Embedding look-ups, layer norms, softmax and biases are left out (under 1% at these
+shapes). A backward pass counts 2 × its forward.
+"""
+from __future__ import annotations
+
+import torch
+from pytorch_lightning import Callback
+
+from dkd.data import batch_size
+
+
+def forward_flops(config, rows: int, width: int) -> int:
+    """FLOPs of one forward of an encoder classifier with ``config`` over ``rows`` × ``width`` tokens."""
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_layer = 2 * width * (4 * h * h + 2 * h * i) + 4 * width * width * h
+    return rows * (n * per_layer + 2 * h * h + 2 * h * config.num_labels)
+
+
+class FlopCounter(Callback):
+    """Counts the FLOPs of every training forward with hooks on the student and the teachers: the student's scoring
+    pass (no gradient), its training forward plus backward (2 × forward), and the teachers' forwards actually run
+    (a cached teacher output costs nothing). For each batch it also counts what full KD on the same batch would cost
+    (teacher forward and student forward + backward on every row), so that ``ratio`` compares like with like.
+
+    Totals are summed over DDP ranks, logged as ``flops/*`` at each epoch end (GFLOPs) and kept in checkpoints."""
+
+    KINDS = ("student_scoring", "student_train", "teacher", "full_kd", "examples")
+
+    def __init__(self):
+        self.totals = dict.fromkeys(self.KINDS, 0)
+        self._batch = dict.fromkeys(self.KINDS, 0)  # added to the totals when the batch's step is done
+        self._hooks = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """Hooks on the trained model (the student, or a teacher being fine-tuned) and on the frozen teachers."""
+        self._trained = pl_module.role
+        self._models = {pl_module.role: pl_module.model, **dict(getattr(pl_module, "teachers", {}).items())}
+        for role, model in self._models.items():
+            self._hooks.append(model.register_forward_hook(self._hook(trainer, role, model.config), with_kwargs=True))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def _hook(self, trainer, role: str, config):
+        def count(module, args, kwargs, output) -> None:
+            if not trainer.training:  # dev evaluations are not training cost
+                return
+            rows, width = kwargs["input_ids"].shape
+            flops = forward_flops(config, rows, width)
+            if role != self._trained:
+                self._batch["teacher"] += flops
+            elif torch.is_grad_enabled():
+                self._batch["student_train"] += 3 * flops  # forward + backward (2 × forward)
+            else:
+                self._batch["student_scoring"] += flops
+        return count
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        size = batch_size(batch)
+        self._batch = dict.fromkeys(self.KINDS, 0)
+        self._batch["examples"] = size
+        for role, model in self._models.items():
+            width = batch["inputs"][role]["input_ids"].size(1)
+            self._batch["full_kd"] += (3 if role == self._trained else 1) * forward_flops(model.config, size, width)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for kind, value in self._batch.items():  # a batch interrupted mid-step is counted when it is redone
+            self.totals[kind] += value
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        scale = {k: 1 if k == "examples" else 1e-9 for k in self.KINDS}  # examples as a count, the rest in GFLOPs
+        pl_module.log_dict({f"flops/{k}": torch.tensor(v * scale[k], device=pl_module.device)
+                            for k, v in self.totals.items()}, reduce_fx="sum", sync_dist=True)
+
+    def state_dict(self) -> dict:
+        return dict(self.totals)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.totals.update(state)
+
+
+def summary(metrics: dict) -> dict | None:
+    """``metrics.json``'s ``flops`` from the logged totals (GFLOPs): per kind, per training example, and the ratio of
+    what ran to full KD on the same batches."""
+    g = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("flops/")}
+    if not g.get("examples"):
+        return None
+    spent = g["student_scoring"] + g["student_train"] + g["teacher"]
+    sig = lambda x: float(f"{x:.4g}")  # noqa: E731 - 4 significant digits, whatever the model's size
+    per = lambda x: sig(x / g["examples"])  # noqa: E731 - GFLOPs per training example
+    return {
+        "gflops": {**{k: sig(g[k]) for k in ("student_scoring", "student_train", "teacher")}, "total": sig(spent)},
+        "gflops_per_example": {"student": per(g["student_scoring"] + g["student_train"]), "teacher": per(g["teacher"]),
+                               "total": per(spent), "full_kd": per(g["full_kd"])},
+        "ratio_to_full_kd": round(spent / g["full_kd"], 4),
+        "examples": int(g["examples"]),
+    }

@@ -1,0 +1,49 @@
+"""FLOP accounting: the formula against a hand count, and what a run counts per sampler mode."""
+import json
+from pathlib import Path
+
+import pytest
+from transformers import BertConfig
+
+from dkd.flops import forward_flops
+from dkd.run import run
+
+
+def test_forward_flops_match_a_hand_count():
+    config = BertConfig(hidden_size=4, intermediate_size=8, num_hidden_layers=2, num_labels=3)
+    # per layer, L = 5: projections 2·5·(4·16 + 2·4·8) = 1280, attention 4·25·4 = 400; pooler 32 + classifier 24
+    assert forward_flops(config, rows=1, width=5) == 2 * (1280 + 400) + 32 + 24
+    assert forward_flops(config, rows=3, width=5) == 3 * forward_flops(config, 1, 5)
+
+
+def test_bert_base_at_128_tokens():
+    """bert-base (H 768, I 3072, 12 layers), one 128-token sequence: 22.3 GFLOPs (MACs × 2), 2/3 of it in the
+    feed-forward and projection matrices."""
+    config = BertConfig(num_labels=2)
+    assert forward_flops(config, 1, 128) / 1e9 == pytest.approx(22.35, abs=0.01)
+
+
+def flops(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["flops"]
+
+
+def test_full_kd_costs_what_full_kd_costs(make_cfg):
+    cfg = make_cfg("task=sst2")
+    run(cfg)
+    f = flops(cfg)
+    assert f["examples"] == 48 and f["gflops"]["student_scoring"] == 0
+    assert f["ratio_to_full_kd"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("mode, scoring, student_share", [("efficient", True, 0.5), ("faithful", False, 1.0)])
+def test_selection_counts_what_ran(make_cfg, mode, scoring, student_share):
+    full = make_cfg("task=sst2", out="full")
+    run(full)
+    cfg = make_cfg("task=sst2", "sampler=entropy", "sampler.ratio=0.5", f"sampler.mode={mode}", out=mode)
+    run(cfg)
+    f, ref = flops(cfg), flops(full)
+    assert (f["gflops"]["student_scoring"] > 0) == scoring
+    # half the rows reach the teacher (trimmed rows can only be shorter); the student trains on half or on all
+    assert 0.3 < f["gflops"]["teacher"] / ref["gflops"]["teacher"] <= 0.5 + 1e-6
+    assert f["gflops"]["student_train"] / ref["gflops"]["student_train"] == pytest.approx(student_share, abs=0.2)
+    assert f["ratio_to_full_kd"] < 1.0

@@ -69,8 +69,8 @@ class DistillSystem(ClassifierSystem):
     """``stage=distill``: the student learns from frozen teachers through four pluggable strategies.
 
     Args:
-        teachers: name → fine-tuned teacher; each reads ``batch["inputs"][name]``. Frozen, eval mode always,
-            left out of checkpoints.
+        teachers: name → fine-tuned teacher; each reads ``batch["inputs"][name]``. Frozen (no gradient, left out of
+            checkpoints), eval mode unless ``teacher_dropout``.
         sampler: which rows the student trains on and which of them the teachers are queried on (``sampler=``).
         adoption: student logits, KD rows, teacher names → :class:`dkd.adoption.Route` list (``adoption=``).
         objective: per-instance KD loss between student and teacher outputs (``objective=``).
@@ -78,15 +78,18 @@ class DistillSystem(ClassifierSystem):
     """
 
     def __init__(self, model: nn.Module, teachers: dict[str, nn.Module], sampler, adoption, objective, weighting,
-                 **kwargs):
+                 teacher_dropout: bool = False, **kwargs):
         super().__init__(model, "student", **kwargs)
         self.teachers = nn.ModuleDict({name: freeze(t) for name, t in teachers.items()})
+        self.teacher_dropout = teacher_dropout
         self.sampler, self.adoption, self.objective, self.weighting = sampler, adoption, objective, weighting
         self.strict_loading = False  # checkpoints hold no teacher weights
 
     def train(self, mode: bool = True):
+        """Lightning calls ``.train()`` on the whole system; the teachers keep dropout off, unless
+        ``distill.teacher_dropout`` reproduces the authors' code (HF Trainer puts the teachers in train mode too)."""
         super().train(mode)
-        self.teachers.eval()  # Lightning calls .train() on the whole system; teachers must keep dropout off
+        self.teachers.train(mode and self.teacher_dropout)
         return self
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

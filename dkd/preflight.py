@@ -73,6 +73,7 @@ RULES = {
     "task.train_limit": _number(1, integer=True, optional=True),
     "task.dev_limit": _number(1, integer=True, optional=True),
     "seed": _number(0, integer=True),
+    "distill.teacher_dropout": ((lambda v: isinstance(v, bool)), "true or false"),
 }
 
 

@@ -225,8 +225,9 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
     hp = cfg.distill
     dm = datamodule(cfg, plan, tokenizers, hp.batch_size)
     system = DistillSystem(
-        student, teachers, **plan.strategies, metrics=list(spec.metrics), dev_splits=dm.dev_splits,
-        num_labels=spec.num_labels, lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio,
+        student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, metrics=list(spec.metrics),
+        dev_splits=dm.dev_splits, num_labels=spec.num_labels, lr=hp.lr, weight_decay=hp.weight_decay,
+        warmup_ratio=hp.warmup_ratio,
     )
     out = Path(cfg.paths.output_dir)
     t = build_trainer(cfg, out, hp.epochs, make_loggers(cfg), cfg.ckpt_path)

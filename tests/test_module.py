@@ -62,3 +62,20 @@ def test_checkpoint_holds_no_teacher_weights(assets):
     fresh = make_system(assets)
     fresh.load_state_dict(checkpoint["state_dict"], strict=False)
     assert torch.equal(fresh.model.classifier.weight, system.model.classifier.weight)
+
+
+def test_teacher_dropout_reproduces_the_authors_train_mode_teachers(assets):
+    system = DistillSystem(
+        load_classifier(str(assets["student"]), 2), {"base": load_classifier(str(assets["teacher"]), 2)},
+        AllInstances(), SingleTeacher(), LogitKD("kl"), StaticWeights(), teacher_dropout=True,
+        metrics=["acc"], dev_splits=["dev"], num_labels=2,
+    )
+    system.train()
+    assert all(m.training for m in system.teachers.modules())  # dropout on while the student trains
+    assert not any(p.requires_grad for p in system.teachers.parameters())  # still frozen
+    b = batch()["inputs"]["base"]
+    torch.manual_seed(0)
+    first = system.teachers["base"](**b).logits
+    assert not torch.equal(first, system.teachers["base"](**b).logits)  # another dropout draw, another output
+    system.eval()
+    assert not any(m.training for m in system.teachers.modules())  # evaluation: dropout off

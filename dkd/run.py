@@ -223,7 +223,7 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
              student.config.num_hidden_layers, count_parameters(student) / 1e6,
              {r: f"{count_parameters(m) / 1e6:.1f}M" for r, m in teachers.items()})
     hp = cfg.distill
-    dm = datamodule(cfg, plan, tokenizers, hp.batch_size)
+    dm = datamodule(cfg, plan, tokenizers, hp.batch_size * plan.strategies["sampler"].pool)  # pool · B rows a step
     system = DistillSystem(
         student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, metrics=list(spec.metrics),
         dev_splits=dm.dev_splits, num_labels=spec.num_labels, lr=hp.lr, weight_decay=hp.weight_decay,

@@ -9,6 +9,10 @@ Every sampler keeps k = max(1, ⌊r·B⌋) of a batch's B rows (r = ``sampler.ra
   when the ranking needs no scores, as for ``random``), then the teachers and the student's forward and backward
   (CE + KD) on the k selected rows only. The scoring pass runs with dropout off (the student's own prediction)
   unless ``sampler.score_dropout=true``.
+
+``sampler.pool=p`` (beyond the paper): the loader delivers p·B rows a step, the scoring pass covers all of them and the
+top r of the pool trains as one step, so that a step stays full (r·p·B rows) at small r. An epoch is still one pass
+over the data, in p times fewer optimizer steps (the learning-rate schedule counts those steps).
 """
 from __future__ import annotations
 
@@ -34,12 +38,17 @@ class Sampler:
 
     needs_scores = False
 
-    def __init__(self, ratio: float = 1.0, mode: str = "efficient", score_dropout: bool = False):
+    def __init__(self, ratio: float = 1.0, mode: str = "efficient", score_dropout: bool = False, pool: int = 1):
         if not 0 < ratio <= 1:
             raise UserError(f"sampler.ratio={ratio}: must lie in (0, 1].")
         if mode not in MODES:
             raise UserError(f"sampler.mode={mode!r}: choose one of {list(MODES)}.")
-        self.ratio, self.mode, self.score_dropout = ratio, mode, score_dropout
+        if not isinstance(pool, int) or pool < 1:
+            raise UserError(f"sampler.pool={pool!r}: must be an integer >= 1 (batches scored together).")
+        if pool > 1 and mode != "efficient":
+            raise UserError(f"sampler.pool={pool} pools batches for the efficient mode; with sampler.mode={mode} the "
+                            f"student would train on all {pool} batches at once. Use sampler.mode=efficient.")
+        self.ratio, self.mode, self.score_dropout, self.pool = ratio, mode, score_dropout, pool
         self.stats: dict[str, float | torch.Tensor] = {}
 
     def check(self, num_labels: int, task: str) -> None:
@@ -71,7 +80,10 @@ class AllInstances(Sampler):
     """``sampler=none``: static KD queries the teachers on every row, S = {1, …, B} (``ratio`` is ignored, so that
     a sweep over samplers and ratios can include it)."""
 
-    def __init__(self, ratio: float = 1.0, mode: str = "efficient", score_dropout: bool = False):
+    def __init__(self, ratio: float = 1.0, mode: str = "efficient", score_dropout: bool = False, pool: int = 1):
+        if pool != 1:
+            raise UserError(f"sampler.pool={pool}: sampler=none keeps every row, so a pool would only make the batch "
+                            f"{pool} times larger; set distill.batch_size instead.")
         super().__init__(1.0, mode, score_dropout)
 
     def order(self, logits, size, device):
@@ -94,10 +106,10 @@ class MostUncertain(Sampler):
     needs_scores = True
 
     def __init__(self, measure: str = "entropy", reverse: bool = False, ratio: float = 0.1, mode: str = "efficient",
-                 score_dropout: bool = False):
+                 score_dropout: bool = False, pool: int = 1):
         if measure not in MEASURES:
             raise UserError(f"sampler.measure={measure!r}: choose one of {sorted(MEASURES)}.")
-        super().__init__(ratio, mode, score_dropout)
+        super().__init__(ratio, mode, score_dropout, pool)
         self.measure, self.reverse = measure, reverse
         self._u: torch.Tensor | None = None
 

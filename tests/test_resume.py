@@ -118,3 +118,14 @@ def test_ddp_sim_resumed_equals_uninterrupted(make_cfg):
     ckpt, resumed = stop_and_resume(make_cfg, common, "end", 8, resume_from="last.ckpt")
     assert dev(resumed) == dev(whole)
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
+
+
+def test_resume_with_a_pooled_sampler(make_cfg):
+    """Pool 2 x batch 8: 16 rows a step, 3 steps an epoch; stopped at step 4, mid-epoch 1."""
+    common = ("task=sst2", "distill.epochs=2", "sampler=entropy", "sampler.ratio=0.5", "sampler.pool=2",
+              stored_teacher(make_cfg, "task=sst2"))
+    whole = make_cfg(*common, out="whole")
+    run(whole)
+    ckpt, resumed = stop_and_resume(make_cfg, common, "end", 4)
+    assert dev(resumed) == dev(whole) and metrics(resumed)["flops"] == metrics(whole)["flops"]
+    assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")

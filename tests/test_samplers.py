@@ -178,3 +178,31 @@ def test_uncertainty_measures_refuse_a_regression_before_training(make_cfg, no_f
     with pytest.raises(UserError, match="task stsb is a regression"):
         run(make_cfg("task=stsb", "sampler=entropy"))
     assert not no_fit
+
+
+def test_pool_scores_several_batches_and_trains_a_full_one(make_cfg):
+    """B = 8, pool 4: the loader gives 32 rows a step, all scored, and the top r = 0.25 (8 rows) train: a full batch,
+    in 4 times fewer steps (48 examples: 2 steps an epoch, the second of 16 rows)."""
+    from dkd.run import run
+    from tests.test_train import read_metrics
+
+    cfg = make_cfg("task=sst2", "sampler=entropy", "sampler.ratio=0.25", "sampler.pool=4")
+    run(cfg)
+    f = read_metrics(cfg)["flops"]
+    assert f["examples"] == 48
+    rows = [line.split(",") for line in (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()]
+    col = rows[0].index("train/sampler_selected")
+    assert [float(r[col]) for r in rows[1:] if r[col]] == [0.25, 0.25]  # 8 of 32, then 4 of 16
+
+
+@pytest.mark.parametrize("sampler, options, message", [
+    ("none", ["sampler.pool=4"], "sampler=none keeps every row"),
+    ("entropy", ["sampler.pool=4", "sampler.mode=faithful"], "Use sampler.mode=efficient"),
+    ("random", ["sampler.pool=0"], r"sampler.pool=0: must be an integer >= 1"),
+])
+def test_pool_options_are_checked(make_cfg, no_fit, sampler, options, message):
+    from dkd.run import run
+
+    with pytest.raises(UserError, match=message):
+        run(make_cfg("task=sst2", f"sampler={sampler}", *options))
+    assert not no_fit

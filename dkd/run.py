@@ -191,16 +191,22 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
     return {"dir": str(source.folder), "dev": dev, "source": "store (fine-tuned now)"}
 
 
-def ensure_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource) -> dict:
+def ensure_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers: list | None = None,
+                   ckpt_path: str | None = None) -> dict:
+    """The stored teacher of ``source``'s recipe, fine-tuned first when there is none (``loggers``: those of the
+    fine-tuning; a CSV log in the run's ``teacher-<role>`` folder when not given)."""
     if agree(source.ready):
         info = stored_teacher(source)
-        log.info("Using the fine-tuned %s teacher in %s (dev %s)", source.role, source.folder, info["dev"])
+        log.info("The %s teacher for this recipe is already stored in %s (dev %s); delete the folder to fine-tune it "
+                 "again.", source.role, source.folder, info["dev"])
         return info
     log.info("No %s teacher is stored for this recipe: fine-tuning it first", source.role)
     for folder, keys in TeacherStore(cfg.paths.teachers_dir).differences(source.recipe).items():
         log.info("  stored %s differs in %s (to use it anyway: teacher.dirs.%s=%s)", folder, ", ".join(keys),
                  source.role, folder)
-    return finetune_teacher(cfg, plan, source, [CSVLogger(teacher_run_dir(cfg, source.role), name="csv", version="")])
+    if loggers is None:
+        loggers = [CSVLogger(teacher_run_dir(cfg, source.role), name="csv", version="")]
+    return finetune_teacher(cfg, plan, source, loggers, ckpt_path)
 
 
 def build_student(cfg: DictConfig, spec):
@@ -261,15 +267,11 @@ def run(cfg: DictConfig) -> float | None:
     plan = check(cfg)
     checked_s = round(time.time() - start, 1)
     if cfg.stage.name == "teacher":
-        result = {"teachers": {}}
-        for role, source in plan.teachers.items():
-            if agree(source.ready):
-                log.info("The %s teacher for this recipe is already stored in %s; nothing to fine-tune (delete the "
-                         "folder to fine-tune it again).", role, source.folder)
-                result["teachers"][role] = stored_teacher(source)
-            else:
-                loggers = make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role)))
-                result["teachers"][role] = finetune_teacher(cfg, plan, source, loggers, cfg.ckpt_path)
+        result = {"teachers": {
+            role: ensure_teacher(cfg, plan, source, make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role))),
+                                 cfg.ckpt_path)
+            for role, source in plan.teachers.items()
+        }}
         result["dev"] = next(iter(result["teachers"].values()))["dev"]
     else:
         result = distill(cfg, plan)

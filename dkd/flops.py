@@ -27,13 +27,14 @@ def forward_flops(config, rows: int, width: int) -> int:
 
 class FlopCounter(Callback):
     """Counts the FLOPs of every training forward with hooks on the student and the teachers: the student's scoring
-    pass (no gradient), its training forward plus backward (2 × forward), and the teachers' forwards actually run
-    (a cached teacher output costs nothing). For each batch it also counts what full KD on the same batch would cost
-    (teacher forward and student forward + backward on every row), so that ``ratio`` compares like with like.
+    pass (no gradient), its training forward plus backward (2 × forward), and the teachers: ``teacher`` is what the
+    method asks of them (a forward over the rows it queries), ``teacher_spent`` the forwards that ran (cache hits
+    cost nothing). For each batch it also counts what full KD on the same batch would cost (teacher forward and
+    student forward + backward on every row), so that ``ratio`` compares like with like.
 
     Totals are summed over DDP ranks, logged as ``flops/*`` at each epoch end (GFLOPs) and kept in checkpoints."""
 
-    KINDS = ("student_scoring", "student_train", "teacher", "full_kd", "examples")
+    KINDS = ("student_scoring", "student_train", "teacher", "teacher_spent", "full_kd", "examples")
 
     def __init__(self):
         self.totals = dict.fromkeys(self.KINDS, 0)
@@ -44,6 +45,7 @@ class FlopCounter(Callback):
         """Hooks on the trained model (the student, or a teacher being fine-tuned) and on the frozen teachers."""
         self._trained = pl_module.role
         self._models = {pl_module.role: pl_module.model, **dict(getattr(pl_module, "teachers", {}).items())}
+        self._queries = getattr(pl_module, "teacher_outputs", {})
         for role, model in self._models.items():
             self._hooks.append(model.register_forward_hook(self._hook(trainer, role, model.config), with_kwargs=True))
 
@@ -59,7 +61,7 @@ class FlopCounter(Callback):
             rows, width = kwargs["input_ids"].shape
             flops = forward_flops(config, rows, width)
             if role != self._trained:
-                self._batch["teacher"] += flops
+                self._batch["teacher_spent"] += flops
             elif torch.is_grad_enabled():
                 self._batch["student_train"] += 3 * flops  # forward + backward (2 × forward)
             else:
@@ -69,18 +71,23 @@ class FlopCounter(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         size = batch_size(batch)
         self._batch = dict.fromkeys(self.KINDS, 0)
+        for queries in self._queries.values():
+            queries.drain_requests()  # left by a batch interrupted mid-step
         self._batch["examples"] = size
         for role, model in self._models.items():
             width = batch["inputs"][role]["input_ids"].size(1)
             self._batch["full_kd"] += (3 if role == self._trained else 1) * forward_flops(model.config, size, width)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for role, queries in self._queries.items():
+            for rows, width in queries.drain_requests():
+                self._batch["teacher"] += forward_flops(self._models[role].config, rows, width)
         for kind, value in self._batch.items():  # a batch interrupted mid-step is counted when it is redone
             self.totals[kind] += value
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         scale = {k: 1 if k == "examples" else 1e-9 for k in self.KINDS}  # examples as a count, the rest in GFLOPs
-        pl_module.log_dict({f"flops/{k}": torch.tensor(v * scale[k], device=pl_module.device)
+        pl_module.log_dict({f"flops/{k}": torch.tensor(float(v * scale[k]), device=pl_module.device)
                             for k, v in self.totals.items()}, reduce_fx="sum", sync_dist=True)
 
     def state_dict(self) -> dict:
@@ -91,18 +98,23 @@ class FlopCounter(Callback):
 
 
 def summary(metrics: dict) -> dict | None:
-    """``metrics.json``'s ``flops`` from the logged totals (GFLOPs): per kind, per training example, and the ratio of
-    what ran to full KD on the same batches."""
+    """``metrics.json``'s ``flops`` from the logged totals (GFLOPs): per kind, per training example, and the ratio to
+    full KD on the same batches of the method's cost (``total``) and of what ran (``total_spent``: cache hits
+    spare teacher forwards)."""
     g = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("flops/")}
     if not g.get("examples"):
         return None
-    spent = g["student_scoring"] + g["student_train"] + g["teacher"]
+    student = g["student_scoring"] + g["student_train"]
+    total, spent = student + g["teacher"], student + g["teacher_spent"]
     sig = lambda x: float(f"{x:.4g}")  # noqa: E731 - 4 significant digits, whatever the model's size
     per = lambda x: sig(x / g["examples"])  # noqa: E731 - GFLOPs per training example
+    kinds = ("student_scoring", "student_train", "teacher", "teacher_spent")
     return {
-        "gflops": {**{k: sig(g[k]) for k in ("student_scoring", "student_train", "teacher")}, "total": sig(spent)},
-        "gflops_per_example": {"student": per(g["student_scoring"] + g["student_train"]), "teacher": per(g["teacher"]),
-                               "total": per(spent), "full_kd": per(g["full_kd"])},
-        "ratio_to_full_kd": round(spent / g["full_kd"], 4),
+        "gflops": {**{k: sig(g[k]) for k in kinds}, "total": sig(total), "total_spent": sig(spent)},
+        "gflops_per_example": {"student": per(student), "teacher": per(g["teacher"]),
+                               "teacher_spent": per(g["teacher_spent"]), "total": per(total),
+                               "total_spent": per(spent), "full_kd": per(g["full_kd"])},
+        "ratio_to_full_kd": round(total / g["full_kd"], 4),
+        "ratio_spent_to_full_kd": round(spent / g["full_kd"], 4),
         "examples": int(g["examples"]),
     }

@@ -10,6 +10,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from dkd.cache import TeacherOutputs
 from dkd.data import select_rows
 from dkd.metrics import TaskMetrics
 from dkd.models import freeze
@@ -31,7 +32,7 @@ class ClassifierSystem(LightningModule):
         self.model = model
         self.role = role
         self.metrics = TaskMetrics(metrics, dev_splits, num_labels)
-        self.save_hyperparameters(ignore=["model", "teachers", "sampler", "adoption", "objective", "weighting"])
+        self.save_hyperparameters(ignore=["model", "teachers", "teacher_outputs", "sampler", "adoption", "objective", "weighting"])
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(**batch["inputs"][self.role]).logits
@@ -71,6 +72,8 @@ class DistillSystem(ClassifierSystem):
     Args:
         teachers: name → fine-tuned teacher; each reads ``batch["inputs"][name]``. Frozen (no gradient, left out of
             checkpoints), eval mode unless ``teacher_dropout``.
+        teacher_outputs: name → :class:`dkd.cache.TeacherOutputs` that answers for that teacher, from its cache where
+            it has the rows (``distill.teacher_cache``); by default every query runs the teacher.
         sampler: which rows the student trains on and which of them the teachers are queried on (``sampler=``).
         adoption: student logits, KD rows, teacher names → :class:`dkd.adoption.Route` list (``adoption=``).
         objective: per-instance KD loss between student and teacher outputs (``objective=``).
@@ -78,9 +81,10 @@ class DistillSystem(ClassifierSystem):
     """
 
     def __init__(self, model: nn.Module, teachers: dict[str, nn.Module], sampler, adoption, objective, weighting,
-                 teacher_dropout: bool = False, **kwargs):
+                 teacher_dropout: bool = False, teacher_outputs: dict[str, TeacherOutputs] | None = None, **kwargs):
         super().__init__(model, "student", **kwargs)
         self.teachers = nn.ModuleDict({name: freeze(t) for name, t in teachers.items()})
+        self.teacher_outputs = teacher_outputs or {name: TeacherOutputs(t, name) for name, t in self.teachers.items()}
         self.teacher_dropout = teacher_dropout
         self.sampler, self.adoption, self.objective, self.weighting = sampler, adoption, objective, weighting
         self.strict_loading = False  # checkpoints hold no teacher weights
@@ -96,6 +100,19 @@ class DistillSystem(ClassifierSystem):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("teachers.")]:
             del state[key]
+        checkpoint["teacher_outputs"] = {name: o.state_dict() for name, o in self.teacher_outputs.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for name, state in checkpoint.get("teacher_outputs", {}).items():
+            self.teacher_outputs[name].load_state_dict(state)
+
+    def on_train_epoch_end(self) -> None:
+        """Cache hits and misses so far (rows, summed over ranks)."""
+        for name, outputs in self.teacher_outputs.items():
+            if outputs.store is not None:
+                outputs.store.flush()
+            self.log_dict({f"cache/{name}_hits": float(outputs.hits), f"cache/{name}_misses": float(outputs.misses)},
+                          reduce_fx="sum", sync_dist=True)
 
     @torch.no_grad()
     def score(self, batch: dict) -> torch.Tensor:
@@ -119,8 +136,7 @@ class DistillSystem(ClassifierSystem):
         for route in routes:
             if route.index.numel() == 0:
                 continue
-            with torch.no_grad():
-                teacher_logits = self.teachers[route.teacher](**select_rows(part, route.index)["inputs"][route.teacher]).logits
+            teacher_logits = self.teacher_outputs[route.teacher](select_rows(part, route.index))
             per_instance = self.objective(logits[route.index], teacher_logits)
             kd = kd + (route.weight * per_instance).mean()
             self.log(f"train/kd_{route.teacher}", per_instance.mean())

@@ -20,6 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dkd.cache import resolve_mode
 from dkd.data import Split, fingerprint, load_task_data
 from dkd.errors import UserError, one_line
 from dkd.models import check_layers, inspect_model, short_name
@@ -41,6 +42,7 @@ class Plan:
     data_id: str
     teachers: dict[str, TeacherSource]
     strategies: dict[str, object]
+    teacher_cache: str = "off"
 
 
 def _number(minimum: float, integer: bool = False, optional: bool = False, below: float | None = None):
@@ -222,6 +224,7 @@ def check(cfg: DictConfig) -> Plan:
     """Everything the run needs, checked; raises :class:`UserError` naming the option, file or value at fault."""
     start = time.perf_counter()
     check_numbers(cfg)
+    teacher_cache = resolve_mode(cfg.distill.teacher_cache, cfg.distill.teacher_dropout)
     spec = task_spec(cfg)
     check_resume(cfg)
     check_metric(cfg, spec)
@@ -249,4 +252,4 @@ def check(cfg: DictConfig) -> Plan:
     sizes = ", ".join(f"{len(s.labels)} {name}" for name, s in splits.items())
     log.info("Checked the run in %.1f s: %s (%s; data %s); %s", time.perf_counter() - start, spec.name, sizes,
              data_id, where)
-    return Plan(spec, splits, data_id, teachers, strategies)
+    return Plan(spec, splits, data_id, teachers, strategies, teacher_cache)

@@ -18,6 +18,8 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from dkd.cache import summary as cache_summary
+from dkd.cache import teacher_outputs
 from dkd.callbacks import Throughput
 from dkd.data import TaskDataModule
 from dkd.errors import UserError
@@ -230,8 +232,12 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
              {r: f"{count_parameters(m) / 1e6:.1f}M" for r, m in teachers.items()})
     hp = cfg.distill
     dm = datamodule(cfg, plan, tokenizers, hp.batch_size * plan.strategies["sampler"].pool)  # pool · B rows a step
+    dm.setup("fit")
+    outputs = teacher_outputs(plan.teacher_cache, teachers, {r: i["dir"] for r, i in teachers_info.items()},
+                              dm.datasets["train"].encodings, cfg.paths.cache_dir, cfg.trainer.precision)
     system = DistillSystem(
-        student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, metrics=list(spec.metrics),
+        student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, teacher_outputs=outputs,
+        metrics=list(spec.metrics),
         dev_splits=dm.dev_splits, num_labels=spec.num_labels, lr=hp.lr, weight_decay=hp.weight_decay,
         warmup_ratio=hp.warmup_ratio,
     )
@@ -239,6 +245,10 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
     t = build_trainer(cfg, out, hp.epochs, make_loggers(cfg), cfg.ckpt_path)
     start = time.time()
     dev, selected = fit_and_evaluate(cfg, t, system, dm, cfg.ckpt_path)
+    cache = cache_summary(plan.teacher_cache, outputs, t.callback_metrics)
+    for role, c in cache.items():
+        log.info("Teacher-output cache (%s) of the %s teacher: %s hits, %s misses%s", c["mode"], role, c["hits"],
+                 c["misses"], f"; {c['folder']}" if c["folder"] else "")
     export = out / "student"
     if t.is_global_zero:
         student.save_pretrained(export)
@@ -246,7 +256,8 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
         plot_run(t, out)
     return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),
             "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
-            "train_examples": len(dm.datasets["train"]), "flops": flops_summary(t.callback_metrics)}
+            "train_examples": len(dm.datasets["train"]), "flops": flops_summary(t.callback_metrics),
+            "teacher_cache": cache}
 
 
 def summary(result: dict) -> str:

@@ -79,3 +79,23 @@ def test_teacher_dropout_reproduces_the_authors_train_mode_teachers(assets):
     assert not torch.equal(first, system.teachers["base"](**b).logits)  # another dropout draw, another output
     system.eval()
     assert not any(m.training for m in system.teachers.modules())  # evaluation: dropout off
+
+
+def test_static_kd_step_gives_the_loss_it_gave_before_data_selection(tmp_path):
+    """sampler=none through today's step (scoring, selection, cache wrapper) gives, on a fixed batch with dropout on,
+    the loss that commit 7450b60 (before any data selection) gave: 0.6923305988311768."""
+    from tests.conftest import make_tiny_model
+
+    torch.manual_seed(0)
+    s, t = make_tiny_model(tmp_path / "s"), make_tiny_model(tmp_path / "t", layers=2)
+    torch.manual_seed(1)
+    system = DistillSystem(load_classifier(str(s), 2), {"base": load_classifier(str(t), 2)}, AllInstances(),
+                           SingleTeacher(), LogitKD("kl", 2.0), StaticWeights(1.0, 1.0), metrics=["acc"],
+                           dev_splits=["dev"], num_labels=2)
+    system.train()
+    ids = torch.tensor([[2, 6, 7, 3, 0], [2, 8, 9, 10, 3], [2, 11, 3, 0, 0]])
+    inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    b = {"idx": torch.arange(3), "labels": torch.tensor([1, 0, 1]), "inputs": {"student": inputs, "base": inputs}}
+    system.log = system.log_dict = lambda *args, **kwargs: None  # no Trainer attached
+    torch.manual_seed(2)
+    assert system.training_step(b, 0).item() == 0.6923305988311768

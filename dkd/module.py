@@ -117,11 +117,20 @@ class DistillSystem(ClassifierSystem):
     @torch.no_grad()
     def score(self, batch: dict) -> torch.Tensor:
         """The scoring pass of ``sampler.mode=efficient``: the student's logits on every row, without gradient, with
-        dropout off unless ``sampler.score_dropout``."""
+        dropout off unless ``sampler.score_dropout``. A pool of p batches is scored in p chunks of rows of similar
+        length, each cut to its longest row: padded to the pool's longest, the pass would cost more than p batches."""
         training = self.model.training
         self.model.train(self.sampler.score_dropout)
         try:
-            return self(batch)
+            if self.sampler.pool == 1:
+                return self(batch)
+            lengths = batch["inputs"][self.role]["attention_mask"].sum(-1)
+            chunks = lengths.argsort(stable=True).chunk(self.sampler.pool)
+            logits = [self(select_rows(batch, rows.sort().values)) for rows in chunks]
+            out = logits[0].new_empty((lengths.numel(), logits[0].size(-1)))
+            for rows, part in zip(chunks, logits):
+                out[rows.sort().values] = part
+            return out
         finally:
             self.model.train(training)
 

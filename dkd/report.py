@@ -1,7 +1,9 @@
-"""Plots of a run, for people who would rather look than read."""
+"""Reports: plots of a run, for people who would rather look than read, and the summary of a multirun
+(``python -m dkd.report <multirun folder>``: dev score mean ± std over seeds, with wall time and FLOPs)."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 
@@ -38,3 +40,78 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return png
+
+
+# ------------------------------------------------------------------------------------------------ sweeps
+def collect(folder: Path) -> list[dict]:
+    """One row per finished job of a multirun folder: its sweep overrides (from ``.hydra/overrides.yaml``) and its
+    ``metrics.json``."""
+    import yaml
+
+    rows = []
+    for metrics in sorted(Path(folder).glob("*/metrics.json"), key=lambda p: int(p.parent.name)
+                          if p.parent.name.isdigit() else p.parent.name):
+        overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text()) or []
+        result = json.loads(metrics.read_text())
+        rows.append({"job": metrics.parent.name, "overrides": dict(o.split("=", 1) for o in overrides),
+                     "result": result})
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, std
+
+
+def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
+    """Markdown table of a multirun, one line per setting (the overrides that vary between jobs, except ``over``),
+    with the dev score as mean ± sample std over ``over``, and each job's wall time and FLOPs."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r["overrides"])
+            if k != over and len({r["overrides"].get(k) for r in rows}) > 1]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r["overrides"].get(k) for k in keys), []).append(r)
+    summary, lines = [], []
+    header = [*keys, "n", "dev score (mean ± std)", f"per {over}", "wall s per run", "GFLOPs/example",
+              "FLOP ratio to full KD", "teacher GFLOPs/example spent"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for setting, jobs in groups.items():
+        scores = [j["result"]["dev"]["dev/score"] for j in jobs]
+        mean, std = _mean_std(scores)
+        flops = [j["result"].get("flops") or {} for j in jobs]
+        per = lambda name: [f.get("gflops_per_example", {}).get(name) for f in flops]  # noqa: E731
+        ratio = [f.get("ratio_to_full_kd") for f in flops]
+        walls = [j["result"].get("wall_time_s") for j in jobs]
+        row = {**dict(zip(keys, setting)), "n": len(jobs), "mean": round(mean, 4), "std": round(std, 4),
+               "scores": {j["overrides"].get(over, j["job"]): s for j, s in zip(jobs, scores)},
+               "wall_s": walls, "gflops_per_example": per("total"), "ratio_to_full_kd": ratio,
+               "teacher_gflops_spent_per_example": per("teacher_spent")}
+        summary.append(row)
+        fmt = lambda xs: " / ".join("–" if x is None else f"{x:g}" for x in xs)  # noqa: E731
+        lines.append("| " + " | ".join([*map(str, setting), str(len(jobs)), f"{mean:.4f} ± {std:.4f}",
+                                        fmt(scores), fmt(walls), fmt(row["gflops_per_example"]), fmt(ratio),
+                                        fmt(row["teacher_gflops_spent_per_example"])]) + " |")
+    return "\n".join(lines) + "\n", summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dkd.report",
+                                     description="Summarise a multirun folder: dev score mean ± std over seeds.")
+    parser.add_argument("folder", help="a multirun folder (outputs/multiruns/<date>)")
+    parser.add_argument("--over", default="seed", help="the override averaged over (default: %(default)s)")
+    parser.add_argument("--json", default=None, help="also write the summary as JSON here")
+    args = parser.parse_args(argv)
+    rows = collect(Path(args.folder))
+    if not rows:
+        raise SystemExit(f"No finished job (*/metrics.json) under {args.folder}")
+    table, summary = sweep_table(rows, args.over)
+    print(f"{len(rows)} finished jobs in {args.folder}\n\n{table}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -113,6 +113,20 @@ def test_efficient_runs_teacher_and_student_backward_on_the_selected_rows_only(a
     assert torch.allclose(loss, expected, atol=1e-5)
 
 
+def test_a_pool_is_scored_in_chunks_of_similar_length(assets):
+    """Pool 2 of a 10-row batch: two scoring forwards of 5 rows, the short rows apart and cut to their length, whose
+    logits equal one forward over the whole batch."""
+    system, rows = counting_system(assets, MostUncertain("entropy", ratio=0.2, pool=2))
+    widths = []
+    system.model.register_forward_hook(lambda m, a, kw, out: widths.append(tuple(kw["input_ids"].shape)),
+                                       with_kwargs=True)
+    b = batch()
+    scores = system.score(b)
+    assert widths == [(5, 4), (5, 6)]  # rows 0, 2, 4, 6, 8 end at column 4
+    with torch.no_grad():
+        assert torch.allclose(scores, system.model(**b["inputs"]["student"]).logits, atol=1e-5)
+
+
 def test_faithful_trains_on_all_rows_and_distils_the_selected(assets):
     system, rows = counting_system(assets, MostUncertain("entropy", ratio=0.3, mode="faithful"))
     b = batch()

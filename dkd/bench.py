@@ -1,0 +1,383 @@
+"""``python -m dkd.bench``: time DKD's distillation step side by side, in one process, for full KD and for data
+selection at r ∈ {0.5, 0.1} × {entropy, random} × {faithful, efficient, efficient + pool}, with the teacher-output
+cache off and warm, for each teacher; write a Markdown table, a JSON record and a PNG plot.
+
+Each case trains one epoch over the same ``--examples`` of the data stream with DKD's own ``DistillSystem`` and
+Lightning ``Trainer`` (no evaluation, no checkpoints, no logger), after one untimed warm-up fit per teacher.
+``--models offline`` uses the default backbone's installed pretrained models (``conf/backbone/minilm.yaml``: the
+student is all-MiniLM-L6-v2's first 3 layers, the teachers all-MiniLM-L6-v2 as ``base`` and all-mpnet-base-v2 as
+``large``, each with a new classifier head: it costs what a fine-tuned one does) and the task's real data (its
+``task.data_dir``); ``--models paper`` random-initialised bert-base / bert-large shapes and a 6-layer student on random
+128-token sequences (the GPU check: nothing has to travel).
+
+    python -m dkd.bench                                   # CPU, SST-2, both teachers, into docs/
+    python -m dkd.bench --models paper --precision bf16-mixed --examples 32000 --out docs/benchmarks-gpu
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning import Callback
+from torch.utils.data import DataLoader
+from transformers import BertConfig, BertForSequenceClassification
+
+from dkd.adoption import SingleTeacher
+from dkd.cache import OutputStore, TeacherOutputs
+from dkd.data import TaskDataModule, load_task_data
+from dkd.flops import FlopCounter, forward_flops
+from dkd.models import load_classifier, load_tokenizer, truncate
+from dkd.module import DistillSystem
+from dkd.objectives import LogitKD
+from dkd.quiet import quiet_libraries
+from dkd.samplers import AllInstances, MostUncertain, RandomInstances
+from dkd.tasks import get_task
+from dkd.weighting import StaticWeights
+
+PAPER = {"student": BertConfig(num_hidden_layers=6), "base": BertConfig(),
+         "large": BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)}
+
+
+@dataclass
+class Case:
+    sampler: str  # none | entropy | random
+    ratio: float
+    mode: str
+    pool: int = 1
+    cache: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.sampler == "none":
+            return "full KD" + (" (cache)" if self.cache else "")
+        pool = f"+pool{self.pool}" if self.pool > 1 else ""
+        return f"{self.sampler} r={self.ratio} {self.mode}{pool}" + (" (cache)" if self.cache else "")
+
+    def sampler_object(self):
+        if self.sampler == "none":
+            return AllInstances()
+        if self.sampler == "random":
+            return RandomInstances(self.ratio, self.mode, pool=self.pool)
+        return MostUncertain(self.sampler, ratio=self.ratio, mode=self.mode, pool=self.pool)
+
+
+def compose_cfg(overrides: list[str]):
+    """DKD's config (``conf/train.yaml``) with ``overrides``, resolved as ``train.py`` resolves it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return cfg
+
+
+def cases(ratios: tuple[float, ...] = (0.5, 0.1)) -> list[Case]:
+    """Full KD; each ratio × sampler × mode (the pool keeps a step at B rows: p = 1/r); then full KD and r = min(ratios)
+    in the efficient modes again with a warm cache. At r = 1 every sampler keeps every row, so full KD stands for it."""
+    out = [Case("none", 1.0, "efficient")]
+    for r in ratios:
+        for sampler in ("entropy", "random"):
+            out += [Case(sampler, r, "faithful"), Case(sampler, r, "efficient"),
+                    Case(sampler, r, "efficient", round(1 / r))]
+    small = min(ratios)
+    out.append(Case("none", 1.0, "efficient", cache=True))
+    out += [Case(s, small, "efficient", p, cache=True) for s in ("entropy", "random") for p in (1, round(1 / small))]
+    return out
+
+
+class PeakMemory:
+    """Peak resident memory (CPU, sampled every 5 ms) or peak allocated CUDA memory during a block, in MiB."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak = self.rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+class FitTimer(Callback):
+    """Wall time from the first training batch to the end of the last (model set-up and data loading excluded)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+class SyntheticBatches(torch.utils.data.Dataset):
+    """Random token ids of exactly ``length`` tokens (no padding), the same for every role, labels in {0, 1}."""
+
+    def __init__(self, size: int, length: int, vocab: int, roles: list[str], seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1000, vocab, (size, length), generator=g)
+        self.labels = torch.randint(0, 2, (size,), generator=g)
+        self.roles = roles
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def collate(self, rows: list[int]) -> dict:
+        idx = torch.tensor(rows)
+        ids = self.ids[idx]
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        return {"idx": idx, "labels": self.labels[idx], "inputs": {role: inputs for role in self.roles}}
+
+
+class Bench:
+    """The models and data of one teacher's cases, built once; :meth:`run` times one case."""
+
+    def __init__(self, args, teacher: str):
+        self.args, self.teacher_role = args, teacher
+        if args.models == "paper":
+            torch.manual_seed(0)
+            self.student = BertForSequenceClassification(PAPER["student"])
+            self.teacher = BertForSequenceClassification(PAPER[teacher]).eval()
+            data = SyntheticBatches(args.examples, args.length, PAPER["student"].vocab_size, ["student", teacher])
+            self.loader = lambda batch: DataLoader(data, batch_size=batch, collate_fn=data.collate)
+            self.size, self.mean_tokens = len(data), args.length
+        else:
+            cfg = compose_cfg([f"task={args.task}"])
+            spec, student, name = get_task(args.task), cfg.backbone.student, cfg.backbone.teachers[teacher]
+            splits = load_task_data(spec, cfg.task.data_dir, train_limit=args.examples)
+            self.student = truncate(load_classifier(student.name_or_path, spec.num_labels), student.layers)
+            self.teacher = load_classifier(name, spec.num_labels).eval()
+            tokenizers = {"student": load_tokenizer(student.name_or_path), teacher: load_tokenizer(name)}
+            self.size = len(splits["train"].labels)
+            dm = TaskDataModule(spec, splits, tokenizers, max_seq_length=args.length)
+            dm.setup("fit")  # tokenized once for every case
+            ids = dm.datasets["train"].encodings["student"]["input_ids"]
+            self.mean_tokens = round(sum(map(len, ids)) / len(ids))  # with [CLS] and [SEP]
+
+            def loader(batch: int) -> DataLoader:
+                dm.batch_size = batch
+                return dm.train_dataloader()
+            self.loader = loader
+        self.initial = {k: v.clone() for k, v in self.student.state_dict().items()}
+        self.store = OutputStore.in_memory(self.size, self.teacher.config.num_labels)
+
+    def run(self, case: Case) -> dict:
+        args = self.args
+        gc.collect()  # the previous case's optimizer state and Trainer, before memory is measured
+        self.student.load_state_dict(self.initial)  # every case starts from the same student
+        pl.seed_everything(0, verbose=False)
+        outputs = TeacherOutputs(self.teacher, self.teacher_role, self.store if case.cache else None,
+                                 "memory" if case.cache else "off")
+        system = DistillSystem(self.student, {self.teacher_role: self.teacher}, case.sampler_object(), SingleTeacher(),
+                               LogitKD("kl"), StaticWeights(), teacher_outputs={self.teacher_role: outputs},
+                               metrics=["acc"], dev_splits=["dev"], num_labels=self.teacher.config.num_labels,
+                               lr=2e-5)
+        flops, timer = FlopCounter(), FitTimer()
+        trainer = pl.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, max_epochs=1,
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                             callbacks=[flops, timer])
+        loader = self.loader(args.batch_size * case.pool)
+        with PeakMemory(torch.device("cuda" if args.accelerator == "gpu" else "cpu")) as memory:
+            trainer.fit(system, train_dataloaders=loader)
+        t = flops.totals
+        spent = t["student_scoring"] + t["student_train"] + t["teacher_spent"]
+        total = t["student_scoring"] + t["student_train"] + t["teacher"]
+        return {**asdict(case), "label": case.label, "teacher": self.teacher_role, "examples": t["examples"],
+                "wall_s": round(timer.seconds, 2), "examples_per_s": round(t["examples"] / timer.seconds, 1),
+                "peak_mib": memory.mib, "gflops_per_example": round(total / t["examples"] / 1e9, 3),
+                "gflops_spent_per_example": round(spent / t["examples"] / 1e9, 3),
+                "flop_ratio": round(total / t["full_kd"], 4), "flop_ratio_spent": round(spent / t["full_kd"], 4),
+                "cache_hits": outputs.hits, "cache_misses": outputs.misses}
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Time ratio to the same teacher's full KD with the cache off, and that ratio over the FLOP ratio spent."""
+    for row in rows:
+        full = next(r for r in rows if r["teacher"] == row["teacher"] and r["sampler"] == "none" and not r["cache"])
+        row["time_ratio"] = round(row["wall_s"] / full["wall_s"], 4)
+        row["time_over_flops"] = round(row["time_ratio"] / row["flop_ratio_spent"], 2) if row["flop_ratio_spent"] else None
+
+
+PAPER_FIGURES = {"full_kd": 24.9, "random_r0.1": 2.49, "uncertainty_r0.1": 4.65}  # GFLOPs per instance
+
+
+def paper_accounting(lengths: list[int]) -> list[dict]:
+    """Our counter's GFLOPs per training instance for the paper's models (bert-base or bert-large teacher, 6-layer
+    bert-base student) at each of ``lengths`` tokens: full KD = teacher forward + student forward and backward;
+    r = 0.1 random = 0.1 × that; r = 0.1 uncertainty adds the scoring pass (one student forward)."""
+    out = []
+    for length in lengths:
+        student = forward_flops(PAPER["student"], 1, length) / 1e9
+        for teacher in ("base", "large"):
+            t = forward_flops(PAPER[teacher], 1, length) / 1e9
+            full = t + 3 * student
+            out.append({"teacher": f"bert-{teacher}", "student": "bert 6-layer", "tokens": length,
+                        "teacher_fwd": round(t, 2), "student_fwd": round(student, 2), "full_kd": round(full, 2),
+                        "random_r0.1": round(0.1 * full, 2), "uncertainty_r0.1": round(0.1 * full + student, 2),
+                        "scoring_share": round(student / full, 3)})
+    return out
+
+
+def markdown(rows: list[dict], args, machine: str, png: Path, target: dict, paper: list[dict]) -> str:
+    lines = [f"# Benchmark: data selection, cost and speed\n",
+             f"Produced by `{args.command}` on {machine}, {time.strftime('%Y-%m-%d')}. "
+             f"{args.examples} examples of the data stream per case ({args.task if args.models == 'offline' else 'random'} "
+             f"tokens, up to {args.length}), batch B = {args.batch_size}, precision {args.precision}, one epoch per "
+             f"case in one process after a warm-up. FLOPs are DKD's analytic count (`dkd/flops.py`); "
+             f"*time ratio* and *FLOP ratio* compare with full KD for the same teacher, cache off; "
+             f"*time/FLOP* is their quotient (1.0: wall time falls exactly as the FLOPs do).\n",
+             f"![time ratio against FLOP ratio]({png})\n"]
+    for teacher in dict.fromkeys(r["teacher"] for r in rows):
+        lines += [f"## {teacher} teacher\n",
+                  "| case | examples/s | wall s | peak MiB | GFLOPs/example (spent) | FLOP ratio (spent) | time ratio "
+                  "| time/FLOP | cache hits/misses |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in (r for r in rows if r["teacher"] == teacher):
+            cache = f"{r['cache_hits']}/{r['cache_misses']}" if r["cache"] else "off"
+            lines.append(f"| {r['label']} | {r['examples_per_s']} | {r['wall_s']} | {r['peak_mib']} | "
+                         f"{r['gflops_per_example']} ({r['gflops_spent_per_example']}) | {r['flop_ratio']} "
+                         f"({r['flop_ratio_spent']}) | {r['time_ratio']} | {r['time_over_flops']} | {cache} |")
+        lines.append("")
+    lines += ["## Targets\n"]
+    for name, ok in target.items():
+        lines.append(f"- {name}: **{'met' if ok else 'not met'}**")
+    lines += ["", "## The paper's models in our count\n",
+              "GFLOPs per training instance from `dkd/flops.py` for the paper's shapes (6-layer bert-base student), "
+              "beside the paper's figures; *scoring share* is the scoring pass over full KD "
+              f"(paper: {PAPER_FIGURES['uncertainty_r0.1'] - PAPER_FIGURES['random_r0.1']:.2f} / "
+              f"{PAPER_FIGURES['full_kd']} = "
+              f"{(PAPER_FIGURES['uncertainty_r0.1'] - PAPER_FIGURES['random_r0.1']) / PAPER_FIGURES['full_kd']:.3f}).\n",
+              "| teacher | tokens | teacher fwd | student fwd | full KD | random r=0.1 | uncertainty r=0.1 | scoring share |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|",
+              "| paper (its accounting) | ? | | | 24.9 | 2.49 | 4.65 | 0.087 |"]
+    for p in paper:
+        lines.append(f"| {p['teacher']} | {p['tokens']} | {p['teacher_fwd']} | {p['student_fwd']} | {p['full_kd']} | "
+                     f"{p['random_r0.1']} | {p['uncertainty_r0.1']} | {p['scoring_share']} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(rows: list[dict], ratio: float) -> dict[str, bool]:
+    """Efficient mode, cache off, r = ``ratio`` (entropy, with and without a pool): wall-time ratio ≤ 1.2 × FLOP
+    ratio; faithful: student cost kept, teacher cost × r (FLOP ratio between r and 1)."""
+    out = {}
+    for teacher in dict.fromkeys(r["teacher"] for r in rows):
+        mine = [r for r in rows if r["teacher"] == teacher and not r["cache"] and r["ratio"] == ratio]
+        for r in (r for r in mine if r["sampler"] == "entropy" and r["mode"] == "efficient"):
+            out[f"{teacher}: {r['label']}: time ratio {r['time_ratio']} ≤ 1.2 × FLOP ratio {r['flop_ratio']} "
+                f"(= {1.2 * r['flop_ratio']:.3f})"] = r["time_ratio"] <= 1.2 * r["flop_ratio"]
+    return out
+
+
+def plot(rows: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teachers = list(dict.fromkeys(r["teacher"] for r in rows))
+    fig, axes = plt.subplots(1, len(teachers), figsize=(6 * len(teachers), 5), squeeze=False)
+    marker = {"faithful": "s", "efficient": "o"}
+    for ax, teacher in zip(axes[0], teachers):
+        for r in (r for r in rows if r["teacher"] == teacher):
+            color = {"none": "black", "entropy": "tab:red", "random": "tab:blue"}[r["sampler"]]
+            ax.scatter(r["flop_ratio_spent"], r["time_ratio"], marker="^" if r["pool"] > 1 else marker[r["mode"]],
+                       edgecolors=color, facecolors="none" if r["cache"] else color, s=50)
+            ax.annotate(r["label"].replace(" efficient", " eff").replace("faithful", "faith"),
+                        (r["flop_ratio_spent"], r["time_ratio"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.plot([0, 1.05], [0, 1.05], "k--", lw=0.8, label="time = FLOPs")
+        ax.plot([0, 1.05], [0, 1.26], "g:", lw=0.8, label="1.2 × FLOPs (target)")
+        ax.set(xlabel="FLOP ratio to full KD (spent)", ylabel="wall-time ratio to full KD", title=f"{teacher} teacher",
+               xlim=(0, 1.1), ylim=(0, max(1.1, max(r["time_ratio"] for r in rows if r["teacher"] == teacher) + 0.05)))
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("red entropy, blue random, black full KD; ■ faithful, ● efficient, ▲ efficient + pool; hollow: warm cache",
+                 fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dkd.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", choices=["offline", "paper"], default="offline")
+    parser.add_argument("--teachers", default="base,large", help="comma-separated: base, large")
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--examples", type=int, default=1920, help="examples of the data stream per case")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128, help="max_seq_length (paper: every sequence this long)")
+    parser.add_argument("--ratios", default="0.5,0.1")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--out", default="docs/benchmarks.md", help="Markdown; the JSON record goes beside it")
+    parser.add_argument("--png", default="docs/img/benchmark.png")
+    parser.add_argument("--only", default=None, help="comma-separated case labels to run (for a quick look)")
+    args = parser.parse_args(argv)
+    args.command = "python -m dkd.bench" + (" " + " ".join(argv if argv is not None else os.sys.argv[1:])).rstrip()
+    quiet_libraries()
+    ratios = tuple(float(r) for r in args.ratios.split(","))
+    plan = cases(ratios)
+    if args.only:
+        wanted = set(args.only.split(","))
+        plan = [c for c in plan if c.label in wanted or c.sampler == "none" and not c.cache]
+    machine = (f"{torch.cuda.get_device_name()}" if args.accelerator == "gpu" else
+               f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)") + \
+        f", torch {torch.__version__}"
+    rows, lengths = [], [args.length]
+    from tqdm.auto import tqdm
+    for teacher in args.teachers.split(","):
+        bench = Bench(args, teacher)
+        lengths.append(bench.mean_tokens)
+        bench.run(Case("none", 1.0, "efficient"))  # warm-up: allocator, kernels, tokenization caches
+        for case in tqdm(plan, desc=f"{teacher} teacher", unit="case"):
+            if case.cache and not bench.store.filled.all():
+                bench.run(Case("none", 1.0, "efficient", cache=True))  # fills the cache: its hits come after
+            rows.append(bench.run(case))
+            tqdm.write(f"{teacher} {case.label}: {rows[-1]['examples_per_s']} examples/s, {rows[-1]['wall_s']} s")
+    add_ratios(rows)
+    out, png = Path(args.out), Path(args.png)
+    plot(rows, png)
+    target = targets(rows, min(ratios))
+    paper = paper_accounting(sorted(set(lengths)))
+    record = {"command": args.command, "machine": machine, "rows": rows, "targets": target, "paper_accounting": paper}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    out.write_text(markdown(rows, args, machine, Path(os.path.relpath(png, out.parent)), target, paper))
+    print(f"{out}, {out.with_suffix('.json')}, {png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -287,6 +287,18 @@ def markdown(rows: list[dict], args, machine: str, png: Path, target: dict, pape
     for p in paper:
         lines.append(f"| {p['teacher']} | {p['tokens']} | {p['teacher_fwd']} | {p['student_fwd']} | {p['full_kd']} | "
                      f"{p['random_r0.1']} | {p['uncertainty_r0.1']} | {p['scoring_share']} |")
+    share = {p["teacher"]: p["scoring_share"] for p in paper if p["tokens"] == args.length}
+    lines += ["", "The paper does not say how it counts. What can be checked: its random r = 0.1 costs exactly 0.1 × "
+              "full KD, as in our count (random needs no scoring pass); and uncertainty − random is the scoring pass, "
+              "one student forward per instance, which it puts at 8.7% of full KD. With backward = 2 × forward that "
+              f"share is S / (T + 3S) in any unit: at {args.length} tokens {share.get('bert-base')} with a bert-base "
+              f"teacher and {share.get('bert-large')} with bert-large, so the paper's split is closer to a bert-large "
+              "teacher's than to a bert-base one. The absolute figures differ by "
+              "convention: we count a multiply-add as 2 FLOPs (halve ours for MACs), count attention over the padded "
+              "width of each batch, leave out embeddings, layer norms and softmax, and the count scales with the "
+              "sequence length, which the paper does not state (the rows above give 128 and the task's mean length "
+              "with [CLS]/[SEP]). DKD reports its own count consistently, and the ratios to full KD do not depend on "
+              "the convention."]
     return "\n".join(lines) + "\n"
 
 

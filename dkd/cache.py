@@ -74,15 +74,27 @@ class OutputStore:
                 np.lib.format.open_memmap(folder / "logits.npy", "w+", np.float32, (size, num_labels)).flush()
                 np.lib.format.open_memmap(folder / "filled.npy", "w+", np.bool_, (size,)).flush()
                 (folder / "key.json").write_text(json.dumps(key, indent=2))
+        store = cls.mapped(folder)
+        if tuple(store.logits.shape) != (size, num_labels) or tuple(store.filled.shape) != (size,):
+            raise UserError(f"Teacher-output cache {folder} holds {tuple(store.logits.shape)} logits, this run needs "
+                            f"({size}, {num_labels}): delete the folder.")
+        return store
+
+    @classmethod
+    def mapped(cls, folder: Path) -> "OutputStore":
         try:
             logits = np.lib.format.open_memmap(folder / "logits.npy", "r+")
             filled = np.lib.format.open_memmap(folder / "filled.npy", "r+")
         except (OSError, ValueError) as err:
             raise UserError(f"Teacher-output cache {folder} is unreadable ({err}): delete the folder.") from err
-        if logits.shape != (size, num_labels) or filled.shape != (size,):
-            raise UserError(f"Teacher-output cache {folder} holds {logits.shape} logits, this run needs "
-                            f"({size}, {num_labels}): delete the folder.")
         return cls(torch.from_numpy(logits), torch.from_numpy(filled), folder, (logits, filled))
+
+    def __getstate__(self) -> dict:
+        """A disk store travels (to ``ddp_spawn`` workers) as its folder, and maps the same files there."""
+        return {"folder": self.folder} if self.folder else self.__dict__
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(vars(self.mapped(state["folder"])) if "logits" not in state else state)
 
     def lookup(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(filled mask over ``idx``, logits of those rows in ``idx`` order; rows not filled are zeros)."""

@@ -72,6 +72,18 @@ def test_disk_entry_is_shared_and_checked(tmp_path):
         OutputStore.open_disk(tmp_path / "e", {"k": 1}, 12, 2)
 
 
+def test_a_disk_store_travels_as_its_folder(tmp_path):
+    import pickle
+
+    store = OutputStore.open_disk(tmp_path / "e", {"k": 1}, 4, 2)
+    copy = pickle.loads(pickle.dumps(store))  # as ddp_spawn sends the system to its workers
+    copy.write(torch.tensor([1]), torch.tensor([[0.5, -0.5]]))
+    filled, logits = store.lookup(torch.tensor([1, 2]))
+    assert filled.tolist() == [True, False] and logits[0].tolist() == [0.5, -0.5]
+    memory = pickle.loads(pickle.dumps(OutputStore.in_memory(4, 2)))
+    assert memory.folder is None and memory.logits.shape == (4, 2)
+
+
 def test_key_holds_teacher_tokens_and_precision(tmp_path, assets):
     from dkd.models import load_classifier
 
@@ -126,3 +138,13 @@ def test_teacher_dropout_runs_without_cache(make_cfg):
     run(cfg)
     assert result(cfg)["teacher_cache"]["base"]["mode"] == "off"
     assert result(cfg)["teacher_cache"]["base"]["misses"] == 96
+
+
+@pytest.mark.parametrize("options, message", [
+    (["distill.teacher_cache=dsk"], "distill.teacher_cache='dsk': choose one of"),
+    (["distill.teacher_cache=memory", "distill.teacher_dropout=true"], "there is nothing to cache"),
+])
+def test_cache_options_are_checked_before_training(make_cfg, no_fit, options, message):
+    with pytest.raises(UserError, match=message):
+        run(make_cfg("task=sst2", *options))
+    assert not no_fit

@@ -181,9 +181,16 @@ def test_ddp_sim_with_a_sampler(make_cfg):
     from dkd.run import run
     from tests.test_train import read_metrics
 
-    cfg = make_cfg("task=sst2", "sampler=entropy", "sampler.ratio=0.5", "trainer=ddp_sim", "distill.batch_size=4")
+    options = ("task=sst2", "sampler=entropy", "sampler.ratio=0.5", "trainer=ddp_sim", "distill.batch_size=4")
+    cfg = make_cfg(*options)
     run(cfg)
     assert read_metrics(cfg)["train_examples_per_s"] > 0
+    first = read_metrics(cfg)["teacher_cache"]["base"]
+    assert (first["hits"], first["misses"]) == (0, 24)  # 2 of each rank's 4 rows, 6 steps
+    again = make_cfg(*options, f"teacher.dirs.base={read_metrics(cfg)['teachers']['base']['dir']}", out="again")
+    run(again)  # the spawned workers wrote into the shared disk entry: the same rows are hits now
+    second = read_metrics(again)["teacher_cache"]["base"]
+    assert (second["hits"], second["misses"]) == (24, 0)
 
 
 def test_uncertainty_measures_refuse_a_regression_before_training(make_cfg, no_fit):

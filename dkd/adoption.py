@@ -22,6 +22,10 @@ For N = 2, w_small(u) = u and w_large(u) = 1 − u. For N teachers the weights i
 neighbours in size order: x = (1 − u)(N − 1), w_k(u) = max(0, 1 − |x − k|); a teacher whose weight is 0 on a row is
 not run on it. Weights and splits carry no gradient unless ``detach=false`` (the authors' code, where the gradient of
 the KD loss flows into u through the weights).
+
+``faithful=true`` is the authors' code (``UncertaintyTeacherKDForSequenceClassification``): weights not detached,
+``hard`` as the sum of the two halves' means, ``ensemble`` as fixed weights of 1.0 per teacher unless given.
+``adoption=smallest|largest`` takes one teacher of the pool (the single-teacher baselines of a pool sweep).
 """
 from __future__ import annotations
 
@@ -45,18 +49,26 @@ class Route:
 
 
 class SingleTeacher:
-    """``adoption=single``: the one teacher sees every KD row with weight 1 (static KD)."""
+    """``adoption=single``: the one teacher sees every KD row with weight 1 (static KD). ``pick=smallest|largest``
+    (``adoption=smallest``, ``adoption=largest``) takes that one of a pool instead, so that a sweep over adoptions
+    with ``teacher=both`` includes both single-teacher baselines."""
 
-    def __init__(self):
+    PICKS = ("smallest", "largest")
+
+    def __init__(self, pick: str | None = None, faithful: bool = False):
+        if pick is not None and pick not in self.PICKS:
+            raise UserError(f"adoption.pick={pick!r}: choose one of {list(self.PICKS)}, or null for the one teacher.")
+        self.pick = pick
         self.stats: dict = {}
 
     def check(self, teachers: list[str]) -> None:
-        if len(teachers) != 1:
+        if self.pick is None and len(teachers) != 1:
             raise UserError(f"adoption=single takes one teacher but teacher= gives {teachers}; use teacher=base or "
-                            f"teacher=large, or a multi-teacher adoption (ensemble, hard, soft, soft_instance).")
+                            f"teacher=large, adoption=smallest or adoption=largest to take one of the pool, or a "
+                            f"multi-teacher adoption (ensemble, hard, soft, soft_instance).")
 
     def __call__(self, student_logits: torch.Tensor, rows: torch.Tensor, teachers: list[str]) -> list[Route]:
-        return [Route((teachers[0],), rows)]
+        return [Route((teachers[-1] if self.pick == "largest" else teachers[0],), rows)]
 
 
 class PoolAdoption:
@@ -65,10 +77,10 @@ class PoolAdoption:
 
     name = "pool"
 
-    def __init__(self, measure: str = "entropy", detach: bool = True):
+    def __init__(self, measure: str = "entropy", detach: bool = True, faithful: bool = False):
         if measure not in MEASURES:
             raise UserError(f"adoption.measure={measure!r}: choose one of {sorted(MEASURES)}.")
-        self.measure, self.detach = measure, detach
+        self.measure, self.detach, self.faithful = measure, detach and not faithful, faithful
         self.stats: dict = {}
 
     def check(self, teachers: list[str]) -> None:
@@ -112,10 +124,12 @@ class Ensemble(PoolAdoption):
         super().__init__(**kwargs)
         if combine not in self.COMBINE:
             raise UserError(f"adoption.combine={combine!r}: choose one of {list(self.COMBINE)}.")
-        self.combine, self.weights = combine, dict(weights or {})
+        self.combine, self.weights = ("weights" if self.faithful else combine), dict(weights or {})
 
     def check(self, teachers: list[str]) -> None:
         super().check(teachers)
+        if self.faithful and not self.weights:
+            self.weights = dict.fromkeys(teachers, 1.0)  # the authors' small/large_teacher_alpha = 1.0
         if self.combine == "weights" and sorted(self.weights) != sorted(teachers):
             raise UserError(f"adoption.combine=weights needs one adoption.weights.<teacher> per teacher {teachers}, "
                             f"got {sorted(self.weights)}; e.g. adoption.weights={{base: 1.0, large: 1.0}}.")
@@ -139,7 +153,7 @@ class HardSplit(PoolAdoption):
         super().__init__(**kwargs)
         if reduction not in self.REDUCTIONS:
             raise UserError(f"adoption.reduction={reduction!r}: choose one of {list(self.REDUCTIONS)}.")
-        self.split, self.reduction = split, reduction
+        self.split, self.reduction = split, "sum_of_means" if self.faithful else reduction
 
     def shares(self, count: int) -> list[float]:
         if self.split is None:

@@ -88,6 +88,7 @@ class DistillSystem(ClassifierSystem):
         self.teacher_outputs = teacher_outputs or {name: TeacherOutputs(t, name) for name, t in self.teachers.items()}
         # smallest first, as the adoptions expect; equal sizes keep the configured order
         self.teacher_order = sorted(self.teachers, key=lambda name: count_parameters(self.teachers[name]))
+        self.decisions: dict[str, tuple] = {}  # what the strategies decided: running (sum, steps) per statistic
         self.teacher_dropout = teacher_dropout
         self.sampler, self.adoption, self.objective, self.weighting = sampler, adoption, objective, weighting
         self.strict_loading = False  # checkpoints hold no teacher weights
@@ -104,13 +105,18 @@ class DistillSystem(ClassifierSystem):
         for key in [k for k in state if k.startswith("teachers.")]:
             del state[key]
         checkpoint["teacher_outputs"] = {name: o.state_dict() for name, o in self.teacher_outputs.items()}
+        checkpoint["decisions"] = {k: (float(total), steps) for k, (total, steps) in self.decisions.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         for name, state in checkpoint.get("teacher_outputs", {}).items():
             self.teacher_outputs[name].load_state_dict(state)
+        self.decisions = dict(checkpoint.get("decisions", {}))
 
     def on_train_epoch_end(self) -> None:
-        """Cache hits and misses so far (rows, summed over ranks)."""
+        """Run averages of the strategies' decisions (``mean/*``, over steps and ranks), and the cache's hits and
+        misses so far (rows, summed over ranks)."""
+        self.log_dict({f"mean/{k}": float(total / steps) for k, (total, steps) in self.decisions.items()},
+                      sync_dist=True)
         for name, outputs in self.teacher_outputs.items():
             if outputs.store is not None:
                 outputs.store.flush()
@@ -157,6 +163,10 @@ class DistillSystem(ClassifierSystem):
         ce = task_loss(logits, part["labels"])
         loss = self.weighting(ce, kd)
         self.log_dict({"train/loss": loss, "train/ce": ce, "train/kd": kd}, prog_bar=True)
-        self.log_dict({f"train/sampler_{k}": v for k, v in self.sampler.stats.items()})
-        self.log_dict({f"train/adoption_{k}": v for k, v in self.adoption.stats.items()})
+        decided = {**{f"sampler_{k}": v for k, v in self.sampler.stats.items()},
+                   **{f"adoption_{k}": v for k, v in self.adoption.stats.items()}}
+        self.log_dict({f"train/{k}": v for k, v in decided.items()})
+        for key, value in decided.items():  # tensors stay on the device: no host sync per step
+            total, steps = self.decisions.get(key, (0.0, 0))
+            self.decisions[key] = (total + (value.detach() if torch.is_tensor(value) else value), steps + 1)
         return loss

@@ -149,6 +149,13 @@ def test_hard_runs_each_teacher_on_its_own_rows_only(make_cfg):
     header = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()[0]
     for column in ("train/adoption_share_large", "train/adoption_weight_base", "train/adoption_u", "train/kd_large"):
         assert column in header
+    assert (Path(cfg.paths.output_dir) / "curves.png").stat().st_size > 0  # with a panel of the strategies
+    decided = metrics["decisions"]
+    assert decided["adoption_share_large"] == decided["adoption_share_base"] == 0.5 and 0 < decided["adoption_u"] < 1
+    per = metrics["flops"]["teacher_per_example"]
+    # each teacher on half the rows, against both teachers on every row (the authors' way): about half the cost
+    assert per["base"] + per["large"] == pytest.approx(metrics["flops"]["gflops_per_example"]["teacher"], rel=1e-3)
+    assert 0.3 < metrics["flops"]["gflops_per_example"]["teacher"] / per["all_teachers_on_every_row"] <= 0.5 + 1e-3
 
 
 @pytest.mark.parametrize("adoption", ["ensemble", "soft", "soft_instance"])
@@ -156,3 +163,17 @@ def test_pool_modes_run_with_heterogeneous_teachers(make_cfg, adoption):
     cfg, calls, metrics = counted_run(make_cfg, f"adoption={adoption}")
     assert calls == {"base": [8] * 6, "large": [8] * 6}  # with two teachers both weigh every row
     assert "dev/acc" in metrics["dev"]
+
+
+def test_pick_one_teacher_of_a_pool_and_the_faithful_preset():
+    assert SingleTeacher("largest")(S, torch.arange(5), ["small", "large"])[0].teachers == ("large",)
+    assert SingleTeacher("smallest")(S, torch.arange(5), ["small", "large"])[0].teachers == ("small",)
+    SingleTeacher("largest").check(["small", "large"])  # a pool is fine when one is picked
+    hard = HardSplit(faithful=True)
+    assert hard.reduction == "sum_of_means" and not hard.detach
+    assert kd(hard).item() == pytest.approx(0.1179991215467453, rel=1e-6)
+    ensemble = Ensemble(faithful=True)
+    ensemble.check(["small", "large"])
+    assert kd(ensemble).item() == pytest.approx((ell("small").mean() + ell("large").mean()).item(), rel=1e-6)
+    student = S.clone().requires_grad_()
+    assert all(r.weight.requires_grad for r in SoftBatch(faithful=True)(student, torch.arange(5), ["small", "large"]))

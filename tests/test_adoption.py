@@ -177,3 +177,33 @@ def test_pick_one_teacher_of_a_pool_and_the_faithful_preset():
     assert kd(ensemble).item() == pytest.approx((ell("small").mean() + ell("large").mean()).item(), rel=1e-6)
     student = S.clone().requires_grad_()
     assert all(r.weight.requires_grad for r in SoftBatch(faithful=True)(student, torch.arange(5), ["small", "large"]))
+
+
+def test_adoption_with_data_selection_and_the_cache(make_cfg):
+    """Selection first, then adoption on the selected rows; the second run answers both teachers from the cache."""
+    from dkd.run import run
+
+    options = ("task=sst2", "teacher=both", "adoption=hard", "sampler=entropy", "sampler.ratio=0.5")
+    first = make_cfg(*options, out="first")
+    run(first)
+    metrics = json.loads((Path(first.paths.output_dir) / "metrics.json").read_text())
+    dirs = [f"teacher.dirs.{role}={t['dir']}" for role, t in metrics["teachers"].items()]
+    assert {r: (c["hits"], c["misses"]) for r, c in metrics["teacher_cache"].items()} == {"base": (0, 12),
+                                                                                           "large": (0, 12)}
+    second = make_cfg(*options, *dirs, out="second")
+    run(second)
+    again = json.loads((Path(second.paths.output_dir) / "metrics.json").read_text())
+    assert {r: (c["hits"], c["misses"]) for r, c in again["teacher_cache"].items()} == {"base": (12, 0),
+                                                                                         "large": (12, 0)}
+    assert again["dev"] == metrics["dev"]
+
+
+def test_a_third_teacher_is_added_in_config(make_cfg, tmp_path):
+    from tests.conftest import make_tiny_model
+
+    mid = make_tiny_model(tmp_path / "tiny-mid", layers=3)
+    cfg, calls, metrics = counted_run(make_cfg, f"+backbone.teachers.mid={mid}", "teacher.names=[base,mid,large]",
+                                      "adoption=hard")
+    # sizes: large (2 layers) < mid (3) < base (4); 8 rows a batch cut at ⌊8/3⌋ and ⌊16/3⌋
+    assert calls == {"large": [2] * 6, "mid": [3] * 6, "base": [3] * 6}
+    assert set(metrics["teachers"]) == {"base", "mid", "large"}

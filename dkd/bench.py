@@ -16,6 +16,7 @@ student is all-MiniLM-L6-v2's first 3 layers, the teachers all-MiniLM-L6-v2 as `
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -95,7 +96,8 @@ def cases(ratios: tuple[float, ...] = (0.5, 0.1)) -> list[Case]:
 
 
 class PeakMemory:
-    """Peak resident memory (CPU, sampled every 5 ms) or peak allocated CUDA memory during a block, in MiB."""
+    """Memory a block adds at its peak, in MiB: resident memory (CPU, sampled every 5 ms) above the level at its
+    start, after freeing what earlier cases left (``gc``, ``malloc_trim``); or peak allocated CUDA memory."""
 
     def __init__(self, device: torch.device):
         self.device, self.peak, self._stop = device, 0, threading.Event()
@@ -113,7 +115,12 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self.peak = self.rss()
+            gc.collect()
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed memory otherwise
+            except OSError:
+                pass
+            self.start = self.peak = self.rss()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -124,6 +131,7 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
+            self.peak -= self.start
 
     @property
     def mib(self) -> float:
@@ -131,7 +139,8 @@ class PeakMemory:
 
 
 class FitTimer(Callback):
-    """Wall time from the first training batch to the end of the last (model set-up and data loading excluded)."""
+    """Wall time from the start of training to its end: every step with its data loading and collation (in the main
+    process, as DKD runs by default), the Trainer's set-up excluded."""
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = time.perf_counter()
@@ -200,9 +209,12 @@ class Bench:
     def fill_cache(self) -> None:
         """The teacher's logits on every example into the cache (untimed), so that the cached cases are all hits."""
         outputs = TeacherOutputs(self.teacher, self.teacher_role, self.store, "memory")
-        device = next(self.teacher.parameters()).device
-        for batch in self.loader(self.args.batch_size):
-            outputs(move_data_to_device(batch, device))
+        device = torch.device("cuda" if self.args.accelerator == "gpu" else "cpu")
+        self.teacher.to(device)  # Lightning moved it back to the CPU after the last fit
+        half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(self.args.precision))
+        with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+            for batch in self.loader(self.args.batch_size):
+                outputs(move_data_to_device(batch, device))
 
     def run(self, case: Case, batches: int | None = None) -> dict:
         args = self.args
@@ -274,7 +286,7 @@ def markdown(rows: list[dict], args, machine: str, png: Path, target: dict, pape
              f"![time ratio against FLOP ratio]({png})\n"]
     for teacher in dict.fromkeys(r["teacher"] for r in rows):
         lines += [f"## {teacher} teacher\n",
-                  "| case | examples/s | wall s | peak MiB | GFLOPs/example (spent) | FLOP ratio (spent) | time ratio "
+                  "| case | examples/s | wall s | peak MiB added | GFLOPs/example (spent) | FLOP ratio (spent) | time ratio "
                   "| time/FLOP | cache hits/misses |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r["teacher"] == teacher):
             cache = f"{r['cache_hits']}/{r['cache_misses']}" if r["cache"] else "off"

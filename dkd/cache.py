@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -73,7 +74,9 @@ class OutputStore:
             if not (folder / "key.json").is_file():
                 np.lib.format.open_memmap(folder / "logits.npy", "w+", np.float32, (size, num_labels)).flush()
                 np.lib.format.open_memmap(folder / "filled.npy", "w+", np.bool_, (size,)).flush()
-                (folder / "key.json").write_text(json.dumps(key, indent=2))
+                tmp = folder / f"key.json.{os.getpid()}.tmp"
+                tmp.write_text(json.dumps(key, indent=2))
+                tmp.replace(folder / "key.json")  # last: an entry with a key.json is complete
         store = cls.mapped(folder)
         if tuple(store.logits.shape) != (size, num_labels) or tuple(store.filled.shape) != (size,):
             raise UserError(f"Teacher-output cache {folder} holds {tuple(store.logits.shape)} logits, this run needs "
@@ -113,12 +116,14 @@ class TeacherOutputs:
     """A frozen teacher's logits on rows of a training batch, from the store where it has them and from a forward of
     the teacher on the other rows only (then stored). Without a store every call runs the teacher.
 
-    Counts ``hits`` and ``misses`` (rows), and keeps each call's ``requests`` (rows, padded width) so that the FLOP
-    counter can charge what the teacher forward would have cost, separately from what ran."""
+    Counts ``hits`` and ``misses`` (rows) of the current batch, added to the totals by :meth:`commit` when its step
+    is done (so that a batch interrupted and redone counts once), and keeps each call's ``requests`` (rows, padded
+    width) so that the FLOP counter can charge what the teacher forward would have cost, separately from what ran."""
 
     def __init__(self, teacher: nn.Module, role: str, store: OutputStore | None = None, mode: str = "off"):
         self.teacher, self.role, self.store, self.mode = teacher, role, store, mode
         self.hits = self.misses = 0
+        self._batch = [0, 0]  # hits, misses of the batch in progress
         self.requests: list[tuple[int, int]] = []
 
     @torch.no_grad()
@@ -127,18 +132,25 @@ class TeacherOutputs:
         inputs = batch["inputs"][self.role]
         self.requests.append(tuple(inputs["input_ids"].shape))
         if self.store is None:
-            self.misses += inputs["input_ids"].size(0)
+            self._batch[1] += inputs["input_ids"].size(0)
             return self.teacher(**inputs).logits
         idx = batch["idx"].cpu()
         filled, logits = self.store.lookup(idx)
         missing = (~filled).nonzero().flatten()
-        self.hits += int(filled.sum())
-        self.misses += missing.numel()
+        self._batch[0] += idx.numel() - missing.numel()
+        self._batch[1] += missing.numel()
         if missing.numel():
             computed = self.teacher(**select_rows(batch, missing.to(batch["idx"].device))["inputs"][self.role]).logits
             self.store.write(idx[missing], computed.detach().cpu())
             logits[missing] = computed.detach().float().cpu()
         return logits.to(device=batch["idx"].device)
+
+    def start_batch(self) -> None:
+        self._batch = [0, 0]  # what an interrupted attempt at this batch counted is dropped
+
+    def commit(self) -> None:
+        self.hits, self.misses = self.hits + self._batch[0], self.misses + self._batch[1]
+        self._batch = [0, 0]
 
     def drain_requests(self) -> list[tuple[int, int]]:
         requests, self.requests = self.requests, []
@@ -210,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     for e in found:
         print(f"{e['folder']}\n  {e['model']}: {e['filled']}/{e['examples']} examples filled, {e['mib']} MiB")
         if args.clear:
-            shutil.rmtree(e["folder"])
+            with FileLock(e["folder"] + ".lock"):  # not while a run is creating it
+                shutil.rmtree(e["folder"])
             Path(e["folder"] + ".lock").unlink(missing_ok=True)
             print("  deleted")
 

@@ -56,22 +56,30 @@ class RngState(Callback):
         self._pending: dict | None = None
 
     def state_dict(self) -> dict:
-        # Called on every rank while a checkpoint is written, so the ranks can pool their states here.
-        state = _rng_state()
-        if dist.is_available() and dist.is_initialized():
-            states = [None] * dist.get_world_size()
-            dist.all_gather_object(states, state)
-            return {"ranks": states}
-        return {"ranks": [state]}
+        return per_rank(_rng_state())
 
     def load_state_dict(self, state: dict) -> None:
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        self._pending = state["ranks"][rank % len(state["ranks"])]
+        self._pending = own_rank(state)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._pending is not None:
             _set_rng_state(self._pending)
             self._pending = None
+
+
+def per_rank(state):
+    """``{"ranks": [each rank's state]}``: for checkpoint hooks, which run on every rank while rank 0 writes."""
+    if dist.is_available() and dist.is_initialized():
+        states = [None] * dist.get_world_size()
+        dist.all_gather_object(states, state)
+        return {"ranks": states}
+    return {"ranks": [state]}
+
+
+def own_rank(state: dict):
+    """This rank's state out of :func:`per_rank`'s (a run resumed on fewer or more ranks wraps around)."""
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return state["ranks"][rank % len(state["ranks"])]
 
 
 def _rng_state() -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from pytorch_lightning import Callback
 
+from dkd.callbacks import own_rank, per_rank
 from dkd.data import batch_size
 
 
@@ -79,11 +80,23 @@ class FlopCounter(Callback):
             queries.drain_requests()  # left by a batch interrupted mid-step
         self._batch["examples"] = size
         for role, model in self._models.items():
-            width = batch["inputs"][role]["input_ids"].size(1)
-            flops = forward_flops(model.config, size, width)
+            flops = sum(forward_flops(model.config, rows, width)
+                        for rows, width in self._full_kd_batches(trainer, pl_module, batch, role))
             self._batch["full_kd"] += 3 * flops if role == self._trained else flops
             if role != self._trained:
                 self._batch["teacher_all_rows"] += flops
+
+    @staticmethod
+    def _full_kd_batches(trainer, pl_module, batch, role: str) -> list[tuple[int, int]]:
+        """(rows, padded width) of the batches full KD would run on the same data: the batch itself, or, for a pool of
+        p batches (``sampler.pool``), its p consecutive B-row batches, each padded to its own longest row."""
+        ids = batch["inputs"][role]["input_ids"]
+        pool = getattr(getattr(pl_module, "sampler", None), "pool", 1)
+        if pool == 1:
+            return [tuple(ids.shape)]
+        step = trainer.train_dataloader.batch_size // pool
+        lengths = batch["inputs"][role]["attention_mask"].sum(-1).tolist()
+        return [(len(lengths[i:i + step]), max(lengths[i:i + step])) for i in range(0, len(lengths), step)]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         for role, queries in self._queries.items():
@@ -100,10 +113,10 @@ class FlopCounter(Callback):
                             for k, v in self.totals.items()}, reduce_fx="sum", sync_dist=True)
 
     def state_dict(self) -> dict:
-        return dict(self.totals)
+        return per_rank(dict(self.totals))  # each rank's own counts: they are summed over ranks when logged
 
     def load_state_dict(self, state: dict) -> None:
-        self.totals.update(state)
+        self.totals.update(own_rank(state) if "ranks" in state else state)
 
 
 def summary(metrics: dict) -> dict | None:

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from dkd.cache import TeacherOutputs
+from dkd.callbacks import own_rank, per_rank
 from dkd.data import select_rows
 from dkd.metrics import TaskMetrics
 from dkd.models import count_parameters, freeze
@@ -104,13 +105,21 @@ class DistillSystem(ClassifierSystem):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("teachers.")]:
             del state[key]
-        checkpoint["teacher_outputs"] = {name: o.state_dict() for name, o in self.teacher_outputs.items()}
-        checkpoint["decisions"] = {k: (float(total), steps) for k, (total, steps) in self.decisions.items()}
+        checkpoint["teacher_outputs"] = per_rank({name: o.state_dict() for name, o in self.teacher_outputs.items()})
+        checkpoint["decisions"] = per_rank({k: (float(total), steps) for k, (total, steps) in self.decisions.items()})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        for name, state in checkpoint.get("teacher_outputs", {}).items():
+        for name, state in own_rank(checkpoint.get("teacher_outputs", {"ranks": [{}]})).items():
             self.teacher_outputs[name].load_state_dict(state)
-        self.decisions = dict(checkpoint.get("decisions", {}))
+        self.decisions = dict(own_rank(checkpoint.get("decisions", {"ranks": [{}]})))
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        for outputs in self.teacher_outputs.values():
+            outputs.start_batch()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        for teacher_outputs in self.teacher_outputs.values():
+            teacher_outputs.commit()
 
     def on_train_epoch_end(self) -> None:
         """Run averages of the strategies' decisions (``mean/*``, over steps and ranks), and the cache's hits and

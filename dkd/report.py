@@ -52,12 +52,14 @@ def collect(folder: Path) -> list[dict]:
     import yaml
 
     rows = []
-    for metrics in sorted(Path(folder).glob("*/metrics.json"), key=lambda p: int(p.parent.name)
-                          if p.parent.name.isdigit() else p.parent.name):
+    jobs = sorted(Path(folder).glob("*/metrics.json"), key=lambda p: (not p.parent.name.isdigit(),
+                                                                     int(p.parent.name) if p.parent.name.isdigit()
+                                                                     else p.parent.name))
+    for metrics in jobs:
         overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text()) or []
         result = json.loads(metrics.read_text())
-        rows.append({"job": metrics.parent.name, "overrides": dict(o.split("=", 1) for o in overrides),
-                     "result": result})
+        rows.append({"job": metrics.parent.name, "result": result,
+                     "overrides": dict((*o.split("=", 1), None)[:2] for o in overrides)})  # ~key: no value
     return rows
 
 

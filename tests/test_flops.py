@@ -55,3 +55,13 @@ def test_selection_counts_what_ran(make_cfg, mode, scoring, student_share):
     assert 0.3 < f["teacher"] / ref["teacher"] <= 0.5 + 1e-6
     assert f["student_train"] / ref["student_train"] == pytest.approx(student_share, abs=0.2)
     assert flops(cfg)["ratio_to_full_kd"] < 1.0
+
+
+def test_a_pool_compares_with_full_kd_on_its_batches(make_cfg):
+    """The full-KD reference of a pool of 4 batches is full KD on those 4 batches (each padded to its own longest),
+    not one 32-row batch padded to the pool's longest: the same as a run with sampler=none counts."""
+    full = make_cfg("task=sst2", out="full")
+    run(full)
+    pooled = make_cfg("task=sst2", "sampler=entropy", "sampler.ratio=0.25", "sampler.pool=4", out="pooled")
+    run(pooled)
+    assert logged_gflops(pooled)["full_kd"] == pytest.approx(logged_gflops(full)["full_kd"], rel=1e-6)

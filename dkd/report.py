@@ -105,15 +105,15 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m dkd.report",
                                      description="Summarise a multirun folder: dev score mean ± std over seeds.")
-    parser.add_argument("folder", help="a multirun folder (outputs/multiruns/<date>)")
+    parser.add_argument("folders", nargs="+", help="multirun folders (outputs/multiruns/<date>), read as one sweep")
     parser.add_argument("--over", default="seed", help="the override averaged over (default: %(default)s)")
     parser.add_argument("--json", default=None, help="also write the summary as JSON here")
     args = parser.parse_args(argv)
-    rows = collect(Path(args.folder))
+    rows = [row for folder in args.folders for row in collect(Path(folder))]
     if not rows:
-        raise SystemExit(f"No finished job (*/metrics.json) under {args.folder}")
+        raise SystemExit(f"No finished job (*/metrics.json) under {' '.join(args.folders)}")
     table, summary = sweep_table(rows, args.over)
-    print(f"{len(rows)} finished jobs in {args.folder}\n\n{table}")
+    print(f"{len(rows)} finished jobs in {' '.join(args.folders)}\n\n{table}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
 

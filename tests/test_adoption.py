@@ -158,7 +158,8 @@ def test_hard_runs_each_teacher_on_its_own_rows_only(make_cfg):
     assert 0.3 < metrics["flops"]["gflops_per_example"]["teacher"] / per["all_teachers_on_every_row"] <= 0.5 + 1e-3
 
 
-@pytest.mark.parametrize("adoption", ["ensemble", "soft", "soft_instance"])
+@pytest.mark.parametrize("adoption", [pytest.param("ensemble", marks=pytest.mark.slow),
+                                      pytest.param("soft", marks=pytest.mark.slow), "soft_instance"])
 def test_pool_modes_run_with_heterogeneous_teachers(make_cfg, adoption):
     cfg, calls, metrics = counted_run(make_cfg, f"adoption={adoption}")
     assert calls == {"base": [8] * 6, "large": [8] * 6}  # with two teachers both weigh every row
@@ -198,6 +199,7 @@ def test_adoption_with_data_selection_and_the_cache(make_cfg):
     assert again["dev"] == metrics["dev"]
 
 
+@pytest.mark.slow
 def test_a_third_teacher_is_added_in_config(make_cfg, tmp_path):
     from tests.conftest import make_tiny_model
 

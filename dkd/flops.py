@@ -30,12 +30,14 @@ class FlopCounter(Callback):
     """Counts the FLOPs of every training forward with hooks on the student and the teachers: the student's scoring
     pass (no gradient), its training forward plus backward (2 × forward), and the teachers: ``teacher`` is what the
     method asks of them (a forward over the rows it queries), ``teacher_spent`` the forwards that ran (cache hits
-    cost nothing). For each batch it also counts what full KD on the same batch would cost (teacher forward and
-    student forward + backward on every row), so that ``ratio`` compares like with like.
+    cost nothing), and ``teacher_<name>`` what each teacher is asked. For each batch it also counts what full KD
+    on the same batch would cost (every teacher's forward and the student's forward + backward on every row: with
+    two teachers, the authors' way of running both on every instance), so that ``ratio`` compares like with like;
+    ``teacher_all_rows`` is that reference's teacher part.
 
     Totals are summed over DDP ranks, logged as ``flops/*`` at each epoch end (GFLOPs) and kept in checkpoints."""
 
-    KINDS = ("student_scoring", "student_train", "teacher", "teacher_spent", "full_kd", "examples")
+    KINDS = ("student_scoring", "student_train", "teacher", "teacher_spent", "teacher_all_rows", "full_kd", "examples")
 
     def __init__(self):
         self.totals = dict.fromkeys(self.KINDS, 0)
@@ -47,6 +49,8 @@ class FlopCounter(Callback):
         self._trained = pl_module.role
         self._models = {pl_module.role: pl_module.model, **dict(getattr(pl_module, "teachers", {}).items())}
         self._queries = getattr(pl_module, "teacher_outputs", {})
+        for role in self._queries:
+            self.totals.setdefault(f"teacher_{role}", 0)
         for role, model in self._models.items():
             self._hooks.append(model.register_forward_hook(self._hook(trainer, role, model.config), with_kwargs=True))
 
@@ -71,14 +75,16 @@ class FlopCounter(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         size = batch_size(batch)
-        self._batch = dict.fromkeys(self.KINDS, 0)
+        self._batch = dict.fromkeys(self.totals, 0)
         for queries in self._queries.values():
             queries.drain_requests()  # left by a batch interrupted mid-step
         self._batch["examples"] = size
         for role, model in self._models.items():
-            self._batch["full_kd"] += (3 if role == self._trained else 1) * sum(
-                forward_flops(model.config, rows, width) for rows, width in self._full_kd_batches(trainer, pl_module,
-                                                                                               batch, role))
+            flops = sum(forward_flops(model.config, rows, width)
+                        for rows, width in self._full_kd_batches(trainer, pl_module, batch, role))
+            self._batch["full_kd"] += 3 * flops if role == self._trained else flops
+            if role != self._trained:
+                self._batch["teacher_all_rows"] += flops
 
     @staticmethod
     def _full_kd_batches(trainer, pl_module, batch, role: str) -> list[tuple[int, int]]:
@@ -95,12 +101,14 @@ class FlopCounter(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         for role, queries in self._queries.items():
             for rows, width in queries.drain_requests():
-                self._batch["teacher"] += forward_flops(self._models[role].config, rows, width)
+                flops = forward_flops(self._models[role].config, rows, width)
+                self._batch["teacher"] += flops
+                self._batch[f"teacher_{role}"] += flops
         for kind, value in self._batch.items():  # a batch interrupted mid-step is counted when it is redone
             self.totals[kind] += value
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        scale = {k: 1 if k == "examples" else 1e-9 for k in self.KINDS}  # examples as a count, the rest in GFLOPs
+        scale = {k: 1 if k == "examples" else 1e-9 for k in self.totals}  # examples as a count, the rest in GFLOPs
         pl_module.log_dict({f"flops/{k}": torch.tensor(float(v * scale[k]), device=pl_module.device)
                             for k, v in self.totals.items()}, reduce_fx="sum", sync_dist=True)
 
@@ -128,6 +136,10 @@ def summary(metrics: dict) -> dict | None:
         "gflops_per_example": {"student": per(student), "teacher": per(g["teacher"]),
                                "teacher_spent": per(g["teacher_spent"]), "total": per(total),
                                "total_spent": per(spent), "full_kd": per(g["full_kd"])},
+        "teacher_per_example": {
+            **{k.removeprefix("teacher_"): per(v) for k, v in g.items() if k.startswith("teacher_")
+               and k not in ("teacher_spent", "teacher_all_rows")},
+            "all_teachers_on_every_row": per(g["teacher_all_rows"])},
         "ratio_to_full_kd": round(total / g["full_kd"], 4),
         "ratio_spent_to_full_kd": round(spent / g["full_kd"], 4),
         "examples": int(g["examples"]),

@@ -14,7 +14,7 @@ from dkd.cache import TeacherOutputs
 from dkd.callbacks import own_rank, per_rank
 from dkd.data import select_rows
 from dkd.metrics import TaskMetrics
-from dkd.models import freeze
+from dkd.models import count_parameters, freeze
 from dkd.objectives import task_loss
 
 
@@ -76,7 +76,8 @@ class DistillSystem(ClassifierSystem):
         teacher_outputs: name → :class:`dkd.cache.TeacherOutputs` that answers for that teacher, from its cache where
             it has the rows (``distill.teacher_cache``); by default every query runs the teacher.
         sampler: which rows the student trains on and which of them the teachers are queried on (``sampler=``).
-        adoption: student logits, KD rows, teacher names → :class:`dkd.adoption.Route` list (``adoption=``).
+        adoption: student logits (with their gradient: the adoption detaches unless told not to), KD rows, teacher
+            names from the smallest to the largest → :class:`dkd.adoption.Route` list (``adoption=``).
         objective: per-instance KD loss between student and teacher outputs (``objective=``).
         weighting: task loss and KD loss → one scalar (``weighting=``).
     """
@@ -86,6 +87,9 @@ class DistillSystem(ClassifierSystem):
         super().__init__(model, "student", **kwargs)
         self.teachers = nn.ModuleDict({name: freeze(t) for name, t in teachers.items()})
         self.teacher_outputs = teacher_outputs or {name: TeacherOutputs(t, name) for name, t in self.teachers.items()}
+        # smallest first, as the adoptions expect; equal sizes keep the configured order
+        self.teacher_order = sorted(self.teachers, key=lambda name: count_parameters(self.teachers[name]))
+        self.decisions: dict[str, tuple] = {}  # what the strategies decided: running (sum, steps) per statistic
         self.teacher_dropout = teacher_dropout
         self.sampler, self.adoption, self.objective, self.weighting = sampler, adoption, objective, weighting
         self.strict_loading = False  # checkpoints hold no teacher weights
@@ -102,10 +106,12 @@ class DistillSystem(ClassifierSystem):
         for key in [k for k in state if k.startswith("teachers.")]:
             del state[key]
         checkpoint["teacher_outputs"] = per_rank({name: o.state_dict() for name, o in self.teacher_outputs.items()})
+        checkpoint["decisions"] = per_rank({k: (float(total), steps) for k, (total, steps) in self.decisions.items()})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         for name, state in own_rank(checkpoint.get("teacher_outputs", {"ranks": [{}]})).items():
             self.teacher_outputs[name].load_state_dict(state)
+        self.decisions = dict(own_rank(checkpoint.get("decisions", {"ranks": [{}]})))
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         for outputs in self.teacher_outputs.values():
@@ -116,7 +122,10 @@ class DistillSystem(ClassifierSystem):
             teacher_outputs.commit()
 
     def on_train_epoch_end(self) -> None:
-        """Cache hits and misses so far (rows, summed over ranks)."""
+        """Run averages of the strategies' decisions (``mean/*``, over steps and ranks), and the cache's hits and
+        misses so far (rows, summed over ranks)."""
+        self.log_dict({f"mean/{k}": float(total / steps) for k, (total, steps) in self.decisions.items()},
+                      sync_dist=True)
         for name, outputs in self.teacher_outputs.items():
             if outputs.store is not None:
                 outputs.store.flush()
@@ -149,17 +158,24 @@ class DistillSystem(ClassifierSystem):
         part = select_rows(batch, trained)
         logits = self(part)
         kd_rows = self.sampler.rows_to_distil(logits.detach(), trained)
-        routes = self.adoption(logits.detach(), kd_rows, list(self.teachers))
+        routes = self.adoption(logits, kd_rows, self.teacher_order)
         kd = logits.new_zeros(())
         for route in routes:
             if route.index.numel() == 0:
                 continue
-            teacher_logits = self.teacher_outputs[route.teacher](select_rows(part, route.index))
-            per_instance = self.objective(logits[route.index], teacher_logits)
+            rows = select_rows(part, route.index)
+            targets = [self.teacher_outputs[t](rows) for t in route.teachers]
+            target = targets[0] if len(targets) == 1 else self.objective.fuse(targets)
+            per_instance = self.objective(logits[route.index], target)
             kd = kd + (route.weight * per_instance).mean()
-            self.log(f"train/kd_{route.teacher}", per_instance.mean())
+            self.log(f"train/kd_{'+'.join(route.teachers)}", per_instance.mean())
         ce = task_loss(logits, part["labels"])
         loss = self.weighting(ce, kd)
         self.log_dict({"train/loss": loss, "train/ce": ce, "train/kd": kd}, prog_bar=True)
-        self.log_dict({f"train/sampler_{k}": v for k, v in self.sampler.stats.items()})
+        decided = {**{f"sampler_{k}": v for k, v in self.sampler.stats.items()},
+                   **{f"adoption_{k}": v for k, v in self.adoption.stats.items()}}
+        self.log_dict({f"train/{k}": v for k, v in decided.items()})
+        for key, value in decided.items():  # tensors stay on the device: no host sync per step
+            total, steps = self.decisions.get(key, (0.0, 0))
+            self.decisions[key] = (total + (value.detach() if torch.is_tensor(value) else value), steps + 1)
         return loss

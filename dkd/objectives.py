@@ -1,6 +1,8 @@
 """Distillation objectives (config group ``objective``) and the per-instance losses they are built from."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -56,3 +58,13 @@ class LogitKD:
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         return KD_LOSSES[self.loss](student_logits, teacher_logits, self.temperature)
+
+    def fuse(self, teacher_logits: list[torch.Tensor]) -> torch.Tensor:
+        """One target from several teachers' logits on the same rows (``adoption=ensemble``, ``combine=probs``): for
+        ``kl`` the logits T·log(mean_t softmax(z_t / T)), whose softened probabilities are the teachers' average; for
+        ``mse`` the mean logits."""
+        stacked = torch.stack([z.float() for z in teacher_logits])
+        if self.loss == "mse":
+            return stacked.mean(0)
+        t = self.temperature
+        return t * (torch.logsumexp(torch.log_softmax(stacked / t, dim=-1), dim=0) - math.log(len(teacher_logits)))

@@ -21,14 +21,17 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
         return None
     columns = rows[0].keys()
     losses = [c for c in columns if c in ("train/loss", "train/ce") or c.startswith("train/kd")]
+    decided = [c for c in columns if c.startswith(("train/adoption_", "train/sampler_"))]
     dev = [c for c in columns if c.startswith("dev")]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for name in losses:
-        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
-        if points:
-            left.plot(*zip(*points), label=name, linewidth=1)
-    left.set(xlabel="step", ylabel="loss", title="training")
-    left.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 3 if decided else 2, figsize=(16 if decided else 11, 4))
+    left, right = axes[0], axes[-1]
+    for ax, names, title in ((left, losses, "training"), *([(axes[1], decided, "strategies")] if decided else [])):
+        for name in names:
+            points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
+            if points:
+                ax.plot(*zip(*points), label=name.removeprefix("train/"), linewidth=1)
+        ax.set(xlabel="step", ylabel="loss" if ax is left else "share, weight, u", title=title)
+        ax.legend(fontsize=7)
     for name in dev:
         points = sorted({int(r["epoch"]): float(r[name]) for r in rows if r.get(name)}.items())
         if points:

@@ -257,6 +257,8 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
     return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),
             "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
             "train_examples": len(dm.datasets["train"]), "flops": flops_summary(t.callback_metrics),
+            "decisions": {k.removeprefix("mean/"): round(float(v), 4) for k, v in t.callback_metrics.items()
+                          if k.startswith("mean/")},
             "teacher_cache": cache}
 
 

@@ -26,12 +26,13 @@ def _least_confidence(log_p: torch.Tensor) -> torch.Tensor:
 MEASURES = {"entropy": _entropy, "margin": _margin, "least_confidence": _least_confidence}
 
 
-@torch.no_grad()
-def uncertainty(logits: torch.Tensor, measure: str = "entropy") -> torch.Tensor:
-    """Per-row uncertainty in [0, 1] (1 = the student is unsure) of class logits ``(B, C)``, without gradient,
-    computed in float32 whatever the logits' precision. ``measure``: entropy, margin or least_confidence."""
+def uncertainty(logits: torch.Tensor, measure: str = "entropy", grad: bool = False) -> torch.Tensor:
+    """Per-row uncertainty in [0, 1] (1 = the student is unsure) of class logits ``(B, C)``, computed in float32
+    whatever the logits' precision. ``measure``: entropy, margin or least_confidence. Without gradient unless
+    ``grad`` (the authors' adoption and weighting let the loss's gradient flow into u)."""
     if measure not in MEASURES:
         raise ValueError(f"unknown uncertainty measure {measure!r}; choose from {sorted(MEASURES)}")
     if logits.dim() != 2 or logits.size(-1) < 2:
         raise ValueError(f"uncertainty needs class logits (B, C >= 2), got shape {tuple(logits.shape)}")
-    return MEASURES[measure](torch.log_softmax(logits.float(), dim=-1))
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        return MEASURES[measure](torch.log_softmax(logits.float(), dim=-1))

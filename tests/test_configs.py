@@ -22,7 +22,8 @@ def test_required_options_exist():
     for group, names in {
         "task": "sst2 mrpc rte cola stsb qnli qqp mnli wnli imdb custom", "backbone": "minilm bert",
         "teacher": "base large both", "stage": "teacher distill", "trainer": "cpu gpu ddp ddp_sim",
-        "logger": "csv wandb tensorboard", "hparams_search": "optuna", "adoption": "single",
+        "logger": "csv wandb tensorboard", "hparams_search": "optuna",
+        "adoption": "single ensemble hard soft soft_instance",
         "sampler": "none random entropy margin least_confidence entropy_r confidence_r",
         "callbacks": "default early_stopping none",
         "objective": "kd", "weighting": "static",
@@ -83,6 +84,8 @@ def test_every_option_passes_the_run_checks_or_says_why_not(make_cfg, no_fit, gr
     """Each offered option works (its Trainer, callbacks, strategies, models and data check out) or is one that needs
     what this machine lacks, with a clear error."""
     overrides = [f"{group}={option}"]
+    if group == "adoption" and option != "single":
+        overrides.append("teacher=both")  # a pool of teachers to choose from
     if group == "trainer":
         overrides.append(f"trainer.accelerator={compose_cfg(overrides).trainer.accelerator}")  # make_cfg pins cpu
     cfg = make_cfg(*overrides)

@@ -67,6 +67,6 @@ def test_static_kd_strategies_select_all_for_one_teacher():
     selected = AllInstances().rows_to_distil(STUDENT, AllInstances().rows_to_train(None, 2, STUDENT.device))
     assert selected.tolist() == [0, 1]
     routes = SingleTeacher()(STUDENT, selected, ["base"])
-    assert routes == [Route("base", selected)]
+    assert routes == [Route(("base",), selected)]
     with pytest.raises(ValueError, match="teacher=base or teacher=large"):
         SingleTeacher().check(["base", "large"])

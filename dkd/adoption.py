@@ -30,6 +30,7 @@ the KD loss flows into u through the weights).
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from dataclasses import dataclass
 
 import torch
@@ -172,8 +173,7 @@ class HardSplit(PoolAdoption):
     def route(self, u, rows, teachers):
         order = u.detach().sort(descending=True, stable=True).indices
         n = rows.numel()
-        cuts = [0] + [math.floor(n * c + 1e-9) for c in torch.tensor(self.shares(len(teachers))).cumsum(0)[:-1].tolist()] \
-            + [n]
+        cuts = [0, *(math.floor(n * c + 1e-9) for c in accumulate(self.shares(len(teachers))[:-1])), n]
         routes = []
         for k, t in enumerate(teachers):
             positions = order[cuts[k]:cuts[k + 1]].sort().values

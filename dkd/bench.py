@@ -203,7 +203,7 @@ class Bench:
                 return dm.train_dataloader()
             self.loader = loader
         self.initial = {k: v.clone() for k, v in self.student.state_dict().items()}
-        self.store = OutputStore.in_memory(self.size, self.teacher.config.num_labels)
+        self.store = OutputStore.in_memory(self.size, {"logits": (self.teacher.config.num_labels,)})
 
     @torch.no_grad()
     def fill_cache(self) -> None:

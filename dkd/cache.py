@@ -2,10 +2,11 @@
 tokens, so each training example's logits are computed once, in memory within a run or on disk across runs.
 
 A disk entry is a folder ``<paths.cache_dir>/teacher-outputs/<model>-<key>/`` holding ``logits.npy`` (float32, one
-row per training example), ``filled.npy`` (which rows hold logits) and ``key.json``. The key digests the teacher's
+row per training example), ``hidden.npy`` when the objective aligns [CLS] hidden states (``objective=kd_pt``: a few
+layers × H floats per example), ``filled.npy`` (which rows are filled) and ``key.json``. The key digests the teacher's
 weights (:func:`dkd.models.model_identity`), the token ids of every training example as this teacher reads them
-(tokenizer, ``max_seq_length``, data and example order in one) and the trainer's precision; anything else makes
-another folder. Both arrays are memory-mapped, so concurrent runs and DDP ranks on one machine share what each
+(tokenizer, ``max_seq_length``, data and example order in one), the trainer's precision and the outputs kept (logits,
+which hidden layers); anything else makes another folder. The arrays are memory-mapped, so concurrent runs and DDP ranks on one machine share what each
 computed. Rows are written before they are marked filled: a run killed mid-write leaves them to be computed again.
 
 ``python -m dkd.cache [dir]`` lists the entries.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +32,8 @@ from dkd.models import model_identity, short_name
 
 MODES = ("auto", "off", "memory", "disk")
 FORMAT = 1
+
+log = logging.getLogger(__name__)
 
 
 def resolve_mode(mode: str, teacher_dropout: bool) -> str:
@@ -57,54 +61,62 @@ def tokens_digest(encodings: dict[str, list]) -> str:
 
 
 class OutputStore:
-    """Logits per example index: ``lookup`` says which of some indices are filled and returns their rows; ``write``
-    fills rows. Backed by CPU tensors (``memory``) or by memory-mapped ``.npy`` files (:meth:`open_disk`)."""
+    """Teacher outputs per example index as named arrays (``logits``: (size, C); ``hidden``: (size, layers, 1, H) when
+    the objective aligns [CLS] states): ``lookup`` says which of some indices are filled and returns their rows;
+    ``write`` fills rows. Backed by CPU tensors (``memory``) or by memory-mapped ``.npy`` files (:meth:`open_disk`)."""
 
-    def __init__(self, logits: torch.Tensor, filled: torch.Tensor, folder: Path | None = None, maps: tuple = ()):
-        self.logits, self.filled, self.folder, self._maps = logits, filled, folder, maps
-
-    @classmethod
-    def in_memory(cls, size: int, num_labels: int) -> "OutputStore":
-        return cls(torch.zeros(size, num_labels), torch.zeros(size, dtype=torch.bool))
+    def __init__(self, arrays: dict[str, torch.Tensor], filled: torch.Tensor, folder: Path | None = None,
+                 maps: tuple = ()):
+        self.arrays, self.filled, self.folder, self._maps = arrays, filled, folder, maps
 
     @classmethod
-    def open_disk(cls, folder: Path, key: dict, size: int, num_labels: int) -> "OutputStore":
+    def in_memory(cls, size: int, shapes: dict[str, tuple]) -> "OutputStore":
+        """``shapes``: name → shape of one example's array, e.g. ``{"logits": (2,)}``."""
+        return cls({name: torch.zeros(size, *shape) for name, shape in shapes.items()},
+                   torch.zeros(size, dtype=torch.bool))
+
+    @classmethod
+    def open_disk(cls, folder: Path, key: dict, size: int, shapes: dict[str, tuple]) -> "OutputStore":
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder) + ".lock"):  # one creator among concurrent runs and ranks
             if not (folder / "key.json").is_file():
-                np.lib.format.open_memmap(folder / "logits.npy", "w+", np.float32, (size, num_labels)).flush()
+                for name, shape in shapes.items():
+                    np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float32, (size, *shape)).flush()
                 np.lib.format.open_memmap(folder / "filled.npy", "w+", np.bool_, (size,)).flush()
                 tmp = folder / f"key.json.{os.getpid()}.tmp"
                 tmp.write_text(json.dumps(key, indent=2))
                 tmp.replace(folder / "key.json")  # last: an entry with a key.json is complete
         store = cls.mapped(folder)
-        if tuple(store.logits.shape) != (size, num_labels) or tuple(store.filled.shape) != (size,):
-            raise UserError(f"Teacher-output cache {folder} holds {tuple(store.logits.shape)} logits, this run needs "
-                            f"({size}, {num_labels}): delete the folder.")
+        held = {name: tuple(a.shape) for name, a in store.arrays.items()}
+        wanted = {name: (size, *shape) for name, shape in shapes.items()}
+        if held != wanted or tuple(store.filled.shape) != (size,):
+            raise UserError(f"Teacher-output cache {folder} holds {held}, this run needs {wanted}: delete the folder.")
         return store
 
     @classmethod
     def mapped(cls, folder: Path) -> "OutputStore":
         try:
-            logits = np.lib.format.open_memmap(folder / "logits.npy", "r+")
-            filled = np.lib.format.open_memmap(folder / "filled.npy", "r+")
-        except (OSError, ValueError) as err:
+            maps = {f.stem: np.lib.format.open_memmap(f, "r+") for f in sorted(folder.glob("*.npy"))}
+            filled = maps.pop("filled")
+        except (OSError, ValueError, KeyError) as err:
             raise UserError(f"Teacher-output cache {folder} is unreadable ({err}): delete the folder.") from err
-        return cls(torch.from_numpy(logits), torch.from_numpy(filled), folder, (logits, filled))
+        return cls({name: torch.from_numpy(a) for name, a in maps.items()}, torch.from_numpy(filled), folder,
+                   (*maps.values(), filled))
 
     def __getstate__(self) -> dict:
         """A disk store travels (to ``ddp_spawn`` workers) as its folder, and maps the same files there."""
         return {"folder": self.folder} if self.folder else self.__dict__
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(vars(self.mapped(state["folder"])) if "logits" not in state else state)
+        self.__dict__.update(vars(self.mapped(state["folder"])) if "arrays" not in state else state)
 
-    def lookup(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(filled mask over ``idx``, logits of those rows in ``idx`` order; rows not filled are zeros)."""
-        return self.filled[idx], self.logits[idx]
+    def lookup(self, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(filled mask over ``idx``, each array's rows in ``idx`` order; rows not filled are zeros)."""
+        return self.filled[idx], {name: a[idx] for name, a in self.arrays.items()}
 
-    def write(self, idx: torch.Tensor, logits: torch.Tensor) -> None:
-        self.logits[idx] = logits.float()
+    def write(self, idx: torch.Tensor, outputs: dict[str, torch.Tensor]) -> None:
+        for name, a in self.arrays.items():
+            a[idx] = outputs[name].float()
         self.filled[idx] = True  # after the values, so that a reader never takes an unwritten row
 
     def flush(self) -> None:
@@ -113,37 +125,56 @@ class OutputStore:
 
 
 class TeacherOutputs:
-    """A frozen teacher's logits on rows of a training batch, from the store where it has them and from a forward of
-    the teacher on the other rows only (then stored). Without a store every call runs the teacher.
+    """A frozen teacher's outputs on rows of a training batch, from the store where it has them and from a forward
+    of the teacher on the other rows only (then stored). Without a store every call runs the teacher.
+
+    Returns ``logits``, and with ``hidden=(layers, positions)`` (asked by ``objective=kd_pt``) ``hidden``: the
+    teacher's hidden states of those layers, ``(rows, layers, 1, H)`` for ``cls`` or ``(rows, layers, width, H)`` for
+    ``all`` with its ``attention_mask``.
 
     Counts ``hits`` and ``misses`` (rows) of the current batch, added to the totals by :meth:`commit` when its step
     is done (so that a batch interrupted and redone counts once), and keeps each call's ``requests`` (rows, padded
     width) so that the FLOP counter can charge what the teacher forward would have cost, separately from what ran."""
 
-    def __init__(self, teacher: nn.Module, role: str, store: OutputStore | None = None, mode: str = "off"):
-        self.teacher, self.role, self.store, self.mode = teacher, role, store, mode
+    def __init__(self, teacher: nn.Module, role: str, store: OutputStore | None = None, mode: str = "off",
+                 hidden: tuple[list[int], str] | None = None):
+        self.teacher, self.role, self.store, self.mode, self.hidden = teacher, role, store, mode, hidden
         self.hits = self.misses = 0
         self._batch = [0, 0]  # hits, misses of the batch in progress
         self.requests: list[tuple[int, int]] = []
 
+    def forward(self, inputs: dict) -> dict[str, torch.Tensor]:
+        out = self.teacher(**inputs, output_hidden_states=self.hidden is not None)
+        result = {"logits": out.logits}
+        if self.hidden is not None:
+            layers, positions = self.hidden
+            states = torch.stack([out.hidden_states[layer] for layer in layers], 1)  # (rows, layers, width, H)
+            if positions == "cls":
+                result["hidden"] = states[:, :, :1]
+            else:
+                result.update(hidden=states, attention_mask=inputs["attention_mask"])
+        return result
+
     @torch.no_grad()
-    def __call__(self, batch: dict) -> torch.Tensor:
-        """Logits of the teacher on every row of ``batch`` (rows carry ``idx``, the example's dataset position)."""
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The teacher's outputs on every row of ``batch`` (rows carry ``idx``, the example's dataset position)."""
         inputs = batch["inputs"][self.role]
         self.requests.append(tuple(inputs["input_ids"].shape))
         if self.store is None:
             self._batch[1] += inputs["input_ids"].size(0)
-            return self.teacher(**inputs).logits
+            return self.forward(inputs)
         idx = batch["idx"].cpu()
-        filled, logits = self.store.lookup(idx)
+        filled, outputs = self.store.lookup(idx)
         missing = (~filled).nonzero().flatten()
         self._batch[0] += idx.numel() - missing.numel()
         self._batch[1] += missing.numel()
         if missing.numel():
-            computed = self.teacher(**select_rows(batch, missing.to(batch["idx"].device))["inputs"][self.role]).logits
-            self.store.write(idx[missing], computed.detach().cpu())
-            logits[missing] = computed.detach().float().cpu()
-        return logits.to(device=batch["idx"].device)
+            computed = self.forward(select_rows(batch, missing.to(batch["idx"].device))["inputs"][self.role])
+            computed = {name: value.detach().float().cpu() for name, value in computed.items()}
+            self.store.write(idx[missing], computed)
+            for name, value in outputs.items():
+                value[missing] = computed[name]
+        return {name: value.to(device=batch["idx"].device) for name, value in outputs.items()}
 
     def start_batch(self) -> None:
         self._batch = [0, 0]  # what an interrupted attempt at this batch counted is dropped
@@ -163,26 +194,37 @@ class TeacherOutputs:
         self.hits, self.misses = state["hits"], state["misses"]
 
 
-
 def teacher_outputs(mode: str, teachers: dict[str, nn.Module], teacher_dirs: dict[str, str],
-                    encodings: dict[str, dict[str, list]], cache_dir: str, precision) -> dict[str, TeacherOutputs]:
+                    encodings: dict[str, dict[str, list]], cache_dir: str, precision,
+                    hidden: dict[str, tuple[list[int], str]] | None = None) -> dict[str, TeacherOutputs]:
     """One :class:`TeacherOutputs` per teacher for ``mode`` (resolved: off, memory or disk); ``encodings``: the
-    training split's token ids per role."""
+    training split's token ids per role; ``hidden``: per role, the hidden states the objective needs (layers,
+    positions). All-token states are not cached (a few MB per example: recomputing is cheaper than reading them): that
+    teacher runs every time, and the log says so."""
     out = {}
     for role, teacher in teachers.items():
-        size, num_labels = len(encodings[role]["input_ids"]), teacher.config.num_labels
-        if mode == "off":
+        size, request = len(encodings[role]["input_ids"]), (hidden or {}).get(role)
+        shapes = {"logits": (teacher.config.num_labels,)}
+        if request is not None:
+            shapes["hidden"] = (len(request[0]), 1, teacher.config.hidden_size)
+        role_mode = mode
+        if request is not None and request[1] == "all" and mode != "off":
+            log.info("Teacher-output cache off for the %s teacher: objective.positions=all needs its hidden states at "
+                     "every token, which are not cached (objective.positions=cls would be)", role)
+            role_mode = "off (all-token hidden states)"
+        if role_mode != mode or mode == "off":
             store = None
         elif mode == "memory":
-            store = OutputStore.in_memory(size, num_labels)
+            store = OutputStore.in_memory(size, shapes)
         else:
+            outputs = "logits" if request is None else f"logits+hidden{request[0]}@{request[1]}"
             key = {"format": FORMAT, "teacher": model_identity(teacher_dirs[role]),
-                   "tokens": tokens_digest(encodings[role]), "precision": str(precision), "outputs": "logits"}
+                   "tokens": tokens_digest(encodings[role]), "precision": str(precision), "outputs": outputs}
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
             folder = Path(cache_dir) / "teacher-outputs" / f"{short_name(teacher_dirs[role])}-{digest}"
             store = OutputStore.open_disk(folder, {**key, "model": str(teacher_dirs[role]), "examples": size}, size,
-                                          num_labels)
-        out[role] = TeacherOutputs(teacher, role, store, mode)
+                                          shapes)
+        out[role] = TeacherOutputs(teacher, role, store, role_mode, request)
     return out
 
 
@@ -192,7 +234,7 @@ def summary(mode: str, outputs: dict[str, TeacherOutputs], metrics: dict) -> dic
     out = {}
     for role, o in outputs.items():
         hits, misses = (int(metrics.get(f"cache/{role}_{k}", 0)) for k in ("hits", "misses"))
-        out[role] = {"mode": mode, "folder": str(o.store.folder) if o.store is not None and o.store.folder else None,
+        out[role] = {"mode": o.mode, "folder": str(o.store.folder) if o.store is not None and o.store.folder else None,
                      "hits": hits, "misses": misses,
                      "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None}
     return out

@@ -110,6 +110,16 @@ def load_tokenizer(name_or_path: str):
     return _pretrained(AutoTokenizer, name_or_path)
 
 
+def load_config(name_or_path: str):
+    return _pretrained(AutoConfig, name_or_path)
+
+
+def same_tokenizer(a: str, b: str) -> bool:
+    """Whether two models split text into the same token ids (tokenizer class and vocabulary)."""
+    one, two = load_tokenizer(a), load_tokenizer(b)
+    return type(one).__name__ == type(two).__name__ and one.get_vocab() == two.get_vocab()
+
+
 def check_labels(config, name_or_path: str, num_labels: int, fine_tuned: bool = False) -> None:
     """A stored classifier must have the task's label count; ``fine_tuned`` models must be classifiers at all."""
     is_classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])

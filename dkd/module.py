@@ -47,7 +47,8 @@ class ClassifierSystem(LightningModule):
 
     def configure_optimizers(self):
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        # the model and what the strategies train with it (objective=kd_pt's projections); frozen teachers have none
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         groups = [
             {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": self.hparams.weight_decay},
             {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
@@ -78,8 +79,11 @@ class DistillSystem(ClassifierSystem):
         sampler: which rows the student trains on and which of them the teachers are queried on (``sampler=``).
         adoption: student logits (with their gradient: the adoption detaches unless told not to), KD rows, teacher
             names from the smallest to the largest → :class:`dkd.adoption.Route` list (``adoption=``).
-        objective: per-instance KD loss between student and teacher outputs (``objective=``).
-        weighting: task loss and KD loss → one scalar (``weighting=``).
+        objective: per-instance loss terms (``kd``, ``pt``) between student and teacher outputs (``objective=``); an
+            ``nn.Module``, so that what it learns (projections between hidden sizes) trains and is checkpointed with
+            the student.
+        weighting: per-row weights of each term from the student's uncertainty, and the terms → one scalar
+            (``weighting=``).
     """
 
     def __init__(self, model: nn.Module, teachers: dict[str, nn.Module], sampler, adoption, objective, weighting,
@@ -152,30 +156,45 @@ class DistillSystem(ClassifierSystem):
         finally:
             self.model.train(training)
 
+    def student_outputs(self, part: dict) -> dict:
+        """The student's logits on the trained rows, with its hidden states when the objective aligns them."""
+        inputs = part["inputs"][self.role]
+        if not self.objective.needs_hidden_states:
+            return {"logits": self.model(**inputs).logits}
+        out = self.model(**inputs, output_hidden_states=True)
+        return {"logits": out.logits, "hidden_states": out.hidden_states, "attention_mask": inputs["attention_mask"]}
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         size = batch["labels"].size(0)
         trained = self.sampler.rows_to_train(lambda: self.score(batch), size, batch["labels"].device)
         part = select_rows(batch, trained)
-        logits = self(part)
+        student = self.student_outputs(part)
+        logits = student["logits"]
         kd_rows = self.sampler.rows_to_distil(logits.detach(), trained)
         routes = self.adoption(logits, kd_rows, self.teacher_order)
-        kd = logits.new_zeros(())
+        weights = self.weighting.instance_weights(logits)
+        terms = {name: logits.new_zeros((), dtype=torch.float32) for name in self.objective.TERMS}
         for route in routes:
             if route.index.numel() == 0:
                 continue
             rows = select_rows(part, route.index)
-            targets = [self.teacher_outputs[t](rows) for t in route.teachers]
-            target = targets[0] if len(targets) == 1 else self.objective.fuse(targets)
-            per_instance = self.objective(logits[route.index], target)
-            kd = kd + (route.weight * per_instance).mean()
-            self.log(f"train/kd_{'+'.join(route.teachers)}", per_instance.mean())
+            targets = {t: self.teacher_outputs[t](rows) for t in route.teachers}
+            for name, per_instance in self.objective.terms(rows_of(student, route.index), targets).items():
+                terms[name] = terms[name] + (route.weight * weights[name][route.index] * per_instance).mean()
+                self.log(f"train/{name}_{'+'.join(route.teachers)}", per_instance.mean())
         ce = task_loss(logits, part["labels"])
-        loss = self.weighting(ce, kd)
-        self.log_dict({"train/loss": loss, "train/ce": ce, "train/kd": kd}, prog_bar=True)
-        decided = {**{f"sampler_{k}": v for k, v in self.sampler.stats.items()},
-                   **{f"adoption_{k}": v for k, v in self.adoption.stats.items()}}
+        loss = self.weighting(ce, terms)
+        self.log_dict({"train/loss": loss, "train/ce": ce, **{f"train/{k}": v for k, v in terms.items()}},
+                      prog_bar=True)
+        decided = {f"{group}_{k}": v for group in ("sampler", "adoption", "weighting")
+                   for k, v in getattr(self, group).stats.items()}
         self.log_dict({f"train/{k}": v for k, v in decided.items()})
         for key, value in decided.items():  # tensors stay on the device: no host sync per step
             total, steps = self.decisions.get(key, (0.0, 0))
             self.decisions[key] = (total + (value.detach() if torch.is_tensor(value) else value), steps + 1)
         return loss
+
+
+def rows_of(outputs: dict, index: torch.Tensor) -> dict:
+    """The student's outputs (logits, hidden states, mask) on some of its rows."""
+    return {k: tuple(h[index] for h in v) if isinstance(v, tuple) else v[index] for k, v in outputs.items()}

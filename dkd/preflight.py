@@ -3,7 +3,8 @@
 Checked, in this order: numbers and paths in the config, the task, the resume checkpoint, the optimised metric,
 the loggers, the Trainer with its callbacks, the strategy combination, the task's data (read, validated, cut to its
 limits), the student (config, tokenizer, weights, layer choice, position limit) and where each teacher comes from
-(stored for this recipe, to be fine-tuned from a model that loads, or a given folder). Nothing is trained and no
+(stored for this recipe, to be fine-tuned from a model that loads, or a given folder), and the hidden-state
+layer map against their depths and tokenizers. Nothing is trained and no
 weights are loaded; what was read (the data) is handed on in the :class:`Plan`.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from dkd.cache import resolve_mode
 from dkd.data import Split, fingerprint, load_task_data
 from dkd.errors import UserError, one_line
-from dkd.models import check_layers, inspect_model, short_name
+from dkd.models import check_layers, inspect_model, load_config, same_tokenizer, short_name
 from dkd.tasks import TaskSpec, custom_task, get_task
 from dkd.teachers import TeacherSource, TeacherStore, recipe
 from dkd.trainer import build_trainer
@@ -170,7 +171,23 @@ def build_strategies(cfg: DictConfig, spec: TaskSpec) -> dict[str, object]:
     strategies["sampler"].check(spec.num_labels, spec.name)
     strategies["adoption"].check(list(cfg.teacher.names))
     strategies["objective"].check(spec.num_labels)
+    strategies["weighting"].check(strategies["objective"])
+    if strategies["objective"].needs_hidden_states:
+        strategies["objective"].check_weighting(strategies["weighting"])
     return strategies
+
+
+def check_alignment(objective, student_model: str, student_depth: int, teachers: dict[str, TeacherSource]) -> None:
+    """``objective=kd_pt``: its layer map fits the student's and each teacher's depth, and all-token alignment only
+    pairs models that share a tokenizer; the map is logged (a user sees which layers were matched)."""
+    if not objective.needs_hidden_states:
+        return
+    where = {role: str(s.folder) if s.ready else s.model for role, s in teachers.items()}
+    depths = {role: load_config(path).num_hidden_layers for role, path in where.items()}
+    same = {role: objective.positions != "all" or same_tokenizer(student_model, path) for role, path in where.items()}
+    for role, pairs in objective.plan(student_depth, depths, same).items():
+        log.info("Hidden-state alignment with the %s teacher (%s tokens): student ↔ teacher layers %s", role,
+                 objective.positions, ", ".join(f"{s}↔{t}" for s, t in pairs))
 
 
 def teacher_sources(cfg: DictConfig, spec: TaskSpec, data_id: str) -> dict[str, TeacherSource]:
@@ -244,6 +261,10 @@ def check(cfg: DictConfig) -> Plan:
             check_layers(config, OmegaConf.to_object(student.layers) if OmegaConf.is_list(student.layers)
                          else student.layers)
     teachers = teacher_sources(cfg, spec, data_id)
+    if distilling:
+        layers = OmegaConf.to_object(student.layers) if OmegaConf.is_list(student.layers) else student.layers
+        depth = len(layers) if isinstance(layers, list) else layers or config.num_hidden_layers
+        check_alignment(strategies["objective"], student.name_or_path, depth, teachers)
     where = "; ".join(
         f"{role} teacher {short_name(s.model)}: "
         + ("given folder" if s.recipe is None else "stored" if s.ready else "to fine-tune") + f" {s.folder}"

@@ -25,7 +25,7 @@ from dkd.data import TaskDataModule
 from dkd.errors import UserError
 from dkd.flops import summary as flops_summary
 from dkd.loggers import finish_wandb
-from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
+from dkd.models import count_parameters, load_classifier, load_tokenizer, same_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
 from dkd.quiet import quiet_libraries
@@ -233,8 +233,15 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
     hp = cfg.distill
     dm = datamodule(cfg, plan, tokenizers, hp.batch_size * plan.strategies["sampler"].pool)  # pool · B rows a step
     dm.setup("fit")
+    objective = plan.strategies["objective"]
+    hidden = None
+    if objective.needs_hidden_states:  # after seeding: the projections between hidden sizes start random
+        objective.setup(student.config, {r: t.config for r, t in teachers.items()},
+                        {r: objective.positions != "all" or same_tokenizer(cfg.backbone.student.name_or_path, i["dir"])
+                         for r, i in teachers_info.items()})
+        hidden = {role: objective.teacher_request(role) for role in teachers}
     outputs = teacher_outputs(plan.teacher_cache, teachers, {r: i["dir"] for r, i in teachers_info.items()},
-                              dm.datasets["train"].encodings, cfg.paths.cache_dir, cfg.trainer.precision)
+                              dm.datasets["train"].encodings, cfg.paths.cache_dir, cfg.trainer.precision, hidden)
     system = DistillSystem(
         student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, teacher_outputs=outputs,
         metrics=list(spec.metrics),
@@ -259,7 +266,8 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
             "train_examples": len(dm.datasets["train"]), "flops": flops_summary(t.callback_metrics),
             "decisions": {k.removeprefix("mean/"): round(float(v), 4) for k, v in t.callback_metrics.items()
                           if k.startswith("mean/")},
-            "teacher_cache": cache}
+            "teacher_cache": cache,
+            **({"layer_map": {r: [list(p) for p in m] for r, m in objective.maps.items()}} if hidden else {})}
 
 
 def summary(result: dict) -> str:

@@ -63,9 +63,9 @@ def make_glue(root: Path, n_train: int = 48, n_dev: int = 16) -> Path:
     return root
 
 
-def make_tiny_model(path: Path, vocab_order: int = 1, layers: int = 4, dropout: float = 0.1) -> Path:
-    """A random BERT encoder (hidden 32, no task head, like a pretrained checkpoint) and its WordPiece tokenizer over
-    WORDS; ``vocab_order`` changes the ids."""
+def make_tiny_model(path: Path, vocab_order: int = 1, layers: int = 4, dropout: float = 0.1, hidden: int = 32) -> Path:
+    """A random BERT encoder (hidden 32 by default, no task head, like a pretrained checkpoint) and its WordPiece
+    tokenizer over WORDS; ``vocab_order`` changes the ids."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
@@ -74,8 +74,8 @@ def make_tiny_model(path: Path, vocab_order: int = 1, layers: int = 4, dropout: 
     (path / "vocab.txt").write_text("\n".join(specials + words) + "\n")
     tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"))
     tokenizer.save_pretrained(path)
-    config = BertConfig(vocab_size=len(specials) + len(words), hidden_size=32, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+    config = BertConfig(vocab_size=len(specials) + len(words), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(config).save_pretrained(path)
     return path

@@ -13,6 +13,9 @@ from dkd.errors import UserError
 from dkd.run import run
 
 
+LOGITS = {"logits": (2,)}
+
+
 def tiny_teacher(seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
@@ -48,44 +51,45 @@ def test_mode_resolution():
 def test_hits_skip_the_teacher_and_give_the_same_logits(tmp_path, kind):
     teacher = tiny_teacher()
     counter = RowCounter(teacher)
-    store = (OutputStore.in_memory(10, 2) if kind == "memory"
-             else OutputStore.open_disk(tmp_path / "entry", {"k": 1}, 10, 2))
+    store = (OutputStore.in_memory(10, LOGITS) if kind == "memory"
+             else OutputStore.open_disk(tmp_path / "entry", {"k": 1}, 10, LOGITS))
     cached, plain = TeacherOutputs(teacher, "base", store), TeacherOutputs(teacher, "base")
-    first = cached(batch([0, 3, 4]))
+    first = cached(batch([0, 3, 4]))["logits"]
     cached.commit()  # the step is done
     assert counter.rows == 3 and (cached.hits, cached.misses) == (0, 3)
     again = cached(batch([4, 7, 0]))  # 4 and 0 are stored: only row 7 reaches the teacher
     cached.start_batch()  # the same batch redone after an interruption: counted once
-    again = cached(batch([4, 7, 0]))
+    again = cached(batch([4, 7, 0]))["logits"]
     cached.commit()
     assert counter.rows == 4 and (cached.hits, cached.misses) == (3, 3)
     assert torch.equal(again[[0, 2]], first[[2, 0]])
-    assert torch.allclose(again, plain(batch([4, 7, 0])), atol=1e-6)
+    assert torch.allclose(again, plain(batch([4, 7, 0]))["logits"], atol=1e-6)
     assert cached.drain_requests() == [(3, 4)] * 3 and cached.requests == []
 
 
 def test_disk_entry_is_shared_and_checked(tmp_path):
     teacher = tiny_teacher()
-    one = TeacherOutputs(teacher, "base", OutputStore.open_disk(tmp_path / "e", {"k": 1}, 10, 2))
-    expected = one(batch([1, 2]))
+    one = TeacherOutputs(teacher, "base", OutputStore.open_disk(tmp_path / "e", {"k": 1}, 10, LOGITS))
+    expected = one(batch([1, 2]))["logits"]
     one.store.flush()
     counter = RowCounter(teacher)
-    two = TeacherOutputs(teacher, "base", OutputStore.open_disk(tmp_path / "e", {"k": 1}, 10, 2))  # another run
-    assert torch.equal(two(batch([2, 1])), expected.flip(0)) and counter.rows == 0
-    with pytest.raises(UserError, match=r"holds \(10, 2\) logits, this run needs \(12, 2\): delete the folder"):
-        OutputStore.open_disk(tmp_path / "e", {"k": 1}, 12, 2)
+    two = TeacherOutputs(teacher, "base", OutputStore.open_disk(tmp_path / "e", {"k": 1}, 10, LOGITS))  # another run
+    assert torch.equal(two(batch([2, 1]))["logits"], expected.flip(0)) and counter.rows == 0
+    with pytest.raises(UserError, match=r"holds \{'logits': \(10, 2\)\}, this run needs \{'logits': \(12, 2\)\}: "
+                                        r"delete the folder"):
+        OutputStore.open_disk(tmp_path / "e", {"k": 1}, 12, LOGITS)
 
 
 def test_a_disk_store_travels_as_its_folder(tmp_path):
     import pickle
 
-    store = OutputStore.open_disk(tmp_path / "e", {"k": 1}, 4, 2)
+    store = OutputStore.open_disk(tmp_path / "e", {"k": 1}, 4, LOGITS)
     copy = pickle.loads(pickle.dumps(store))  # as ddp_spawn sends the system to its workers
-    copy.write(torch.tensor([1]), torch.tensor([[0.5, -0.5]]))
-    filled, logits = store.lookup(torch.tensor([1, 2]))
-    assert filled.tolist() == [True, False] and logits[0].tolist() == [0.5, -0.5]
-    memory = pickle.loads(pickle.dumps(OutputStore.in_memory(4, 2)))
-    assert memory.folder is None and memory.logits.shape == (4, 2)
+    copy.write(torch.tensor([1]), {"logits": torch.tensor([[0.5, -0.5]])})
+    filled, outputs = store.lookup(torch.tensor([1, 2]))
+    assert filled.tolist() == [True, False] and outputs["logits"][0].tolist() == [0.5, -0.5]
+    memory = pickle.loads(pickle.dumps(OutputStore.in_memory(4, LOGITS)))
+    assert memory.folder is None and memory.arrays["logits"].shape == (4, 2)
 
 
 def test_key_holds_teacher_tokens_and_precision(tmp_path, assets):

@@ -60,7 +60,7 @@ def test_logit_kd_rejects_bad_options():
 
 
 def test_static_weights_pinned():
-    assert StaticWeights(0.5, 2.0)(torch.tensor(1.0), torch.tensor(3.0)).item() == pytest.approx(6.5)
+    assert StaticWeights(0.5, 2.0)(torch.tensor(1.0), {"kd": torch.tensor(3.0)}).item() == pytest.approx(6.5)
 
 
 def test_static_kd_strategies_select_all_for_one_teacher():

@@ -20,8 +20,8 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
     if not rows:
         return None
     columns = rows[0].keys()
-    losses = [c for c in columns if c in ("train/loss", "train/ce") or c.startswith("train/kd")]
-    decided = [c for c in columns if c.startswith(("train/adoption_", "train/sampler_"))]
+    losses = [c for c in columns if c in ("train/loss", "train/ce") or c.startswith(("train/kd", "train/pt"))]
+    decided = [c for c in columns if c.startswith(("train/adoption_", "train/sampler_", "train/weighting_"))]
     dev = [c for c in columns if c.startswith("dev")]
     fig, axes = plt.subplots(1, 3 if decided else 2, figsize=(16 if decided else 11, 4))
     left, right = axes[0], axes[-1]
@@ -79,7 +79,7 @@ def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
         groups.setdefault(tuple(r["overrides"].get(k) for k in keys), []).append(r)
     summary, lines = [], []
     header = [*keys, "n", "dev score (mean ± std)", f"per {over}", "wall s per run", "GFLOPs/example",
-              "FLOP ratio to full KD", "teacher GFLOPs/example spent"]
+              "FLOP ratio to full KD", "teacher GFLOPs/example asked", "spent (cache hits free)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting, jobs in groups.items():
         scores = [j["result"]["dev"]["dev/score"] for j in jobs]
@@ -91,11 +91,14 @@ def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
         row = {**dict(zip(keys, setting)), "n": len(jobs), "mean": round(mean, 4), "std": round(std, 4),
                "scores": {j["overrides"].get(over, j["job"]): s for j, s in zip(jobs, scores)},
                "wall_s": walls, "gflops_per_example": per("total"), "ratio_to_full_kd": ratio,
-               "teacher_gflops_spent_per_example": per("teacher_spent")}
+               "teacher_gflops_per_example": per("teacher"), "teacher_gflops_spent_per_example": per("teacher_spent"),
+               "teacher_per_example": [f.get("teacher_per_example") for f in flops],
+               "decisions": [j["result"].get("decisions") for j in jobs]}
         summary.append(row)
         fmt = lambda xs: " / ".join("–" if x is None else f"{x:g}" for x in xs)  # noqa: E731
         lines.append("| " + " | ".join([*map(str, setting), str(len(jobs)), f"{mean:.4f} ± {std:.4f}",
                                         fmt(scores), fmt(walls), fmt(row["gflops_per_example"]), fmt(ratio),
+                                        fmt(row["teacher_gflops_per_example"]),
                                         fmt(row["teacher_gflops_spent_per_example"])]) + " |")
     return "\n".join(lines) + "\n", summary
 

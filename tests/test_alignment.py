@@ -172,3 +172,31 @@ def test_the_three_strategies_combine_in_one_run(make_cfg, tmp_path):
     exported = load_file(Path(r["student_dir"]) / "model.safetensors")
     assert not any("projection" in k for k in exported)
     assert r["dev"]["dev/score"] >= 0
+
+
+def test_hidden_states_are_asked_for_only_when_the_objective_aligns_them():
+    from dkd.adoption import SingleTeacher
+    from dkd.cache import TeacherOutputs
+    from dkd.module import DistillSystem
+    from dkd.objectives import LogitKD
+    from dkd.samplers import AllInstances
+    from dkd.weighting import StaticWeights
+    from tests.test_cache import batch, tiny_teacher
+
+    asked = []
+    student, teacher = tiny_teacher(1), tiny_teacher(2)
+    for model in (student, teacher):
+        model.register_forward_hook(lambda m, a, kw, out: asked.append(bool(kw.get("output_hidden_states"))),
+                                    with_kwargs=True)
+    b = batch([0, 1, 2])
+    b["inputs"]["student"] = b["inputs"]["base"]
+    for objective, expected in ((LogitKD(), [False, False]), (LogitAndHiddenKD(), [True, True])):
+        asked.clear()
+        if objective.needs_hidden_states:
+            objective.setup(student.config, {"base": teacher.config}, {"base": True})
+        request = objective.teacher_request("base") if objective.needs_hidden_states else None
+        system = DistillSystem(student, {"base": teacher}, AllInstances(), SingleTeacher(), objective, StaticWeights(),
+                               teacher_outputs={"base": TeacherOutputs(teacher, "base", hidden=request)},
+                               metrics=["acc"], dev_splits=["dev"], num_labels=2)
+        system.training_step(b, 0)
+        assert asked == expected

@@ -12,8 +12,8 @@ from dkd.errors import UserError
 from dkd.preflight import check
 from tests.conftest import ROOT, compose_cfg
 
-GROUPS = ["task", "backbone", "teacher", "stage", "sampler", "adoption", "objective", "weighting", "trainer", "callbacks",
-          "logger", "experiment", "hparams_search"]
+GROUPS = ["task", "backbone", "teacher", "stage", "sampler", "adoption", "objective", "weighting", "variant", "trainer",
+          "callbacks", "logger", "experiment", "hparams_search"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))]
 
 
@@ -26,7 +26,9 @@ def test_required_options_exist():
         "adoption": "single ensemble hard soft soft_instance",
         "sampler": "none random entropy margin least_confidence entropy_r confidence_r",
         "callbacks": "default early_stopping none",
-        "objective": "kd", "weighting": "static",
+        "objective": "kd kd_pt", "weighting": "static uncertainty uncertainty_r uncertainty_kd",
+        "variant": "kd kd_uncertainty kd_pt kd_pt_uncertainty kd_pt_uncertainty_r",
+        "experiment": "data_selection teacher_study teacher_study_bert objective_study combined",
     }.items():
         for name in names.split():
             assert (group, name) in have, f"missing conf/{group}/{name}.yaml"
@@ -86,6 +88,8 @@ def test_every_option_passes_the_run_checks_or_says_why_not(make_cfg, no_fit, gr
     overrides = [f"{group}={option}"]
     if group == "adoption" and option != "single":
         overrides.append("teacher=both")  # a pool of teachers to choose from
+    if group == "weighting" and option in ("uncertainty", "uncertainty_r"):
+        overrides.append("objective=kd_pt")  # they weigh KD against hidden-state alignment
     if group == "trainer":
         overrides.append(f"trainer.accelerator={compose_cfg(overrides).trainer.accelerator}")  # make_cfg pins cpu
     cfg = make_cfg(*overrides)

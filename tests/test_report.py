@@ -10,7 +10,7 @@ from dkd.report import collect, main, sweep_table
 def job(folder: Path, num: int, overrides: list[str], score: float, wall: float) -> None:
     (folder / str(num) / ".hydra").mkdir(parents=True)
     (folder / str(num) / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    flops = {"gflops_per_example": {"total": 2.0, "teacher_spent": 0.5}, "ratio_to_full_kd": 0.25}
+    flops = {"gflops_per_example": {"total": 2.0, "teacher": 1.0, "teacher_spent": 0.5}, "ratio_to_full_kd": 0.25}
     (folder / str(num) / "metrics.json").write_text(json.dumps(
         {"dev": {"dev/score": score}, "wall_time_s": wall, "flops": flops}))
 
@@ -27,6 +27,7 @@ def test_sweep_table_groups_over_seeds(tmp_path, capsys):
     assert (none["sampler"], none["n"], none["mean"]) == ("none", 3, pytest.approx(0.82))
     assert none["std"] == pytest.approx(0.02)  # sample std of 0.80, 0.82, 0.84
     assert entropy["n"] == 2 and entropy["wall_s"] == [13.0, 14.0] and "sampler.ratio" not in entropy
-    assert "| none | 3 | 0.8200 ± 0.0200 | 0.8 / 0.82 / 0.84 | 10 / 11 / 12 | 2 / 2 / 2 | 0.25 / 0.25 / 0.25 |" in table
+    assert ("| none | 3 | 0.8200 ± 0.0200 | 0.8 / 0.82 / 0.84 | 10 / 11 / 12 | 2 / 2 / 2 | 0.25 / 0.25 / 0.25 | "
+            "1 / 1 / 1 | 0.5 / 0.5 / 0.5 |") in table
     main([str(tmp_path), "--json", str(tmp_path / "s.json")])
     assert "5 finished jobs" in capsys.readouterr().out and json.loads((tmp_path / "s.json").read_text())[0]["n"] == 3

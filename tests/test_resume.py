@@ -30,12 +30,12 @@ def method_flops(cfg) -> dict:
             for k, v in f.items() if "spent" not in k}
 
 
-def stored_teacher(make_cfg, *overrides) -> str:
+def stored_teacher(make_cfg, *overrides, role: str = "base") -> str:
     """Fine-tune the teacher once and give its folder to every run of a test (the stop callback is in the recipe)."""
     cfg = make_cfg(*overrides, "stage=teacher", out="teacher")
     run(cfg)
     (folder,) = (p for p in (Path(cfg.paths.teachers_dir) / cfg.task.name).iterdir() if not p.name.startswith("."))
-    return f"teacher.dirs.base={folder}"
+    return f"teacher.dirs.{role}={folder}"
 
 
 def assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
@@ -135,4 +135,20 @@ def test_resume_with_a_pooled_sampler(make_cfg):
     run(whole)
     ckpt, resumed = stop_and_resume(make_cfg, common, "end", 4)
     assert dev(resumed) == dev(whole) and method_flops(resumed) == method_flops(whole)
+    assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
+
+
+def test_resume_with_hidden_state_alignment_and_a_projection(make_cfg, tmp_path):
+    """objective=kd_pt with a teacher of another hidden size: the projection and its optimizer state resume too."""
+    from tests.conftest import make_tiny_model
+
+    wide = make_tiny_model(tmp_path / "wide", layers=2, hidden=48)
+    common = ("task=sst2", "distill.epochs=2", "teacher=large", f"backbone.teachers.large={wide}", "objective=kd_pt",
+              "weighting=uncertainty", stored_teacher(make_cfg, "task=sst2", "teacher=large",
+                                                      f"backbone.teachers.large={wide}", role="large"))
+    whole = make_cfg(*common, out="whole")
+    run(whole)
+    ckpt, resumed = stop_and_resume(make_cfg, common, "end", 4)
+    assert dev(resumed) == dev(whole)
+    assert "objective.projections.large.weight" in state(ckpt.parent / "last.ckpt")
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")

@@ -62,7 +62,7 @@ class SingleTeacher:
         self.pick = pick
         self.stats: dict = {}
 
-    def check(self, teachers: list[str]) -> None:
+    def check(self, teachers: list[str], num_labels: int = 2) -> None:
         if self.pick is None and len(teachers) != 1:
             raise UserError(f"adoption=single takes one teacher but teacher= gives {teachers}; use teacher=base or "
                             f"teacher=large, adoption=smallest or adoption=largest to take one of the pool, or a "
@@ -77,6 +77,7 @@ class PoolAdoption:
     share of the KD rows each teacher saw, each teacher's mean weight per row, and the mean u."""
 
     name = "pool"
+    uses_uncertainty = True
 
     def __init__(self, measure: str = "entropy", detach: bool = True, faithful: bool = False):
         if measure not in MEASURES:
@@ -84,13 +85,17 @@ class PoolAdoption:
         self.measure, self.detach, self.faithful = measure, detach and not faithful, faithful
         self.stats: dict = {}
 
-    def check(self, teachers: list[str]) -> None:
+    def check(self, teachers: list[str], num_labels: int = 2) -> None:
         if len(teachers) < 2:
             raise UserError(f"adoption={self.name} chooses among two or more teachers but teacher= gives {teachers}; "
                             f"use teacher=both (or adoption=single).")
+        if self.uses_uncertainty and num_labels < 2:
+            raise UserError(f"adoption={self.name} follows the student's uncertainty over classes, but this task is a "
+                            f"regression: use adoption=ensemble (or one teacher).")
 
     def __call__(self, student_logits: torch.Tensor, rows: torch.Tensor, teachers: list[str]) -> list[Route]:
-        u = uncertainty(student_logits[rows], self.measure, grad=not self.detach) if rows.numel() else rows.float()
+        measurable = rows.numel() and student_logits.size(-1) > 1  # a regression's ensemble has no u
+        u = uncertainty(student_logits[rows], self.measure, grad=not self.detach) if measurable else rows.float()
         routes = self.route(u, rows, teachers)
         n = max(rows.numel(), 1)
         share, weight = dict.fromkeys(teachers, 0.0), dict.fromkeys(teachers, 0.0)
@@ -119,6 +124,7 @@ class Ensemble(PoolAdoption):
     """``adoption=ensemble``: every teacher on every row, static (module docstring for ``combine``)."""
 
     name = "ensemble"
+    uses_uncertainty = False
     COMBINE = ("probs", "losses", "weights")
 
     def __init__(self, combine: str = "probs", weights: dict | None = None, **kwargs):
@@ -127,8 +133,8 @@ class Ensemble(PoolAdoption):
             raise UserError(f"adoption.combine={combine!r}: choose one of {list(self.COMBINE)}.")
         self.combine, self.weights = ("weights" if self.faithful else combine), dict(weights or {})
 
-    def check(self, teachers: list[str]) -> None:
-        super().check(teachers)
+    def check(self, teachers: list[str], num_labels: int = 2) -> None:
+        super().check(teachers, num_labels)
         if self.faithful and not self.weights:
             self.weights = dict.fromkeys(teachers, 1.0)  # the authors' small/large_teacher_alpha = 1.0
         if self.combine == "weights" and sorted(self.weights) != sorted(teachers):
@@ -166,8 +172,8 @@ class HardSplit(PoolAdoption):
                             f"teachers, or {count} non-negative shares summing to 1 (smallest teacher first).")
         return shares
 
-    def check(self, teachers: list[str]) -> None:
-        super().check(teachers)
+    def check(self, teachers: list[str], num_labels: int = 2) -> None:
+        super().check(teachers, num_labels)
         self.shares(len(teachers))
 
     def route(self, u, rows, teachers):

@@ -148,11 +148,10 @@ class TeacherOutputs:
         result = {"logits": out.logits}
         if self.hidden is not None:
             layers, positions = self.hidden
-            states = torch.stack([out.hidden_states[layer] for layer in layers], 1)  # (rows, layers, width, H)
-            if positions == "cls":
-                result["hidden"] = states[:, :, :1]
-            else:
-                result.update(hidden=states, attention_mask=inputs["attention_mask"])
+            width = 1 if positions == "cls" else None
+            result["hidden"] = torch.stack([out.hidden_states[layer][:, :width] for layer in layers], 1)
+            if positions == "all":
+                result["attention_mask"] = inputs["attention_mask"]
         return result
 
     @torch.no_grad()

@@ -185,9 +185,15 @@ def fingerprint(splits: dict[str, Split], labels) -> str:
 
 # ------------------------------------------------------------------------------------------------ tokenization
 def tokenizer_id(tokenizer) -> str:
-    """Equal for tokenizers that encode identically (e.g. a model and its fine-tuned copy), whatever their path."""
+    """Equal for tokenizers that encode identically (e.g. a model and its fine-tuned copy), whatever their path. The
+    padding and truncation stored with a tokenizer are left out: DKD sets both at each call (a sentence-transformers
+    export pads to 128, its fine-tuned copy saves no padding, and both give the same ids)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    spec = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}|{len(tokenizer)}"
+    if backend is not None:
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}
+        spec = json.dumps(spec, sort_keys=True)
+    else:
+        spec = f"{tokenizer.name_or_path}|{len(tokenizer)}"
     return f"{type(tokenizer).__name__}-{hashlib.sha1(spec.encode()).hexdigest()[:16]}"
 
 

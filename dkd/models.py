@@ -115,9 +115,10 @@ def load_config(name_or_path: str):
 
 
 def same_tokenizer(a: str, b: str) -> bool:
-    """Whether two models split text into the same token ids (tokenizer class and vocabulary)."""
-    one, two = load_tokenizer(a), load_tokenizer(b)
-    return type(one).__name__ == type(two).__name__ and one.get_vocab() == two.get_vocab()
+    """Whether two models turn text into the same token ids (the data module then shares one tokenization)."""
+    from dkd.data import tokenizer_id
+
+    return tokenizer_id(load_tokenizer(a)) == tokenizer_id(load_tokenizer(b))
 
 
 def check_labels(config, name_or_path: str, num_labels: int, fine_tuned: bool = False) -> None:

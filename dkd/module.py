@@ -184,6 +184,8 @@ class DistillSystem(ClassifierSystem):
                 self.log(f"train/{name}_{'+'.join(route.teachers)}", per_instance.mean())
         ce = task_loss(logits, part["labels"])
         loss = self.weighting(ce, terms)
+        if self.objective.needs_hidden_states:
+            loss = loss + self.objective.tie_parameters().to(loss.device)
         self.log_dict({"train/loss": loss, "train/ce": ce, **{f"train/{k}": v for k, v in terms.items()}},
                       prog_bar=True)
         decided = {f"{group}_{k}": v for group in ("sampler", "adoption", "weighting")
@@ -196,5 +198,7 @@ class DistillSystem(ClassifierSystem):
 
 
 def rows_of(outputs: dict, index: torch.Tensor) -> dict:
-    """The student's outputs (logits, hidden states, mask) on some of its rows."""
+    """The student's outputs (logits, hidden states, mask) on some of its rows (all of them: no copy)."""
+    if index.numel() == outputs["logits"].size(0):
+        return outputs
     return {k: tuple(h[index] for h in v) if isinstance(v, tuple) else v[index] for k, v in outputs.items()}

@@ -84,11 +84,11 @@ class LogitKD(nn.Module):
 
 
 # ------------------------------------------------------------------------------------- hidden-state alignment
-def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
-    """PKD's uniform map with the embedding layer: student hidden state l ↔ teacher ⌊l · L_t / L_s⌋, l = 0 … L_s (for
-    a 12-layer teacher and a 6-layer student: 0↔0, 1↔2, …, 6↔12; the authors' l · (L_t // L_s) when L_s divides
-    L_t)."""
-    return [(layer, layer * teacher_layers // student_layers) for layer in range(student_layers + 1)]
+def uniform_layer_map(student_layers: int, teacher_layers: int, first: int = 0) -> list[tuple[int, int]]:
+    """PKD's uniform map: student hidden state l ↔ teacher ⌊l · L_t / L_s⌋, l = ``first`` … L_s, 0 being the
+    embeddings (for a 12-layer teacher and a 6-layer student: 0↔0, 1↔2, …, 6↔12; the authors' l · (L_t // L_s) when
+    L_s divides L_t)."""
+    return [(layer, layer * teacher_layers // student_layers) for layer in range(first, student_layers + 1)]
 
 
 def hidden_alignment(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None,
@@ -117,14 +117,16 @@ class LogitAndHiddenKD(LogitKD):
     their mean.
 
     Args:
-        layers: ``uniform`` (:func:`uniform_layer_map` for each teacher), a list of ``[student, teacher]`` hidden-state
-            pairs (0 = embeddings) for every teacher, or a dict teacher → such a list.
+        layers: ``uniform`` (:func:`uniform_layer_map` for each teacher, from the embeddings for ``all`` tokens, from
+            layer 1 for ``cls``: the embedding layer's first-token state is the same for every input), a list of
+            ``[student, teacher]`` hidden-state pairs (0 = embeddings) for every teacher, or a dict teacher → such a
+            list.
         positions: ``cls`` (the first token, as the original BERT-PKD: works across tokenizers, and its states are
             small enough for the teacher-output cache) or ``all`` (every token, the authors' code; needs the teacher
             to read the student's tokens).
         mask: leave padding out of ``all`` (the authors' code does not).
         normalize: ``hidden`` (ĥ along the hidden dimension) or ``positions`` (along the tokens: the authors' static
-            term).
+            term; ``all`` tokens only, as one position normalises to ±1).
         faithful: the authors' code: ``all`` tokens, no mask, normalised along the positions with static weights and
             along the hidden dimension with uncertainty weights (their two code paths differ there).
 
@@ -145,13 +147,17 @@ class LogitAndHiddenKD(LogitKD):
             raise UserError(f"objective.positions={positions!r}: choose one of {list(self.POSITIONS)}.")
         if normalize not in self.NORMALIZE:
             raise UserError(f"objective.normalize={normalize!r}: choose one of {list(self.NORMALIZE)}.")
+        if faithful:
+            positions, mask = "all", False
+        if normalize == "positions" and positions != "all":
+            raise UserError("objective.normalize=positions normalises each state across the tokens, so with "
+                            "objective.positions=cls (one token) every value becomes ±1 and nothing is learned: use "
+                            "objective.positions=all, or objective.normalize=hidden.")
         self.layers = layers if isinstance(layers, str) else _plain(layers)
         if isinstance(self.layers, str) and self.layers != "uniform":
             raise UserError(f"objective.layers={layers!r}: 'uniform', a list of [student, teacher] pairs, or a dict "
                             f"teacher → such a list.")
-        self.faithful = faithful
-        self.positions, self.mask, self.normalize = ("all", False, normalize) if faithful else (positions, mask,
-                                                                                                 normalize)
+        self.faithful, self.positions, self.mask, self.normalize = faithful, positions, mask, normalize
         self.maps: dict[str, list[tuple[int, int]]] = {}
         self.projections = nn.ModuleDict()
 
@@ -170,12 +176,16 @@ class LogitAndHiddenKD(LogitKD):
                                 f"objective.positions=cls, or a teacher with the student's tokenizer.")
         maps = {}
         for role, depth in teacher_layers.items():
-            pairs = (uniform_layer_map(student_layers, depth) if self.layers == "uniform" else
+            pairs = (uniform_layer_map(student_layers, depth, first=int(self.positions == "cls"))
+                     if self.layers == "uniform" else
                      self.layers.get(role) if isinstance(self.layers, dict) else self.layers)
             if pairs is None:
                 raise UserError(f"objective.layers gives pairs for {sorted(self.layers)} but not for the {role} "
                                 f"teacher: add objective.layers.{role}=[[0,0],...].")
-            pairs = [tuple(int(i) for i in p) for p in pairs]
+            if not all(isinstance(p, (list, tuple)) and all(isinstance(i, int) for i in p) for p in pairs):
+                raise UserError(f"objective.layers={pairs}: give [student, teacher] pairs of layer numbers, "
+                                f"e.g. objective.layers=[[1,2],[3,6]].")
+            pairs = [tuple(p) for p in pairs]
             bad = [p for p in pairs if len(p) != 2 or not 0 <= p[0] <= student_layers or not 0 <= p[1] <= depth]
             if not pairs or bad:
                 raise UserError(f"objective.layers for the {role} teacher: pairs [student, teacher] of hidden states "
@@ -197,16 +207,21 @@ class LogitAndHiddenKD(LogitKD):
         return [t for _, t in self.maps[role]], self.positions
 
     def alignment(self, student: dict, teacher: dict, role: str) -> torch.Tensor:
+        # the same tokens, padded to the student's rows' or the teacher's rows' longest: compare the common width
+        width = min(teacher["hidden"].size(2), student["hidden_states"][0].size(1))
         states = student["hidden_states"]
-        picked = torch.stack([states[s] for s, _ in self.maps[role]], 1)  # (n, pairs, width, H_s)
-        positions = teacher["hidden"].size(2)  # 1 for cls; the teacher's width (≤ the student's) for all
-        picked = picked[:, :, :positions]
+        picked = torch.stack([states[s][:, :width] for s, _ in self.maps[role]], 1)  # (n, pairs, width, H_s)
         if role in self.projections:
             picked = self.projections[role](picked)
         mask = None
         if self.positions == "all" and self.mask:
-            mask = teacher["attention_mask"][:, :positions] * student["attention_mask"][:, :positions]
-        return hidden_alignment(picked, teacher["hidden"], mask, self.normalize)
+            mask = teacher["attention_mask"][:, :width] * student["attention_mask"][:, :width]
+        return hidden_alignment(picked, teacher["hidden"][:, :, :width], mask, self.normalize)
+
+    def tie_parameters(self) -> torch.Tensor:
+        """0 · Σ(projection weights): added to the loss so that every projection takes part in every step (DDP
+        requires it) even when the adoption sent its teacher no row."""
+        return 0.0 * sum((p.sum() for p in self.projections.parameters()), torch.zeros(()))
 
     def terms(self, student: dict, teachers: dict[str, dict]) -> dict[str, torch.Tensor]:
         out = super().terms(student, teachers)

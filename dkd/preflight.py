@@ -169,9 +169,9 @@ def build_strategies(cfg: DictConfig, spec: TaskSpec) -> dict[str, object]:
                 raise err.__cause__ from None
             raise UserError(f"{group} ({cfg[group].get('_target_')}): {one_line(err)}") from err
     strategies["sampler"].check(spec.num_labels, spec.name)
-    strategies["adoption"].check(list(cfg.teacher.names))
+    strategies["adoption"].check(list(cfg.teacher.names), spec.num_labels)
     strategies["objective"].check(spec.num_labels)
-    strategies["weighting"].check(strategies["objective"])
+    strategies["weighting"].check(strategies["objective"], spec.num_labels)
     if strategies["objective"].needs_hidden_states:
         strategies["objective"].check_weighting(strategies["weighting"])
     return strategies
@@ -186,8 +186,9 @@ def check_alignment(objective, student_model: str, student_depth: int, teachers:
     depths = {role: load_config(path).num_hidden_layers for role, path in where.items()}
     same = {role: objective.positions != "all" or same_tokenizer(student_model, path) for role, path in where.items()}
     for role, pairs in objective.plan(student_depth, depths, same).items():
-        log.info("Hidden-state alignment with the %s teacher (%s tokens): student ↔ teacher layers %s", role,
-                 objective.positions, ", ".join(f"{s}↔{t}" for s, t in pairs))
+        log.info("Hidden-state alignment with the %s teacher (%s): student ↔ teacher layers %s", role,
+                 "[CLS] states" if objective.positions == "cls" else "every token",
+                 ", ".join(f"{s}↔{t}" for s, t in pairs))
 
 
 def teacher_sources(cfg: DictConfig, spec: TaskSpec, data_id: str) -> dict[str, TeacherSource]:

@@ -31,14 +31,16 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
             if points:
                 ax.plot(*zip(*points), label=name.removeprefix("train/"), linewidth=1)
         ax.set(xlabel="step", ylabel="loss" if ax is left else "share, weight, u", title=title)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     for name in dev:
         points = sorted({int(r["epoch"]): float(r[name]) for r in rows if r.get(name)}.items())
         if points:
             right.plot(*zip(*points), marker="o", label=name)
     right.set(xlabel="epoch", ylabel="metric", title="dev")
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
-    right.legend(fontsize=8)
+    if right.lines:
+        right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

@@ -13,7 +13,8 @@ default), and the loss is
 - ``uncertainty_kd``:  w_kd = u, w_pt = 1 (the authors' README plug-in ``dynamic_kd_loss``: L = CE + mean_i u_i ℓ^KD_i)
 
 The weights carry no gradient unless ``detach=false`` (``faithful=true``: the authors' objective code, where the
-gradient of the loss flows into u through the weights; their README plug-in detaches).
+gradient of the loss flows into u through the weights; for ``uncertainty_kd`` it keeps u detached, as their README
+plug-in does).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class StaticWeights:
         self.alpha = {"ce": alpha_ce, "kd": alpha_kd, "pt": alpha_pt}
         self.stats: dict = {}
 
-    def check(self, objective) -> None:
+    def check(self, objective, num_labels: int) -> None:
         pass
 
     def instance_weights(self, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -63,9 +64,14 @@ class UncertaintyWeights(StaticWeights):
             raise UserError(f"weighting.rule={rule!r}: choose one of {sorted(self.RULES)}.")
         if measure not in MEASURES:
             raise UserError(f"weighting.measure={measure!r}: choose one of {sorted(MEASURES)}.")
-        self.rule, self.measure, self.detach = rule, measure, detach and not faithful
+        # the README plug-in computes u under no_grad; the authors' objective code lets the gradient flow into u
+        self.rule, self.measure = rule, measure
+        self.detach = detach and not (faithful and rule != "uncertainty_kd")
 
-    def check(self, objective) -> None:
+    def check(self, objective, num_labels: int) -> None:
+        if num_labels < 2:
+            raise UserError(f"weighting={self.rule} weighs by the student's uncertainty over classes, but this task "
+                            f"is a regression: use weighting=static.")
         if self.rule != "uncertainty_kd" and not objective.needs_hidden_states:
             raise UserError(f"weighting={self.rule} weighs logit KD against hidden-state alignment, which "
                             f"objective=kd does not have: use objective=kd_pt, or weighting=uncertainty_kd for "

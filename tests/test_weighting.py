@@ -44,6 +44,7 @@ def test_no_gradient_through_the_weights_unless_asked():
     (w["pt"] * torch.tensor([1.0, 2.0])).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
     assert UncertaintyWeights("uncertainty", faithful=True).detach is False
+    assert UncertaintyWeights("uncertainty_kd", faithful=True).detach is True  # the README plug-in: u under no_grad
 
 
 def test_uncertainty_kd_is_the_readme_plugin():
@@ -71,6 +72,8 @@ def test_bad_options_and_combinations_are_refused():
     with pytest.raises(UserError, match="weighting.measure='entropie'"):
         UncertaintyWeights(measure="entropie")
     with pytest.raises(UserError, match="use objective=kd_pt, or weighting=uncertainty_kd"):
-        UncertaintyWeights("uncertainty").check(LogitKD())
-    UncertaintyWeights("uncertainty").check(LogitAndHiddenKD())
-    UncertaintyWeights("uncertainty_kd").check(LogitKD())
+        UncertaintyWeights("uncertainty").check(LogitKD(), 2)
+    with pytest.raises(UserError, match="this task is a regression: use weighting=static"):
+        UncertaintyWeights("uncertainty").check(LogitAndHiddenKD(), 1)
+    UncertaintyWeights("uncertainty").check(LogitAndHiddenKD(), 2)
+    UncertaintyWeights("uncertainty_kd").check(LogitKD(), 3)

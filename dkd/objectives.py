@@ -167,8 +167,8 @@ class LogitAndHiddenKD(LogitKD):
             self.normalize = "hidden" if weighting.per_instance else "positions"
 
     def plan(self, student_layers: int, teacher_layers: dict[str, int], same_tokens: dict[str, bool]) -> dict:
-        """The layer map per teacher, checked against the depths (before any model is loaded); ``same_tokens``: which
-        teachers read the student's tokenization (``positions=all`` needs it)."""
+        """The layer map per teacher (kept for :meth:`setup`), checked against the depths before any model is loaded
+        (preflight); ``same_tokens``: which teachers read the student's tokenization (``positions=all`` needs it)."""
         for role, same in same_tokens.items():
             if self.positions == "all" and not same:
                 raise UserError(f"objective.positions=all aligns token by token, but the {role} teacher reads another "
@@ -192,12 +192,16 @@ class LogitAndHiddenKD(LogitKD):
                                 f"0..{student_layers} (student) and 0..{depth} ({role}), 0 = embeddings; got "
                                 f"{bad or 'none'}.")
             maps[role] = pairs
+        self.maps = maps
         return maps
 
-    def setup(self, student_config, teacher_configs: dict, same_tokens: dict[str, bool]) -> None:
-        """Layer maps and the projections of teachers with another hidden size (call after seeding: W_t is random)."""
-        self.maps = self.plan(student_config.num_hidden_layers,
-                              {r: c.num_hidden_layers for r, c in teacher_configs.items()}, same_tokens)
+    def setup(self, student_config, teacher_configs: dict) -> None:
+        """The projections of teachers with another hidden size, after :meth:`plan` (call after seeding: W_t is
+        random)."""
+        for role, c in teacher_configs.items():
+            if role not in self.maps or max(t for _, t in self.maps[role]) > c.num_hidden_layers:
+                raise RuntimeError(f"LogitAndHiddenKD.setup: no layer map planned for the {role} teacher's "
+                                   f"{c.num_hidden_layers} layers; call plan() first (dkd.preflight does).")
         self.projections = nn.ModuleDict({
             role: nn.Linear(student_config.hidden_size, c.hidden_size)
             for role, c in teacher_configs.items() if c.hidden_size != student_config.hidden_size})

@@ -179,7 +179,8 @@ def build_strategies(cfg: DictConfig, spec: TaskSpec) -> dict[str, object]:
 
 def check_alignment(objective, student_model: str, student_depth: int, teachers: dict[str, TeacherSource]) -> None:
     """``objective=kd_pt``: its layer map fits the student's and each teacher's depth, and all-token alignment only
-    pairs models that share a tokenizer; the map is logged (a user sees which layers were matched)."""
+    pairs models that share a tokenizer; the map, kept on the objective for the run, is logged (a user sees which
+    layers were matched)."""
     if not objective.needs_hidden_states:
         return
     where = {role: str(s.folder) if s.ready else s.model for role, s in teachers.items()}

@@ -25,7 +25,7 @@ from dkd.data import TaskDataModule
 from dkd.errors import UserError
 from dkd.flops import summary as flops_summary
 from dkd.loggers import finish_wandb
-from dkd.models import count_parameters, load_classifier, load_tokenizer, same_tokenizer, short_name, truncate
+from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
 from dkd.quiet import quiet_libraries
@@ -236,9 +236,7 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
     objective = plan.strategies["objective"]
     hidden = None
     if objective.needs_hidden_states:  # after seeding: the projections between hidden sizes start random
-        objective.setup(student.config, {r: t.config for r, t in teachers.items()},
-                        {r: objective.positions != "all" or same_tokenizer(cfg.backbone.student.name_or_path, i["dir"])
-                         for r, i in teachers_info.items()})
+        objective.setup(student.config, {r: t.config for r, t in teachers.items()})
         hidden = {role: objective.teacher_request(role) for role in teachers}
     outputs = teacher_outputs(plan.teacher_cache, teachers, {r: i["dir"] for r, i in teachers_info.items()},
                               dm.datasets["train"].encodings, cfg.paths.cache_dir, cfg.trainer.precision, hidden)

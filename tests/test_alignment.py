@@ -82,7 +82,8 @@ def config(hidden: int, layers: int) -> BertConfig:
 
 def test_projection_only_where_hidden_sizes_differ_and_it_learns():
     objective = LogitAndHiddenKD()
-    objective.setup(config(4, 2), {"base": config(4, 4), "large": config(6, 6)}, {"base": True, "large": False})
+    objective.plan(2, {"base": 4, "large": 6}, {"base": True, "large": False})
+    objective.setup(config(4, 2), {"base": config(4, 4), "large": config(6, 6)})
     assert list(objective.projections) == ["large"] and objective.maps["large"] == [(1, 3), (2, 6)]
     assert objective.teacher_request("base") == ([2, 4], "cls")
     with torch.no_grad():
@@ -200,7 +201,8 @@ def test_hidden_states_are_asked_for_only_when_the_objective_aligns_them():
     for objective, expected in ((LogitKD(), [False, False]), (LogitAndHiddenKD(), [True, True])):
         asked.clear()
         if objective.needs_hidden_states:
-            objective.setup(student.config, {"base": teacher.config}, {"base": True})
+            objective.plan(student.config.num_hidden_layers, {"base": teacher.config.num_hidden_layers}, {"base": True})
+            objective.setup(student.config, {"base": teacher.config})
         request = objective.teacher_request("base") if objective.needs_hidden_states else None
         system = DistillSystem(student, {"base": teacher}, AllInstances(), SingleTeacher(), objective, StaticWeights(),
                                teacher_outputs={"base": TeacherOutputs(teacher, "base", hidden=request)},
@@ -220,7 +222,8 @@ def test_the_projection_trains_with_the_student():
 
     student, teacher = tiny_teacher(1), tiny_teacher(2)
     objective = LogitAndHiddenKD()
-    objective.setup(student.config, {"large": config(12, 2)}, {"large": True})
+    objective.plan(student.config.num_hidden_layers, {"large": 2}, {"large": True})
+    objective.setup(student.config, {"large": config(12, 2)})
     system = DistillSystem(student, {"large": teacher}, AllInstances(), SingleTeacher(), objective, StaticWeights(),
                            metrics=["acc"], dev_splits=["dev"], num_labels=2)
     system._trainer = SimpleNamespace(estimated_stepping_batches=10)

@@ -6,6 +6,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import dkd  # noqa: F401 - registers the ${launcher:...} resolver of conf/trainer
+
 os.environ.setdefault("DKD_ROOT", str(Path(__file__).resolve().parent))
 
 

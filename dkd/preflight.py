@@ -10,6 +10,7 @@ weights are loaded; what was read (the data) is handed on in the :class:`Plan`.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import time
@@ -77,7 +78,27 @@ RULES = {
     "task.dev_limit": _number(1, integer=True, optional=True),
     "seed": _number(0, integer=True),
     "distill.teacher_dropout": ((lambda v: isinstance(v, bool)), "true or false"),
+    **{f"compress.{key}": ((lambda v: isinstance(v, bool)), "true or false") for key in ("enabled", "onnx")},
+    "compress.repeats": _number(1, integer=True),
+    "compress.warmup": _number(0, integer=True),
+    "compress.threads": _number(1, integer=True, optional=True),
+    "compress.tolerance": _positive(),
 }
+
+
+def check_compress(cfg: DictConfig) -> None:
+    """The compression report after a distillation: batch sizes, and ONNX's packages when it exports to ONNX."""
+    c = cfg.compress
+    if not c.enabled or cfg.stage.name != "distill":
+        return
+    sizes = c.batch_sizes
+    if not OmegaConf.is_list(sizes) or not sizes or not all(_number(1, integer=True)[0](b) for b in sizes):
+        raise UserError(f"compress.batch_sizes={sizes}: a list of integers >= 1, e.g. [1,32].")
+    if c.onnx:
+        missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UserError(f"compress.onnx=true exports the student to ONNX, but {', '.join(missing)} is not "
+                            f"installed: pip install -r requirements.txt, or compress.onnx=false.")
 
 
 def check_numbers(cfg: DictConfig) -> None:
@@ -249,6 +270,7 @@ def check(cfg: DictConfig) -> Plan:
     check_metric(cfg, spec)
     check_loggers(cfg)
     check_trainer(cfg)
+    check_compress(cfg)
     distilling = cfg.stage.name == "distill"
     strategies = build_strategies(cfg, spec) if distilling else {}
     custom = {"train": cfg.task.train_file, "dev": cfg.task.dev_file} if spec.name == "custom" else None

@@ -21,6 +21,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from dkd.cache import summary as cache_summary
 from dkd.cache import teacher_outputs
 from dkd.callbacks import Throughput
+from dkd.compress import compress
 from dkd.data import TaskDataModule
 from dkd.errors import UserError
 from dkd.flops import summary as flops_summary
@@ -297,7 +298,12 @@ def run(cfg: DictConfig) -> float | None:
     result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id, checked_in_s=checked_s,
                   total_wall_time_s=round(time.time() - start, 1), config=OmegaConf.to_container(cfg, resolve=True))
     if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script
-        write_json(Path(cfg.paths.output_dir) / "metrics.json", result)
-        print(summary(result), f"\nmetrics: {Path(cfg.paths.output_dir) / 'metrics.json'}", flush=True)
+        out = Path(cfg.paths.output_dir)
+        write_json(out / "metrics.json", result)
+        print(summary(result), f"\nmetrics: {out / 'metrics.json'}", flush=True)
+        if cfg.stage.name == "distill" and cfg.compress.enabled:
+            c = cfg.compress
+            compress(out, list(c.batch_sizes), c.repeats, c.warmup, c.threads, c.onnx, c.tolerance)
+            print(f"compression report: {out / 'compression.md'}", flush=True)
     metric = cfg.get("optimized_metric")
     return result["dev"].get(metric) if metric else None

@@ -112,6 +112,8 @@ def make_cfg(assets, tmp_path):
             "distill.batch_size=8", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
             "finetune.lr=1e-3", "distill.lr=1e-3", "trainer.log_every_n_steps=1",
         ]
+        if not any(o.startswith("compress.enabled=") for o in overrides):  # tests/test_compress.py measures it
+            base.append("compress.enabled=false")
         cfg = compose_cfg(base + list(overrides))
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / out)

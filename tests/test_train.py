@@ -108,7 +108,7 @@ def tiny_cli(assets, tmp_path, *args: str) -> subprocess.CompletedProcess:
         sys.executable, "train.py", *args, f"paths.glue_dir={assets['glue']}", f"paths.log_dir={tmp_path}",
         f"backbone.teachers.base={assets['teacher']}", f"backbone.student.name_or_path={assets['student']}",
         "backbone.student.layers=2", "task.train_limit=16", "finetune.epochs=1", "distill.epochs=1",
-        "trainer.enable_progress_bar=false",
+        "trainer.enable_progress_bar=false", "compress.enabled=false",
     ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "WANDB_MODE": "offline"})

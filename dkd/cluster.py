@@ -1,0 +1,65 @@
+"""``python -m dkd.cluster [overrides]``: the sbatch script that ``python train.py -m hydra/launcher=slurm
+[overrides]`` would submit for each run, printed without submitting (submitit has no dry run of its own): the same
+config, hydra-submitit-launcher's parameter mapping and submitit's own sbatch writer. Inside the job the trainer
+follows the launcher (``${launcher:...}``, :mod:`dkd.resolvers`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from unittest import mock
+
+from omegaconf import OmegaConf
+
+
+def sbatch_script(launcher: dict, job_name: str = "train") -> str:
+    """The sbatch file submitit writes for ``launcher`` (the resolved ``hydra.launcher`` of ``hydra/launcher=slurm``),
+    mapped to submitit's parameters as hydra-submitit-launcher maps them."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    params = {k: v for k, v in launcher.items() if k not in ("_target_", "submitit_folder", "max_num_timeout")}
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k if k in base else f"slurm_{k}": v for k, v in params.items()}
+    params["name"] = job_name
+    # submitit refuses to build a SLURM executor where there is no srun; the script it writes does not depend on it
+    with mock.patch.object(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2)):
+        executor = submitit.AutoExecutor(folder=launcher["submitit_folder"], cluster="slurm")
+    executor.update_parameters(**params)
+    slurm = executor._executor
+    return slurm._make_submission_file_text(slurm._submitit_command_str, "preview")
+
+
+def first_of_each_sweep(overrides: list[str]) -> list[str]:
+    """``seed=1,2,3`` → ``seed=1``: every job of a sweep gets the same sbatch script."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        out.append(f"{o.get_key_element()}={next(iter(o.sweep_iterator()))}" if o.is_sweep_override()
+                   else o.input_line)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hydra import compose, initialize_config_dir
+
+    overrides = first_of_each_sweep(list(sys.argv[1:] if argv is None else argv))
+    if not any(o.startswith("hydra/launcher=") for o in overrides):
+        overrides.append("hydra/launcher=slurm")
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+        raise SystemExit(f"error: hydra/launcher is {cfg.hydra.runtime.choices['hydra/launcher']}, not a SLURM "
+                         f"launcher: use hydra/launcher=slurm.")
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)  # as inside a job: the trainer follows the launcher
+    t = cfg.trainer
+    print(sbatch_script(launcher))
+    print(f"# each job's trainer: num_nodes={t.num_nodes} devices={t.devices} accelerator={t.accelerator} "
+          f"strategy={t.get('strategy', 'auto')} precision={t.precision}")
+
+
+if __name__ == "__main__":
+    main()

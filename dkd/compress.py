@@ -1,0 +1,320 @@
+"""The compression report of a distillation run: how much smaller and faster the student is than its teachers, and
+the student as ONNX (fp32, and int8 by ONNX Runtime's dynamic quantisation) for deployment.
+
+    python -m dkd.compress outputs/runs/<date>          # also run after every `python train.py` (compress.enabled)
+
+writes into the run folder ``compression.md`` and ``compression.json`` (and ``student.onnx``, ``student-int8.onnx``):
+per model its parameters, weights on disk (``model.safetensors``; the ``.onnx`` file), dev metrics, and CPU latency
+at batch 1 and 32 over sequences padded to the run's ``data.max_seq_length`` (median of ``repeats`` timed forwards
+after ``warmup`` untimed ones, with the thread count stated) and throughput; then student ÷ teacher ratios.
+
+The teachers' dev metrics are those the teacher store measured when they were fine-tuned; the student's (PyTorch,
+ONNX, int8) are measured here on the run's dev split(s). The ONNX student must give PyTorch's logits within
+``tolerance`` (max absolute difference over the dev set); a larger difference is reported as a failure.
+
+ONNX export goes through ``torch.onnx.export(dynamo=True)``, torch's own exporter (``torch.export`` graph, translated
+by onnxscript): it traces transformers 5's models as they are, whereas ``optimum``'s exporter pins older transformers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from dkd.errors import UserError
+from dkd.models import WEIGHTS, count_parameters, load_classifier, load_tokenizer, short_name
+
+log = logging.getLogger(__name__)
+
+ONNX_FILES = {"onnx": "student.onnx", "int8": "student-int8.onnx"}
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+def weights_bytes(path: Path) -> int:
+    """Bytes of a model's weights on disk: a Hugging Face folder's weight files, or one ``.onnx`` file."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for pattern in WEIGHTS for f in path.glob(pattern))
+
+
+def latency(forward, warmup: int, repeats: int) -> dict:
+    """Seconds of ``forward()``: median, min and max of ``repeats`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        forward()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def timing_inputs(tokenizer, texts: list[tuple[str, ...]], batch: int, max_length: int) -> dict[str, torch.Tensor]:
+    """``batch`` dev examples (repeated if the dev set is smaller), padded to ``max_length`` tokens."""
+    rows = [texts[i % len(texts)] for i in range(batch)]
+    enc = tokenizer(*map(list, zip(*rows)), padding="max_length", truncation=True, max_length=max_length,
+                    return_tensors="pt")
+    return {k: enc[k] for k in tokenizer.model_input_names if k in enc}
+
+
+def onnx_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    names = [i.name for i in session.get_inputs()]
+    return torch.from_numpy(session.run(None, {k: inputs[k].numpy() for k in names})[0])
+
+
+# ------------------------------------------------------------------------------------------------ ONNX
+class LogitsOnly(torch.nn.Module):
+    """The classifier as ``inputs → logits`` with the tokenizer's input names, for export."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, tensors))).logits
+
+
+def export_onnx(model: torch.nn.Module, example: dict[str, torch.Tensor], path: Path) -> Path:
+    """One self-contained ``.onnx`` file, dynamic in batch and sequence length; its inputs are named as the
+    tokenizer's outputs, so ``session.run(None, dict(tokenizer(texts, return_tensors="np")))`` works."""
+    import warnings
+
+    names = list(example)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    with warnings.catch_warnings():  # the exporter's deprecation notes on transformers' internals
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LogitsOnly(model.eval(), names), tuple(example.values()), str(path), input_names=names,
+                          output_names=["logits"], dynamic_shapes=(({0: batch, 1: seq},) * len(names),), dynamo=True,
+                          external_data=False, verbose=False)
+    return path
+
+
+def quantize_int8(fp32: Path, int8: Path) -> Path:
+    """ONNX Runtime's dynamic quantisation: int8 weights of the matrix multiplications, activations quantised on
+    the fly."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    return int8
+
+
+# ------------------------------------------------------------------------------------------------ the report
+def run_config(run_dir: Path) -> tuple[dict, DictConfig]:
+    metrics_file = Path(run_dir) / "metrics.json"
+    if not metrics_file.is_file():
+        raise UserError(f"{metrics_file}: no such file. Give the folder of a finished distillation run "
+                        f"(outputs/runs/<date>, or a multirun job's folder).")
+    metrics = json.loads(metrics_file.read_text())
+    if metrics.get("stage") != "distill" or "student_dir" not in metrics:
+        raise UserError(f"{metrics_file} is from a stage={metrics.get('stage')} run: the compression report compares "
+                        f"a distilled student with its teachers; give a distillation run's folder.")
+    return metrics, OmegaConf.create(metrics["config"])
+
+
+def dev_batches(cfg: DictConfig, tokenizer) -> tuple[list[dict], list[tuple[str, ...]], object]:
+    """The run's dev split(s) in the student's tokenization, as the run evaluated them; and the dev texts."""
+    from dkd.data import TaskDataModule, load_task_data
+    from dkd.preflight import task_spec
+
+    spec = task_spec(cfg)
+    custom = {"train": cfg.task.train_file, "dev": cfg.task.dev_file} if spec.name == "custom" else None
+    splits = load_task_data(spec, cfg.task.get("data_dir"), custom, cfg.task.train_limit, cfg.task.dev_limit,
+                            cfg.data.subset_seed)
+    dm = TaskDataModule(spec, splits, {"student": tokenizer}, max_seq_length=cfg.data.max_seq_length,
+                        eval_batch_size=cfg.data.eval_batch_size, cache_dir=cfg.data.cache_dir)
+    dm.setup()
+    loaders = dm.val_dataloader()
+    loaders = loaders if isinstance(loaders, list) else [loaders]
+    batches = [dict(b, split=i) for i, loader in enumerate(loaders) for b in loader]
+    first = splits[dm.dev_splits[0]]
+    return batches, list(zip(*first.texts)), spec
+
+
+def dev_scores(predict, batches: list[dict], spec, names: list[str], desc: str) -> tuple[dict, list[torch.Tensor]]:
+    from dkd.metrics import TaskMetrics
+
+    metrics = TaskMetrics(list(spec.metrics), names, spec.num_labels)
+    outputs = []
+    for b in tqdm(batches, desc=desc, unit="batch", leave=False):
+        logits = predict(b["inputs"]["student"])
+        metrics.update(b["split"], logits, b["labels"])
+        outputs.append(logits)
+    return {k: round(v, 4) for k, v in metrics.compute().items()}, outputs
+
+
+def compress(run_dir: str | Path, batch_sizes=(1, 32), repeats: int = 20, warmup: int = 3, threads: int | None = None,
+             onnx: bool = True, tolerance: float = 1e-4) -> dict:
+    """Measure the run's student and teachers, export the student to ONNX, write the report; returns it."""
+    run_dir = Path(run_dir)
+    metrics, cfg = run_config(run_dir)
+    threads = threads or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        report = _measure(run_dir, metrics, cfg, list(batch_sizes), repeats, warmup, threads, onnx, tolerance)
+    finally:
+        torch.set_num_threads(previous)
+    (run_dir / "compression.json").write_text(json.dumps(report, indent=2))
+    (run_dir / "compression.md").write_text(markdown(report))
+    log.info("Compression report: %s", run_dir / "compression.md")
+    return report
+
+
+def _measure(run_dir: Path, metrics: dict, cfg: DictConfig, batch_sizes: list[int], repeats: int, warmup: int,
+             threads: int, onnx: bool, tolerance: float) -> dict:
+    max_length = cfg.data.max_seq_length
+    student_dir = Path(metrics["student_dir"])
+    tokenizer = load_tokenizer(str(student_dir))
+    batches, texts, spec = dev_batches(cfg, tokenizer)
+    dev_names = list(spec.dev_files)
+
+    def timed(forward_at) -> dict:
+        out = {}
+        for b in batch_sizes:
+            t = latency(forward_at(b), warmup, repeats)
+            out[str(b)] = {"latency_ms": round(1e3 * t["median_s"], 3), "min_ms": round(1e3 * t["min_s"], 3),
+                           "max_ms": round(1e3 * t["max_s"], 3), "examples_per_s": round(b / t["median_s"], 1)}
+        return out
+
+    def torch_row(name: str, role: str, folder: Path, tok, dev: dict | None) -> tuple[dict, torch.nn.Module]:
+        model = load_classifier(str(folder), spec.num_labels).eval()
+        inputs = {b: timing_inputs(tok, texts, b, max_length) for b in batch_sizes}
+
+        def forward_at(b):
+            return lambda: model(**inputs[b])
+
+        with torch.inference_mode():
+            if dev is None:
+                dev, logits = dev_scores(lambda x: model(**x).logits, batches, spec, dev_names, f"dev ({name})")
+            else:
+                logits = None
+            row = {"model": name, "role": role, "format": "PyTorch fp32", "path": str(folder),
+                   "parameters": count_parameters(model), "weights_bytes": weights_bytes(folder), "dev": dev,
+                   "timing": timed(forward_at)}
+        return row | {"_logits": logits}, model
+
+    rows = []
+    for role, t in metrics["teachers"].items():
+        row, _ = torch_row(short_name(t["dir"]), role, Path(t["dir"]), load_tokenizer(t["dir"]),
+                           {k: round(v, 4) for k, v in t["dev"].items()})
+        rows.append(row)
+    student_row, student = torch_row("student", "student", student_dir, tokenizer, None)
+    rows.append(student_row)
+    check = None
+    if onnx:
+        fp32 = export_onnx(student, timing_inputs(tokenizer, texts, 2, max_length), run_dir / ONNX_FILES["onnx"])
+        int8 = quantize_int8(fp32, run_dir / ONNX_FILES["int8"])
+        reference = torch.cat(student_row["_logits"])
+        for fmt, path in (("ONNX fp32", fp32), ("ONNX int8", int8)):
+            session = onnx_session(path, threads)
+            inputs = {b: timing_inputs(tokenizer, texts, b, max_length) for b in batch_sizes}
+            dev, logits = dev_scores(lambda x: run_onnx(session, x), batches, spec, dev_names, f"dev ({fmt})")
+            diff = float((torch.cat(logits) - reference).abs().max())
+            if fmt == "ONNX fp32":
+                check = {"max_abs_logit_diff": diff, "tolerance": tolerance, "passed": diff <= tolerance,
+                         "examples": int(reference.size(0))}
+                if not check["passed"]:
+                    log.error("ONNX student's logits differ from PyTorch's by %.3g on the dev set (tolerance %g): "
+                              "%s is not a faithful export", diff, tolerance, path)
+            rows.append({"model": "student", "role": "student", "format": fmt, "path": str(path),
+                         "parameters": student_row["parameters"], "weights_bytes": weights_bytes(path), "dev": dev,
+                         "max_abs_logit_diff": round(diff, 6),
+                         "timing": timed(lambda b, s=session, i=inputs: lambda: run_onnx(s, i[b]))})
+    for row in rows:
+        row.pop("_logits", None)
+    return {"run": str(run_dir), "task": spec.name, "max_seq_length": max_length, "threads": threads,
+            "repeats": repeats, "warmup": warmup, "batch_sizes": batch_sizes,
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+            "models": rows, "onnx_check": check, "ratios": ratios(rows, batch_sizes)}
+
+
+def ratios(rows: list[dict], batch_sizes: list[int]) -> dict:
+    """Each teacher ÷ each student format: parameters, weights on disk, and latency (the speed-up) per batch size."""
+    out = {}
+    for t in (r for r in rows if r["role"] != "student"):
+        for s in (r for r in rows if r["role"] == "student"):
+            out[f"{t['role']} / student {s['format']}"] = {
+                "parameters": round(t["parameters"] / s["parameters"], 2),
+                "weights_bytes": round(t["weights_bytes"] / s["weights_bytes"], 2),
+                **{f"speed_up_batch_{b}": round(t["timing"][str(b)]["latency_ms"] / s["timing"][str(b)]["latency_ms"], 2)
+                   for b in batch_sizes}}
+    return out
+
+
+def markdown(report: dict) -> str:
+    sizes = report["batch_sizes"]
+    dev_keys = list(next(r["dev"] for r in report["models"] if r["role"] == "student"))
+    head = (["model", "role", "format", "parameters", "weights MB", *dev_keys]
+            + [f"latency b{b} (ms)" for b in sizes] + [f"throughput b{b} (ex/s)" for b in sizes])
+    lines = [f"# Compression report: {report['task']}", "",
+             f"Run `{report['run']}`. CPU latency: median of {report['repeats']} timed forwards after "
+             f"{report['warmup']} warm-up ones, sequences padded to {report['max_seq_length']} tokens, "
+             f"{report['threads']} thread(s) ({report['machine']}). Teachers' dev metrics: measured by the teacher "
+             f"store at fine-tuning; the student's: measured on the dev set by `dkd.compress`.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report["models"]:
+        cells = [r["model"], r["role"], r["format"], f"{r['parameters'] / 1e6:.2f}M",
+                 f"{r['weights_bytes'] / 2**20:.1f}", *(f"{r['dev'].get(k, float('nan')):.4f}" for k in dev_keys),
+                 *(f"{r['timing'][str(b)]['latency_ms']:.1f}" for b in sizes),
+                 *(f"{r['timing'][str(b)]['examples_per_s']:.1f}" for b in sizes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| teacher ÷ student | parameters | weights on disk | " +
+              " | ".join(f"speed-up b{b}" for b in sizes) + " |", "|---|---|---|" + "---|" * len(sizes)]
+    for pair, r in report["ratios"].items():
+        lines.append(f"| {pair} | {r['parameters']:.2f}× | {r['weights_bytes']:.2f}× | " +
+                     " | ".join(f"{r[f'speed_up_batch_{b}']:.2f}×" for b in sizes) + " |")
+    check = report["onnx_check"]
+    if check:
+        lines += ["", f"ONNX check: the fp32 ONNX student's logits differ from PyTorch's by at most "
+                      f"{check['max_abs_logit_diff']:.2g} over {check['examples']} dev examples (tolerance "
+                      f"{check['tolerance']:g}): {'passed' if check['passed'] else 'FAILED'}.",
+                  "", "Load it with ONNX Runtime (the student's tokenizer is in its `student/` folder):", "",
+                  "```python",
+                  "import onnxruntime as ort; from transformers import AutoTokenizer",
+                  f"tokenizer, session = AutoTokenizer.from_pretrained('{Path(report['run']) / 'student'}'), "
+                  f"ort.InferenceSession('{Path(report['run']) / ONNX_FILES['onnx']}')",
+                  "logits = session.run(None, dict(tokenizer(['a gripping, funny film'], return_tensors='np')))[0]",
+                  "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("run_dir", type=Path, help="a distillation run's folder (holds metrics.json and student/)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--repeats", type=int, default=20, help="timed forwards per model and batch size")
+    p.add_argument("--warmup", type=int, default=3, help="untimed forwards before them")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, on this machine)")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX and int8 student")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX − PyTorch| logit on the dev set")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        report = compress(args.run_dir, args.batch_sizes, args.repeats, args.warmup, args.threads, args.onnx,
+                          args.tolerance)
+    except UserError as err:
+        raise SystemExit(f"Error: {err}") from None
+    print(markdown(report))
+    if report["onnx_check"] and not report["onnx_check"]["passed"]:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Sweeps through Hydra's submitit launcher: a real local multirun, and the SLURM option checked by composing it and
+by rendering the sbatch script submitit would submit."""
+from pathlib import Path
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from dkd.cluster import main as preview_main
+from dkd.cluster import sbatch_script
+from dkd.report import collect, sweep_table
+from tests.conftest import compose_cfg
+from tests.test_train import tiny_cli
+
+
+def test_local_launcher_runs_each_job_as_a_submitit_job(assets, tmp_path):
+    tiny_cli(assets, tmp_path, "-m", "hydra/launcher=local", "seed=1,2", "logger=csv")
+    (sweep,) = (tmp_path / "multiruns").iterdir()
+    submitted = {p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()}
+    rows = collect(sweep)
+    assert [r["job"] for r in rows] == ["0", "1"]
+    for row in rows:
+        job = sweep / row["job"]
+        hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        assert hydra_cfg["launcher"]["_target_"].endswith("LocalLauncher")
+        assert str(hydra_cfg["job"]["id"]) in submitted  # submitit's job id, set by the launcher in the job
+        assert row["result"]["seed"] == int(row["overrides"]["seed"])
+        assert row["result"]["config"]["trainer"]["num_nodes"] == 1 == row["result"]["config"]["trainer"]["devices"]
+    table, summary = sweep_table(rows)
+    assert summary[0]["n"] == 2 and set(summary[0]["scores"]) == {"1", "2"}
+
+
+def slurm_cfg(*overrides: str):
+    return compose_cfg(["hydra/launcher=slurm", *overrides])
+
+
+def test_slurm_launcher_maps_each_setting_into_the_sbatch_script():
+    cfg = slurm_cfg("hydra.launcher.partition=gpu", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4",
+                    "hydra.launcher.cpus_per_task=6", "hydra.launcher.mem_gb=200", "hydra.launcher.timeout_min=90",
+                    "hydra.launcher.array_parallelism=3", "hydra.launcher.account=nlp")
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["tasks_per_node"] == 4
+    script = sbatch_script(launcher)
+    for line in ("--partition=gpu", "--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=6",
+                 "--mem=200GB", "--time=90", "--account=nlp"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert "srun" in script and "submitit.core._submit" in script
+
+
+def test_the_trainer_follows_the_launcher_inside_a_job():
+    cfg = slurm_cfg("hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4", "trainer=ddp")
+    HydraConfig().set_config(cfg)  # what a submitit job sees
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 4)
+    basic = compose_cfg(["trainer=ddp"])
+    HydraConfig().set_config(basic)  # the basic launcher: no nodes / tasks per node
+    assert (basic.trainer.num_nodes, basic.trainer.devices) == (1, "auto")
+    cpu = slurm_cfg("hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=null", "hydra.launcher.tasks_per_node=1")
+    HydraConfig().set_config(cpu)  # CPU nodes
+    assert (cpu.trainer.num_nodes, cpu.trainer.devices) == (2, 1)
+
+
+def test_preview_prints_the_script_or_refuses_another_launcher(capsys):
+    preview_main(["hydra.launcher.nodes=3", "seed=1,2", "sampler=entropy,random"])  # a sweep's command line
+    out = capsys.readouterr().out
+    assert "#SBATCH --nodes=3" in out and "trainer: num_nodes=3 devices=1" in out
+    try:
+        preview_main(["hydra/launcher=local"])
+    except SystemExit as err:
+        assert "hydra/launcher=slurm" in str(err)
+    else:
+        raise AssertionError("a local launcher was previewed as SLURM")
+
+
+def test_requirements_name_the_launcher():
+    assert "hydra-submitit-launcher" in (Path(__file__).parents[1] / "requirements.txt").read_text()

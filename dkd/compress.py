@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import time
@@ -241,7 +242,7 @@ def _measure(run_dir: Path, metrics: dict, cfg: DictConfig, batch_sizes: list[in
         row.pop("_logits", None)
     return {"run": str(run_dir), "task": spec.name, "max_seq_length": max_length, "threads": threads,
             "repeats": repeats, "warmup": warmup, "batch_sizes": batch_sizes,
-            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
             "models": rows, "onnx_check": check, "ratios": ratios(rows, batch_sizes)}
 
 

@@ -41,6 +41,9 @@ RECIPE, METRICS = "recipe.json", "metrics.json"
 TRAINER_IGNORED = {"_target_", "accelerator", "strategy", "deterministic", "benchmark", "log_every_n_steps",
                    "num_sanity_val_steps", "enable_model_summary", "enable_progress_bar", "default_root_dir",
                    "profiler", "detect_anomaly", "barebones"}
+# Trainer keys at the value Lightning takes when they are absent: a config that names them and one that does not
+# train the same teacher (conf/trainer added num_nodes for cluster launchers; stored teachers stay valid)
+TRAINER_DEFAULTS = {"num_nodes": 1}
 # Callbacks that only report or save; every other callback (early stopping, SWA, a monitored checkpoint) is part
 # of the recipe, less the keys that only name its files.
 CALLBACKS_IGNORED = ("ProgressBar", "TQDMProgressBar", "RichProgressBar", "LearningRateMonitor", "ModelSummary",
@@ -58,7 +61,9 @@ def recipe(cfg: DictConfig, role: str, spec: TaskSpec, data_id: str) -> dict:
         "model": model, "model_identity": model_identity(model), "task": spec.name,
         "labels": list(spec.labels) if spec.labels else None, "data": data_id,
         "max_seq_length": cfg.data.max_seq_length, "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
-        "trainer": {k: v for k, v in trainer.items() if k not in TRAINER_IGNORED}, "callbacks": _callbacks(cfg),
+        "trainer": {k: v for k, v in trainer.items()
+                    if k not in TRAINER_IGNORED and not (k in TRAINER_DEFAULTS and v == TRAINER_DEFAULTS[k])},
+        "callbacks": _callbacks(cfg),
     }
 
 

@@ -75,7 +75,8 @@ def test_recipe_changes_move_the_teacher(make_cfg, change):
 
 @pytest.mark.parametrize("change", ["trainer.log_every_n_steps=50", "callbacks.progress_bar.refresh_rate=100",
                                     "~callbacks.lr_monitor", "trainer=cpu", "callbacks.model_checkpoint.filename=x",
-                                    "trainer.enable_progress_bar=true"])
+                                    "trainer.enable_progress_bar=true",
+                                    "~trainer.num_nodes"])  # Lightning's default: teachers stored before the key
 def test_settings_that_only_report_keep_the_teacher(make_cfg, change):
     assert check(make_cfg("task=sst2", change)).teachers["base"].folder == check(make_cfg("task=sst2")
                                                                                  ).teachers["base"].folder

@@ -6,8 +6,9 @@ row per training example), ``hidden.npy`` when the objective aligns [CLS] hidden
 layers × H floats per example), ``filled.npy`` (which rows are filled) and ``key.json``. The key digests the teacher's
 weights (:func:`dkd.models.model_identity`), the token ids of every training example as this teacher reads them
 (tokenizer, ``max_seq_length``, data and example order in one), the trainer's precision and the outputs kept (logits,
-which hidden layers); anything else makes another folder. The arrays are memory-mapped, so concurrent runs and DDP ranks on one machine share what each
-computed. Rows are written before they are marked filled: a run killed mid-write leaves them to be computed again.
+which hidden layers); anything else makes another folder. The arrays are memory-mapped, so concurrent runs and DDP
+ranks on one machine share what each computed. Rows are written before they are marked filled: a run killed
+mid-write leaves them to be computed again.
 
 ``python -m dkd.cache [dir]`` lists the entries.
 """

@@ -3,7 +3,8 @@ the student as ONNX (fp32, and int8 by ONNX Runtime's dynamic quantisation) for 
 
     python -m dkd.compress outputs/runs/<date>          # also run after every `python train.py` (compress.enabled)
 
-writes into the run folder ``compression.md`` and ``compression.json`` (and ``student.onnx``, ``student-int8.onnx``):
+writes into the run folder ``compression.md``, ``compression.json``, ``compression.png`` (and ``student.onnx``,
+``student-int8.onnx``):
 per model its parameters, weights on disk (``model.safetensors``; the ``.onnx`` file), dev metrics, and CPU latency
 at batch 1 and 32 over sequences padded to the run's ``data.max_seq_length`` (median of ``repeats`` timed forwards
 after ``warmup`` untimed ones, with the thread count stated) and throughput; then student ÷ teacher ratios.
@@ -174,6 +175,7 @@ def compress(run_dir: str | Path, batch_sizes=(1, 32), repeats: int = 20, warmup
         torch.set_num_threads(previous)
     (run_dir / "compression.json").write_text(json.dumps(report, indent=2))
     (run_dir / "compression.md").write_text(markdown(report))
+    plot(report, run_dir / "compression.png")
     log.info("Compression report: %s", run_dir / "compression.md")
     return report
 
@@ -242,21 +244,51 @@ def _measure(run_dir: Path, metrics: dict, cfg: DictConfig, batch_sizes: list[in
         row.pop("_logits", None)
     return {"run": str(run_dir), "task": spec.name, "max_seq_length": max_length, "threads": threads,
             "repeats": repeats, "warmup": warmup, "batch_sizes": batch_sizes,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                       f"torch {torch.__version__}",
             "models": rows, "onnx_check": check, "ratios": ratios(rows, batch_sizes)}
 
 
 def ratios(rows: list[dict], batch_sizes: list[int]) -> dict:
     """Each teacher ÷ each student format: parameters, weights on disk, and latency (the speed-up) per batch size."""
+    def ms(row: dict, b: int) -> float:
+        return row["timing"][str(b)]["latency_ms"]
+
     out = {}
     for t in (r for r in rows if r["role"] != "student"):
         for s in (r for r in rows if r["role"] == "student"):
             out[f"{t['role']} / student {s['format']}"] = {
                 "parameters": round(t["parameters"] / s["parameters"], 2),
                 "weights_bytes": round(t["weights_bytes"] / s["weights_bytes"], 2),
-                **{f"speed_up_batch_{b}": round(t["timing"][str(b)]["latency_ms"] / s["timing"][str(b)]["latency_ms"], 2)
-                   for b in batch_sizes}}
+                **{f"speed_up_batch_{b}": round(ms(t, b) / ms(s, b), 2) for b in batch_sizes}}
     return out
+
+
+def plot(report: dict, png: Path) -> Path:
+    """Weights on disk, latency and dev score per model, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["models"]
+    names = [f"{r['role']}\n{r['format']}" for r in rows]
+    colors = ["#888888" if r["role"] != "student" else "#1f77b4" for r in rows]
+    sizes = report["batch_sizes"]
+    fig, axes = plt.subplots(1, 2 + len(sizes), figsize=(4 * (2 + len(sizes)), 3.8))
+    panels = [([r["weights_bytes"] / 2**20 for r in rows], "weights on disk (MB)"),
+              *(([r["timing"][str(b)]["latency_ms"] for r in rows], f"latency, batch {b} (ms)") for b in sizes),
+              ([r["dev"].get("dev/score", float("nan")) for r in rows], "dev score")]
+    for ax, (values, title) in zip(axes, panels):
+        ax.barh(names, values, color=colors)
+        ax.set_title(title, fontsize=10)
+        ax.invert_yaxis()
+        ax.tick_params(labelsize=8)
+    fig.suptitle(f"{report['task']}: teachers (grey) and the student, CPU, {report['threads']} thread(s)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
 
 
 def markdown(report: dict) -> str:

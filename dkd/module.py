@@ -33,7 +33,8 @@ class ClassifierSystem(LightningModule):
         self.model = model
         self.role = role
         self.metrics = TaskMetrics(metrics, dev_splits, num_labels)
-        self.save_hyperparameters(ignore=["model", "teachers", "teacher_outputs", "sampler", "adoption", "objective", "weighting"])
+        self.save_hyperparameters(ignore=["model", "teachers", "teacher_outputs", "sampler", "adoption", "objective",
+                                          "weighting"])
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(**batch["inputs"][self.role]).logits

@@ -156,7 +156,8 @@ def check_loggers(cfg: DictConfig) -> None:
             try:
                 get_object(conf._target_)
             except Exception as err:  # noqa: BLE001 - any import failure is the same fix
-                raise UserError(f"logger.{name}._target_={conf._target_} cannot be imported ({one_line(err)}).") from err
+                raise UserError(f"logger.{name}._target_={conf._target_} cannot be imported "
+                                f"({one_line(err)}).") from err
 
 
 @contextlib.contextmanager

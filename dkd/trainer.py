@@ -16,8 +16,9 @@ from dkd.flops import FlopCounter
 
 
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[Callback]:
-    """``callbacks.*`` instantiated; a callback that takes a ``dirpath`` and is given none writes into ``ckpt_dir``. ``trainer.enable_checkpointing=false``
-    drops the checkpoint callbacks and ``trainer.enable_progress_bar=false`` the progress bar, as their flags say."""
+    """``callbacks.*`` instantiated; a callback that takes a ``dirpath`` and is given none writes into ``ckpt_dir``.
+    ``trainer.enable_checkpointing=false`` drops the checkpoint callbacks and ``trainer.enable_progress_bar=false`` the
+    progress bar, as their flags say."""
     dropped = {
         (ModelCheckpoint, InterruptCheckpoint): not cfg.trainer.enable_checkpointing,
         (ProgressBar,): not cfg.trainer.enable_progress_bar,
@@ -32,7 +33,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
                             f"+callbacks.{name}._target_=pytorch_lightning.callbacks.EarlyStopping")
         try:
             takes_dir = "dirpath" in inspect.signature(get_object(conf._target_)).parameters
-            callback = instantiate(conf, **({"dirpath": str(ckpt_dir)} if takes_dir and not conf.get("dirpath") else {}))
+            given = {"dirpath": str(ckpt_dir)} if takes_dir and not conf.get("dirpath") else {}
+            callback = instantiate(conf, **given)
         except Exception as err:  # noqa: BLE001 - a bad class or argument in the user's config
             raise UserError(f"callbacks.{name}: {one_line(err)}") from err
         if not any(isinstance(callback, kinds) and off for kinds, off in dropped.items()):

@@ -48,6 +48,7 @@ def test_the_report_after_a_run_is_measured(distilled):
     assert ratio["parameters"] == round(count_parameters(teacher) / count_parameters(student), 2)
     text = (distilled / "compression.md").read_text()
     assert "| student | student | ONNX int8 |" in text and "passed" in text
+    assert (distilled / "compression.png").stat().st_size > 0
 
 
 def test_onnx_logits_equal_pytorch_for_any_batch_and_length(assets, tmp_path):

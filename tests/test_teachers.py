@@ -143,7 +143,8 @@ def cli_args(assets, tmp_path, out: str | None = None) -> list[str]:
         *([f"hydra.run.dir={tmp_path / out}"] if out else []),
         f"backbone.teachers.base={assets['teacher']}", f"backbone.student.name_or_path={assets['student']}",
         "backbone.student.layers=2", "task.train_limit=24", "finetune.epochs=1", "distill.epochs=1",
-        "finetune.batch_size=8", "finetune.lr=1e-3", "trainer.enable_progress_bar=false", "compress.enabled=false", "logger=none",
+        "finetune.batch_size=8", "finetune.lr=1e-3", "trainer.enable_progress_bar=false", "compress.enabled=false",
+        "logger=none",
     ]  # the teacher recipe of make_cfg("task=sst2", "task.train_limit=24")
 
 

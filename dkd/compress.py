@@ -14,7 +14,8 @@ ONNX, int8) are measured here on the run's dev split(s). The ONNX student must g
 ``tolerance`` (max absolute difference over the dev set); a larger difference is reported as a failure.
 
 ONNX export goes through ``torch.onnx.export(dynamo=True)``, torch's own exporter (``torch.export`` graph, translated
-by onnxscript): it traces transformers 5's models as they are, whereas ``optimum``'s exporter pins older transformers.
+by onnxscript): it traces transformers 5's models as they are, whereas ``optimum-onnx`` 0.1.0 (the newest on PyPI on
+2026-11-25) requires ``transformers<4.58`` and would downgrade transformers 5.
 """
 from __future__ import annotations
 

@@ -162,7 +162,13 @@ def test_hard_runs_each_teacher_on_its_own_rows_only(make_cfg):
                                       pytest.param("soft", marks=pytest.mark.slow), "soft_instance"])
 def test_pool_modes_run_with_heterogeneous_teachers(make_cfg, adoption):
     cfg, calls, metrics = counted_run(make_cfg, f"adoption={adoption}")
-    assert calls == {"base": [8] * 6, "large": [8] * 6}  # with two teachers both weigh every row
+    assert calls["large"] == [8] * 6  # the smaller teacher (2 layers) weighs every row: w = u > 0
+    if adoption == "ensemble":
+        assert calls["base"] == [8] * 6
+    else:  # the larger weighs a row by 1 − u (per row, or the batch's mean): not run where u = 1 exactly (a flat
+        # prediction of the untrained student, which depends on float rounding, so on the thread count)
+        assert all(0 < c <= 8 for c in calls["base"]) and len(calls["base"]) <= 6
+        assert sum(calls["base"]) == round(metrics["decisions"]["adoption_share_base"] * 48)
     assert "dev/acc" in metrics["dev"]
 
 

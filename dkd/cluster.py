@@ -4,6 +4,7 @@ config, hydra-submitit-launcher's parameter mapping and submitit's own sbatch wr
 follows the launcher (``${launcher:...}``, :mod:`dkd.resolvers`)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from unittest import mock
@@ -11,10 +12,12 @@ from unittest import mock
 from omegaconf import OmegaConf
 
 
-def sbatch_script(launcher: dict, job_name: str = "train") -> str:
+def sbatch_script(launcher: dict, jobs: int = 1, job_name: str = "train") -> str:
     """The sbatch file submitit writes for ``launcher`` (the resolved ``hydra.launcher`` of ``hydra/launcher=slurm``),
-    mapped to submitit's parameters as hydra-submitit-launcher maps them."""
+    mapped to submitit's parameters as hydra-submitit-launcher maps them; a sweep of ``jobs`` runs is one job array
+    (``--array=0-<jobs-1>%<array_parallelism>``)."""
     import submitit
+    from submitit.slurm.slurm import _make_sbatch_string
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     params = {k: v for k, v in launcher.items() if k not in ("_target_", "submitit_folder", "max_num_timeout")}
@@ -26,24 +29,30 @@ def sbatch_script(launcher: dict, job_name: str = "train") -> str:
         executor = submitit.AutoExecutor(folder=launcher["submitit_folder"], cluster="slurm")
     executor.update_parameters(**params)
     slurm = executor._executor
-    return slurm._make_submission_file_text(slurm._submitit_command_str, "preview")
+    return _make_sbatch_string(command=slurm._submitit_command_str, folder=slurm.folder, map_count=jobs,
+                               **slurm.parameters)
 
 
-def first_of_each_sweep(overrides: list[str]) -> list[str]:
-    """``seed=1,2,3`` → ``seed=1``: every job of a sweep gets the same sbatch script."""
+def first_of_each_sweep(overrides: list[str]) -> tuple[list[str], int]:
+    """``seed=1,2,3`` → ``seed=1`` (every job of a sweep gets the same sbatch script), and the command line's number
+    of jobs (the product of its sweeps' lengths)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    out = []
+    out, jobs = [], 1
     for o in OverridesParser.create().parse_overrides(overrides):
-        out.append(f"{o.get_key_element()}={next(iter(o.sweep_iterator()))}" if o.is_sweep_override()
-                   else o.input_line)
-    return out
+        if o.is_sweep_override():
+            values = list(o.sweep_iterator())
+            jobs *= len(values)
+            out.append(f"{o.get_key_element()}={values[0]}")
+        else:
+            out.append(o.input_line)
+    return out, jobs
 
 
 def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
 
-    overrides = first_of_each_sweep(list(sys.argv[1:] if argv is None else argv))
+    overrides, jobs = first_of_each_sweep(list(sys.argv[1:] if argv is None else argv))
     if not any(o.startswith("hydra/launcher=") for o in overrides):
         overrides.append("hydra/launcher=slurm")
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
@@ -54,11 +63,15 @@ def main(argv: list[str] | None = None) -> None:
                          f"launcher: use hydra/launcher=slurm.")
     from hydra.core.hydra_config import HydraConfig
 
-    HydraConfig.instance().set_config(cfg)  # as inside a job: the trainer follows the launcher
-    t = cfg.trainer
-    print(sbatch_script(launcher))
-    print(f"# each job's trainer: num_nodes={t.num_nodes} devices={t.devices} accelerator={t.accelerator} "
-          f"strategy={t.get('strategy', 'auto')} precision={t.precision}")
+    swept = {k: v for k, v in (cfg.hydra.sweeper.get("params") or {}).items()
+              if not any(o.split("=", 1)[0].lstrip("+~") == k for o in overrides)}  # an experiment file's sweeps
+    jobs *= first_of_each_sweep([f"{k}={v}" for k, v in swept.items()])[1]
+    HydraConfig.instance().set_config(cfg)
+    with mock.patch.dict(os.environ, {"SLURM_JOB_ID": "0"}):  # as inside a job: the trainer follows the launcher
+        t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    print(sbatch_script(launcher, jobs))
+    print(f"# {jobs} job(s); each job's trainer: num_nodes={t['num_nodes']} devices={t['devices']} "
+          f"accelerator={t['accelerator']} strategy={t.get('strategy', 'auto')} precision={t['precision']}")
 
 
 if __name__ == "__main__":

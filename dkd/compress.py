@@ -4,14 +4,12 @@ the student as ONNX (fp32, and int8 by ONNX Runtime's dynamic quantisation) for 
     python -m dkd.compress outputs/runs/<date>          # also run after every `python train.py` (compress.enabled)
 
 writes into the run folder ``compression.md``, ``compression.json``, ``compression.png`` (and ``student.onnx``,
-``student-int8.onnx``):
-per model its parameters, weights on disk (``model.safetensors``; the ``.onnx`` file), dev metrics, and CPU latency
-at batch 1 and 32 over sequences padded to the run's ``data.max_seq_length`` (median of ``repeats`` timed forwards
-after ``warmup`` untimed ones, with the thread count stated) and throughput; then student ÷ teacher ratios.
-
-The teachers' dev metrics are those the teacher store measured when they were fine-tuned; the student's (PyTorch,
-ONNX, int8) are measured here on the run's dev split(s). The ONNX student must give PyTorch's logits within
-``tolerance`` (max absolute difference over the dev set); a larger difference is reported as a failure.
+``student-int8.onnx``): per model its parameters, weights on disk (``model.safetensors``; the ``.onnx`` file), dev
+metrics (every model scored here on the run's dev split(s), in its own tokenization), and CPU latency at batch 1 and
+32 over sequences padded to the run's ``data.max_seq_length`` (median of ``repeats`` timed forwards after ``warmup``
+untimed ones, on the CPUs this process may use unless ``threads`` says otherwise) and throughput; then teacher ÷
+student ratios. The ONNX student must give PyTorch's logits within ``tolerance`` (max absolute difference over the
+dev set); a larger difference is reported as a failure.
 
 ONNX export goes through ``torch.onnx.export(dynamo=True)``, torch's own exporter (``torch.export`` graph, translated
 by onnxscript): it traces transformers 5's models as they are, whereas ``optimum-onnx`` 0.1.0 (the newest on PyPI on
@@ -33,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dkd.errors import UserError
-from dkd.models import WEIGHTS, count_parameters, load_classifier, load_tokenizer, short_name
+from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +40,18 @@ ONNX_FILES = {"onnx": "student.onnx", "int8": "student-int8.onnx"}
 
 # ------------------------------------------------------------------------------------------------ measuring
 def weights_bytes(path: Path) -> int:
-    """Bytes of a model's weights on disk: a Hugging Face folder's weight files, or one ``.onnx`` file."""
+    """Bytes of a model's weights on disk: a Hugging Face folder's safetensors (else its ``.bin`` weights, not
+    ``training_args.bin``), or one ``.onnx`` file."""
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    return sum(f.stat().st_size for pattern in WEIGHTS for f in path.glob(pattern))
+    files = list(path.glob("*.safetensors")) or [f for f in path.glob("*.bin") if f.name != "training_args.bin"]
+    return sum(f.stat().st_size for f in files)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a SLURM job's allocation, not the node's cores)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def latency(forward, warmup: int, repeats: int) -> dict:
@@ -77,9 +82,12 @@ def onnx_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def onnx_feed(session, inputs: dict[str, torch.Tensor]) -> dict:
+    return {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
+
+
 def run_onnx(session, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    names = [i.name for i in session.get_inputs()]
-    return torch.from_numpy(session.run(None, {k: inputs[k].numpy() for k in names})[0])
+    return torch.from_numpy(session.run(None, onnx_feed(session, inputs))[0])
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
@@ -131,8 +139,9 @@ def run_config(run_dir: Path) -> tuple[dict, DictConfig]:
     return metrics, OmegaConf.create(metrics["config"])
 
 
-def dev_batches(cfg: DictConfig, tokenizer) -> tuple[list[dict], list[tuple[str, ...]], object]:
-    """The run's dev split(s) in the student's tokenization, as the run evaluated them; and the dev texts."""
+def dev_batches(cfg: DictConfig, tokenizers: dict) -> tuple[list[dict], list[tuple[str, ...]], object]:
+    """The run's dev split(s) in each model's tokenization (``tokenizers``: role → tokenizer), as the run evaluated
+    them; and the first dev split's texts."""
     from dkd.data import TaskDataModule, load_task_data
     from dkd.preflight import task_spec
 
@@ -140,26 +149,27 @@ def dev_batches(cfg: DictConfig, tokenizer) -> tuple[list[dict], list[tuple[str,
     custom = {"train": cfg.task.train_file, "dev": cfg.task.dev_file} if spec.name == "custom" else None
     splits = load_task_data(spec, cfg.task.get("data_dir"), custom, cfg.task.train_limit, cfg.task.dev_limit,
                             cfg.data.subset_seed)
-    dm = TaskDataModule(spec, splits, {"student": tokenizer}, max_seq_length=cfg.data.max_seq_length,
+    dev = {name: splits[name] for name in spec.dev_files}  # not the training split
+    dm = TaskDataModule(spec, dev, tokenizers, max_seq_length=cfg.data.max_seq_length,
                         eval_batch_size=cfg.data.eval_batch_size, cache_dir=cfg.data.cache_dir)
     dm.setup()
     loaders = dm.val_dataloader()
     loaders = loaders if isinstance(loaders, list) else [loaders]
     batches = [dict(b, split=i) for i, loader in enumerate(loaders) for b in loader]
-    first = splits[dm.dev_splits[0]]
-    return batches, list(zip(*first.texts)), spec
+    return batches, list(zip(*dev[dm.dev_splits[0]].texts)), spec
 
 
-def dev_scores(predict, batches: list[dict], spec, names: list[str], desc: str) -> tuple[dict, list[torch.Tensor]]:
+def dev_scores(predict, batches: list[dict], role: str, spec, desc: str) -> tuple[dict, torch.Tensor]:
+    """Dev metrics of ``predict`` (inputs → logits) over the batches in ``role``'s tokenization, and its logits."""
     from dkd.metrics import TaskMetrics
 
-    metrics = TaskMetrics(list(spec.metrics), names, spec.num_labels)
+    metrics = TaskMetrics(list(spec.metrics), list(spec.dev_files), spec.num_labels)
     outputs = []
     for b in tqdm(batches, desc=desc, unit="batch", leave=False):
-        logits = predict(b["inputs"]["student"])
+        logits = predict(b["inputs"][role])
         metrics.update(b["split"], logits, b["labels"])
         outputs.append(logits)
-    return {k: round(v, 4) for k, v in metrics.compute().items()}, outputs
+    return {k: round(v, 4) for k, v in metrics.compute().items()}, torch.cat(outputs)
 
 
 def compress(run_dir: str | Path, batch_sizes=(1, 32), repeats: int = 20, warmup: int = 3, threads: int | None = None,
@@ -167,7 +177,7 @@ def compress(run_dir: str | Path, batch_sizes=(1, 32), repeats: int = 20, warmup
     """Measure the run's student and teachers, export the student to ONNX, write the report; returns it."""
     run_dir = Path(run_dir)
     metrics, cfg = run_config(run_dir)
-    threads = threads or torch.get_num_threads()
+    threads = threads or available_cpus()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -177,17 +187,19 @@ def compress(run_dir: str | Path, batch_sizes=(1, 32), repeats: int = 20, warmup
     (run_dir / "compression.json").write_text(json.dumps(report, indent=2))
     (run_dir / "compression.md").write_text(markdown(report))
     plot(report, run_dir / "compression.png")
-    log.info("Compression report: %s", run_dir / "compression.md")
     return report
 
 
 def _measure(run_dir: Path, metrics: dict, cfg: DictConfig, batch_sizes: list[int], repeats: int, warmup: int,
              threads: int, onnx: bool, tolerance: float) -> dict:
     max_length = cfg.data.max_seq_length
-    student_dir = Path(metrics["student_dir"])
-    tokenizer = load_tokenizer(str(student_dir))
-    batches, texts, spec = dev_batches(cfg, tokenizer)
-    dev_names = list(spec.dev_files)
+    exported = run_dir / "student"  # the run folder may have moved since metrics.json named it
+    folders = {role: Path(t["dir"]) for role, t in metrics["teachers"].items()}
+    folders["student"] = exported if exported.is_dir() else Path(metrics["student_dir"])
+    tokenizers = {role: load_tokenizer(str(folder)) for role, folder in folders.items()}
+    batches, texts, spec = dev_batches(cfg, tokenizers)
+    inputs = {role: {b: timing_inputs(tok, texts, b, max_length) for b in batch_sizes}
+              for role, tok in tokenizers.items()}
 
     def timed(forward_at) -> dict:
         out = {}
@@ -197,55 +209,39 @@ def _measure(run_dir: Path, metrics: dict, cfg: DictConfig, batch_sizes: list[in
                            "max_ms": round(1e3 * t["max_s"], 3), "examples_per_s": round(b / t["median_s"], 1)}
         return out
 
-    def torch_row(name: str, role: str, folder: Path, tok, dev: dict | None) -> tuple[dict, torch.nn.Module]:
-        model = load_classifier(str(folder), spec.num_labels).eval()
-        inputs = {b: timing_inputs(tok, texts, b, max_length) for b in batch_sizes}
-
-        def forward_at(b):
-            return lambda: model(**inputs[b])
-
+    rows, logits, models = [], {}, {}
+    for role, folder in folders.items():
+        model = models[role] = load_classifier(str(folder), spec.num_labels).float().eval()
+        name = "student" if role == "student" else short_name(str(folder))
         with torch.inference_mode():
-            if dev is None:
-                dev, logits = dev_scores(lambda x: model(**x).logits, batches, spec, dev_names, f"dev ({name})")
-            else:
-                logits = None
-            row = {"model": name, "role": role, "format": "PyTorch fp32", "path": str(folder),
-                   "parameters": count_parameters(model), "weights_bytes": weights_bytes(folder), "dev": dev,
-                   "timing": timed(forward_at)}
-        return row | {"_logits": logits}, model
-
-    rows = []
-    for role, t in metrics["teachers"].items():
-        row, _ = torch_row(short_name(t["dir"]), role, Path(t["dir"]), load_tokenizer(t["dir"]),
-                           {k: round(v, 4) for k, v in t["dev"].items()})
-        rows.append(row)
-    student_row, student = torch_row("student", "student", student_dir, tokenizer, None)
-    rows.append(student_row)
+            dev, logits[role] = dev_scores(lambda x, m=model: m(**x).logits, batches, role, spec, f"dev ({name})")
+            timing = timed(lambda b, m=model, i=inputs[role]: lambda: m(**i[b]))
+        rows.append({"model": name, "role": role, "format": "PyTorch fp32", "path": str(folder),
+                     "parameters": count_parameters(model), "weights_bytes": weights_bytes(folder), "dev": dev,
+                     "timing": timing})
     check = None
     if onnx:
-        fp32 = export_onnx(student, timing_inputs(tokenizer, texts, 2, max_length), run_dir / ONNX_FILES["onnx"])
+        student = models["student"]
+        fp32 = export_onnx(student, inputs["student"][batch_sizes[0]], run_dir / ONNX_FILES["onnx"])
         int8 = quantize_int8(fp32, run_dir / ONNX_FILES["int8"])
-        reference = torch.cat(student_row["_logits"])
         for fmt, path in (("ONNX fp32", fp32), ("ONNX int8", int8)):
             session = onnx_session(path, threads)
-            inputs = {b: timing_inputs(tokenizer, texts, b, max_length) for b in batch_sizes}
-            dev, logits = dev_scores(lambda x: run_onnx(session, x), batches, spec, dev_names, f"dev ({fmt})")
-            diff = float((torch.cat(logits) - reference).abs().max())
+            dev, out = dev_scores(lambda x, s=session: run_onnx(s, x), batches, "student", spec, f"dev ({fmt})")
+            diff = float((out - logits["student"]).abs().max())
             if fmt == "ONNX fp32":
                 check = {"max_abs_logit_diff": diff, "tolerance": tolerance, "passed": diff <= tolerance,
-                         "examples": int(reference.size(0))}
+                         "examples": int(out.size(0))}
                 if not check["passed"]:
                     log.error("ONNX student's logits differ from PyTorch's by %.3g on the dev set (tolerance %g): "
                               "%s is not a faithful export", diff, tolerance, path)
+            feeds = {b: onnx_feed(session, inputs["student"][b]) for b in batch_sizes}
             rows.append({"model": "student", "role": "student", "format": fmt, "path": str(path),
-                         "parameters": student_row["parameters"], "weights_bytes": weights_bytes(path), "dev": dev,
-                         "max_abs_logit_diff": round(diff, 6),
-                         "timing": timed(lambda b, s=session, i=inputs: lambda: run_onnx(s, i[b]))})
-    for row in rows:
-        row.pop("_logits", None)
+                         "parameters": count_parameters(student),
+                         "weights_bytes": weights_bytes(path), "dev": dev, "max_abs_logit_diff": round(diff, 6),
+                         "timing": timed(lambda b, s=session, f=feeds: lambda: s.run(None, f[b]))})
     return {"run": str(run_dir), "task": spec.name, "max_seq_length": max_length, "threads": threads,
             "repeats": repeats, "warmup": warmup, "batch_sizes": batch_sizes,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            "machine": f"{platform.processor() or platform.machine()}, {available_cpus()} CPUs available, "
                        f"torch {torch.__version__}",
             "models": rows, "onnx_check": check, "ratios": ratios(rows, batch_sizes)}
 
@@ -277,7 +273,7 @@ def plot(report: dict, png: Path) -> Path:
     colors = ["#888888" if r["role"] != "student" else "#1f77b4" for r in rows]
     sizes = report["batch_sizes"]
     fig, axes = plt.subplots(1, 2 + len(sizes), figsize=(4 * (2 + len(sizes)), 3.8))
-    panels = [([r["weights_bytes"] / 2**20 for r in rows], "weights on disk (MB)"),
+    panels = [([r["weights_bytes"] / 2**20 for r in rows], "weights on disk (MiB)"),
               *(([r["timing"][str(b)]["latency_ms"] for r in rows], f"latency, batch {b} (ms)") for b in sizes),
               ([r["dev"].get("dev/score", float("nan")) for r in rows], "dev score")]
     for ax, (values, title) in zip(axes, panels):
@@ -295,13 +291,13 @@ def plot(report: dict, png: Path) -> Path:
 def markdown(report: dict) -> str:
     sizes = report["batch_sizes"]
     dev_keys = list(next(r["dev"] for r in report["models"] if r["role"] == "student"))
-    head = (["model", "role", "format", "parameters", "weights MB", *dev_keys]
+    head = (["model", "role", "format", "parameters", "weights MiB", *dev_keys]
             + [f"latency b{b} (ms)" for b in sizes] + [f"throughput b{b} (ex/s)" for b in sizes])
     lines = [f"# Compression report: {report['task']}", "",
              f"Run `{report['run']}`. CPU latency: median of {report['repeats']} timed forwards after "
              f"{report['warmup']} warm-up ones, sequences padded to {report['max_seq_length']} tokens, "
-             f"{report['threads']} thread(s) ({report['machine']}). Teachers' dev metrics: measured by the teacher "
-             f"store at fine-tuning; the student's: measured on the dev set by `dkd.compress`.", "",
+             f"{report['threads']} thread(s) ({report['machine']}). Dev metrics: every model measured here on the "
+             f"run's dev set, each in its own tokenization.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["models"]:
         cells = [r["model"], r["role"], r["format"], f"{r['parameters'] / 1e6:.2f}M",
@@ -330,12 +326,20 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    def at_least(minimum: int):
+        def parse(text: str) -> int:
+            if int(text) < minimum:
+                raise argparse.ArgumentTypeError(f"{text}: must be an integer >= {minimum}")
+            return int(text)
+        return parse
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run_dir", type=Path, help="a distillation run's folder (holds metrics.json and student/)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    p.add_argument("--repeats", type=int, default=20, help="timed forwards per model and batch size")
-    p.add_argument("--warmup", type=int, default=3, help="untimed forwards before them")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, on this machine)")
+    p.add_argument("--batch-sizes", type=at_least(1), nargs="+", default=[1, 32])
+    p.add_argument("--repeats", type=at_least(1), default=20, help="timed forwards per model and batch size")
+    p.add_argument("--warmup", type=at_least(0), default=3, help="untimed forwards before them")
+    p.add_argument("--threads", type=at_least(1), default=None,
+                   help="CPU threads (default: the CPUs this process may use)")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX and int8 student")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX − PyTorch| logit on the dev set")
     args = p.parse_args(argv)
@@ -345,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
                           args.tolerance)
     except UserError as err:
         raise SystemExit(f"Error: {err}") from None
-    print(markdown(report))
+    print(markdown(report), f"\nwritten to {args.run_dir / 'compression.md'}")
     if report["onnx_check"] and not report["onnx_check"]["passed"]:
         raise SystemExit(1)
 

@@ -1,19 +1,24 @@
 """The config's own resolvers, registered when ``dkd`` is imported (before any config is resolved)."""
 from __future__ import annotations
 
+import os
+
 from omegaconf import OmegaConf
 
 
 def launcher_setting(key: str, default=None):
-    """``${launcher:nodes,1}``: ``hydra.launcher.<key>`` of the launcher running this job, or ``default`` where the
-    launcher has no such setting (the basic launcher). conf/trainer uses it so that under ``hydra/launcher=slurm`` the
-    trainer's ``num_nodes`` and ``devices`` are the job's nodes and tasks per node, and Lightning's SLURM environment
-    forms multi-node DDP from srun's tasks without trainer flags."""
+    """``${launcher:nodes,1}``: inside a SLURM job started by ``hydra/launcher=slurm``, ``hydra.launcher.<key>``;
+    ``default`` anywhere else (the basic launcher, the local submitit launcher, a run without ``-m``). conf/trainer
+    uses it so that a SLURM job's trainer has its ``num_nodes`` and its tasks per node as ``devices``, and Lightning's
+    SLURM environment forms multi-node DDP from srun's tasks without trainer flags."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
+    if "SLURM_JOB_ID" not in os.environ or not HydraConfig.initialized():
         return default
-    value = OmegaConf.select(HydraConfig.get(), f"launcher.{key}", default=None)
+    launcher = HydraConfig.get().launcher
+    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+        return default
+    value = OmegaConf.select(launcher, key, default=None)
     return default if value is None else value
 
 

@@ -278,6 +278,18 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def report(out: Path, c: DictConfig) -> None:
+    """The compression report of a finished run; its failure is logged, not raised: the run's results stand (and a
+    sweeper still gets its metric)."""
+    try:
+        compress(out, batch_sizes=list(c.batch_sizes), repeats=c.repeats, warmup=c.warmup, threads=c.threads,
+                 onnx=c.onnx, tolerance=c.tolerance)
+        print(f"compression report: {out / 'compression.md'}", flush=True)
+    except Exception:  # noqa: BLE001 - any failure of the report
+        log.exception("The compression report failed; the run's results stand. Write it later with "
+                      "python -m dkd.compress %s (or compress.enabled=false)", out)
+
+
 @task_wrapper
 def run(cfg: DictConfig) -> float | None:
     """Entry point of ``train.py``: checks the run, runs ``cfg.stage``, writes ``metrics.json``, returns
@@ -302,8 +314,6 @@ def run(cfg: DictConfig) -> float | None:
         write_json(out / "metrics.json", result)
         print(summary(result), f"\nmetrics: {out / 'metrics.json'}", flush=True)
         if cfg.stage.name == "distill" and cfg.compress.enabled:
-            c = cfg.compress
-            compress(out, list(c.batch_sizes), c.repeats, c.warmup, c.threads, c.onnx, c.tolerance)
-            print(f"compression report: {out / 'compression.md'}", flush=True)
+            report(out, cfg.compress)
     metric = cfg.get("optimized_metric")
     return result["dev"].get(metric) if metric else None

@@ -2,6 +2,7 @@
 by rendering the sbatch script submitit would submit."""
 from pathlib import Path
 
+import pytest
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
@@ -11,6 +12,13 @@ from dkd.cluster import sbatch_script
 from dkd.report import collect, sweep_table
 from tests.conftest import compose_cfg
 from tests.test_train import tiny_cli
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_config_left():
+    """These tests set the global HydraConfig (as a job sees it); later tests must not resolve against it."""
+    yield
+    HydraConfig.instance().cfg = None
 
 
 def test_local_launcher_runs_each_job_as_a_submitit_job(assets, tmp_path):
@@ -40,17 +48,22 @@ def test_slurm_launcher_maps_each_setting_into_the_sbatch_script():
                     "hydra.launcher.array_parallelism=3", "hydra.launcher.account=nlp")
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher") and launcher["tasks_per_node"] == 4
-    script = sbatch_script(launcher)
-    for line in ("--partition=gpu", "--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=6",
-                 "--mem=200GB", "--time=90", "--account=nlp"):
+    script = sbatch_script(launcher, jobs=6)
+    for line in ("--array=0-5%3", "--partition=gpu", "--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=4",
+                 "--cpus-per-task=6", "--mem=200GB", "--time=90", "--account=nlp"):
         assert f"#SBATCH {line}\n" in script, line
     assert "srun" in script and "submitit.core._submit" in script
 
 
-def test_the_trainer_follows_the_launcher_inside_a_job():
+def test_the_trainer_follows_the_launcher_inside_a_job(monkeypatch):
     cfg = slurm_cfg("hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4", "trainer=ddp")
-    HydraConfig().set_config(cfg)  # what a submitit job sees
+    HydraConfig().set_config(cfg)
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (1, "auto")  # not in a SLURM job: a run without -m
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")  # what a submitit job sees
     assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 4)
+    local = compose_cfg(["hydra/launcher=local", "hydra.launcher.tasks_per_node=2"])
+    HydraConfig().set_config(local)  # submitit's local tasks are not Lightning's processes
+    assert (local.trainer.num_nodes, local.trainer.devices) == (1, 1)
     basic = compose_cfg(["trainer=ddp"])
     HydraConfig().set_config(basic)  # the basic launcher: no nodes / tasks per node
     assert (basic.trainer.num_nodes, basic.trainer.devices) == (1, "auto")
@@ -62,7 +75,8 @@ def test_the_trainer_follows_the_launcher_inside_a_job():
 def test_preview_prints_the_script_or_refuses_another_launcher(capsys):
     preview_main(["hydra.launcher.nodes=3", "seed=1,2", "sampler=entropy,random"])  # a sweep's command line
     out = capsys.readouterr().out
-    assert "#SBATCH --nodes=3" in out and "trainer: num_nodes=3 devices=1" in out
+    assert "#SBATCH --nodes=3" in out and "#SBATCH --array=0-3%4" in out
+    assert "4 job(s); each job's trainer: num_nodes=3 devices=1" in out
     try:
         preview_main(["hydra/launcher=local"])
     except SystemExit as err:

@@ -333,9 +333,10 @@ def main(argv: list[str] | None = None) -> None:
             return int(text)
         return parse
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m dkd.compress", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run_dir", type=Path, help="a distillation run's folder (holds metrics.json and student/)")
-    p.add_argument("--batch-sizes", type=at_least(1), nargs="+", default=[1, 32])
+    p.add_argument("--batch-sizes", type=at_least(1), nargs="+", default=[1, 32], help="timed batch sizes")
     p.add_argument("--repeats", type=at_least(1), default=20, help="timed forwards per model and batch size")
     p.add_argument("--warmup", type=at_least(0), default=3, help="untimed forwards before them")
     p.add_argument("--threads", type=at_least(1), default=None,

@@ -252,7 +252,8 @@ def add_ratios(rows: list[dict]) -> None:
     for row in rows:
         full = next(r for r in rows if r["teacher"] == row["teacher"] and r["sampler"] == "none" and not r["cache"])
         row["time_ratio"] = round(row["wall_s"] / full["wall_s"], 4)
-        row["time_over_flops"] = round(row["time_ratio"] / row["flop_ratio_spent"], 2) if row["flop_ratio_spent"] else None
+        spent = row["flop_ratio_spent"]
+        row["time_over_flops"] = round(row["time_ratio"] / spent, 2) if spent else None
 
 
 PAPER_FIGURES = {"full_kd": 24.9, "random_r0.1": 2.49, "uncertainty_r0.1": 4.65}  # GFLOPs per instance
@@ -276,9 +277,10 @@ def paper_accounting(lengths: list[int]) -> list[dict]:
 
 
 def markdown(rows: list[dict], args, machine: str, png: Path, target: dict, paper: list[dict]) -> str:
-    lines = [f"# Benchmark: data selection, cost and speed\n",
+    tokens = args.task if args.models == "offline" else "random"
+    lines = ["# Benchmark: data selection, cost and speed\n",
              f"Produced by `{args.command}` on {machine}, {time.strftime('%Y-%m-%d')}. "
-             f"{args.examples} examples of the data stream per case ({args.task if args.models == 'offline' else 'random'} "
+             f"{args.examples} examples of the data stream per case ({tokens} "
              f"tokens, up to {args.length}), batch B = {args.batch_size}, precision {args.precision}, one epoch per "
              f"case in one process after a warm-up. FLOPs are DKD's analytic count (`dkd/flops.py`); "
              f"*time ratio* and *FLOP ratio* compare with full KD for the same teacher, cache off; "
@@ -286,8 +288,8 @@ def markdown(rows: list[dict], args, machine: str, png: Path, target: dict, pape
              f"![time ratio against FLOP ratio]({png})\n"]
     for teacher in dict.fromkeys(r["teacher"] for r in rows):
         lines += [f"## {teacher} teacher\n",
-                  "| case | examples/s | wall s | peak MiB added | GFLOPs/example (spent) | FLOP ratio (spent) | time ratio "
-                  "| time/FLOP | cache hits/misses |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| case | examples/s | wall s | peak MiB added | GFLOPs/example (spent) | FLOP ratio (spent) "
+                  "| time ratio | time/FLOP | cache hits/misses |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r["teacher"] == teacher):
             cache = f"{r['cache_hits']}/{r['cache_misses']}" if r["cache"] else "off"
             lines.append(f"| {r['label']} | {r['examples_per_s']} | {r['wall_s']} | {r['peak_mib']} | "
@@ -297,13 +299,13 @@ def markdown(rows: list[dict], args, machine: str, png: Path, target: dict, pape
     lines += ["## Targets\n"]
     for name, ok in target.items():
         lines.append(f"- {name}: **{'met' if ok else 'not met'}**")
+    scoring = PAPER_FIGURES["uncertainty_r0.1"] - PAPER_FIGURES["random_r0.1"]
     lines += ["", "## The paper's models in our count\n",
               "GFLOPs per training instance from `dkd/flops.py` for the paper's shapes (6-layer bert-base student), "
               "beside the paper's figures; *scoring share* is the scoring pass over full KD "
-              f"(paper: {PAPER_FIGURES['uncertainty_r0.1'] - PAPER_FIGURES['random_r0.1']:.2f} / "
-              f"{PAPER_FIGURES['full_kd']} = "
-              f"{(PAPER_FIGURES['uncertainty_r0.1'] - PAPER_FIGURES['random_r0.1']) / PAPER_FIGURES['full_kd']:.3f}).\n",
-              "| teacher | tokens | teacher fwd | student fwd | full KD | random r=0.1 | uncertainty r=0.1 | scoring share |",
+              f"(paper: {scoring:.2f} / {PAPER_FIGURES['full_kd']} = {scoring / PAPER_FIGURES['full_kd']:.3f}).\n",
+              "| teacher | tokens | teacher fwd | student fwd | full KD | random r=0.1 | uncertainty r=0.1 "
+              "| scoring share |",
               "|---|---:|---:|---:|---:|---:|---:|---:|",
               "| paper (its accounting) | ? | | | 24.9 | 2.49 | 4.65 | 0.087 |"]
     for p in paper:
@@ -357,8 +359,8 @@ def plot(rows: list[dict], png: Path) -> None:
         ax.set(xlabel="FLOP ratio to full KD (spent)", ylabel="wall-time ratio to full KD", title=f"{teacher} teacher",
                xlim=(0, 1.1), ylim=(0, max(1.1, max(r["time_ratio"] for r in rows if r["teacher"] == teacher) + 0.05)))
         ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle("red entropy, blue random, black full KD; ■ faithful, ● efficient, ▲ efficient + pool; hollow: warm cache",
-                 fontsize=8)
+    fig.suptitle("red entropy, blue random, black full KD; ■ faithful, ● efficient, ▲ efficient + pool; "
+                 "hollow: warm cache", fontsize=8)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     swept = {k: v for k, v in (cfg.hydra.sweeper.get("params") or {}).items()
-              if not any(o.split("=", 1)[0].lstrip("+~") == k for o in overrides)}  # an experiment file's sweeps
+             if not any(o.split("=", 1)[0].lstrip("+~") == k for o in overrides)}  # an experiment file's sweeps
     jobs *= first_of_each_sweep([f"{k}={v}" for k, v in swept.items()])[1]
     HydraConfig.instance().set_config(cfg)
     with mock.patch.dict(os.environ, {"SLURM_JOB_ID": "0"}):  # as inside a job: the trainer follows the launcher

@@ -61,7 +61,7 @@ class LogitKD(nn.Module):
     def check(self, num_labels: int) -> None:
         if self.loss == "kl" and num_labels == 1:
             raise UserError("objective.loss=kl needs class logits but this task is a regression: "
-                             "use objective.loss=mse.")
+                            "use objective.loss=mse.")
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         return KD_LOSSES[self.loss](student_logits, teacher_logits, self.temperature)

@@ -54,9 +54,12 @@ def collect(folder: Path) -> list[dict]:
     import yaml
 
     rows = []
-    jobs = sorted(Path(folder).glob("*/metrics.json"), key=lambda p: (not p.parent.name.isdigit(),
-                                                                     int(p.parent.name) if p.parent.name.isdigit()
-                                                                     else p.parent.name))
+
+    def job_order(metrics: Path) -> tuple:  # numbered jobs in number order, then named ones
+        name = metrics.parent.name
+        return (not name.isdigit(), int(name) if name.isdigit() else name)
+
+    jobs = sorted(Path(folder).glob("*/metrics.json"), key=job_order)
     for metrics in jobs:
         overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text()) or []
         result = json.loads(metrics.read_text())

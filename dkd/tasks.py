@@ -89,7 +89,7 @@ def custom_task(columns, label_column, labels, metrics, train_file, dev_file) ->
         raise UserError(f"task.metrics: unknown {sorted(unknown)}; choose from {known}.")
     if labels is None and set(metrics) & CLASS_METRICS:
         raise UserError(f"task.labels=null makes task=custom a regression, but task.metrics={list(metrics)} are for "
-                         f"classes: use task.metrics=[pearson,spearman], or list the labels in task.labels.")
+                        f"classes: use task.metrics=[pearson,spearman], or list the labels in task.labels.")
     if labels is not None and set(metrics) & REGRESSION_METRICS:
         raise UserError(f"task.metrics={list(metrics)}: pearson/spearman need a regression (task.labels=null).")
     if labels is not None and "f1" in metrics and len(labels) != 2:

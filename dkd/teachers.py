@@ -75,8 +75,8 @@ def _callbacks(cfg: DictConfig) -> dict:
             continue
         target = str(conf.get("_target_", ""))
         checkpoint = target.endswith("ModelCheckpoint")
-        if target.endswith(CALLBACKS_IGNORED) or (checkpoint and (not conf.get("monitor")
-                                                                   or not cfg.trainer.enable_checkpointing)):
+        saves_best = conf.get("monitor") and cfg.trainer.enable_checkpointing
+        if target.endswith(CALLBACKS_IGNORED) or (checkpoint and not saves_best):
             continue
         out[name] = {k: v for k, v in OmegaConf.to_container(conf, resolve=True).items() if k not in CALLBACK_FILE_KEYS}
     return out

@@ -22,6 +22,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 WORDS = ["good", "great", "fine", "bad", "awful", "poor", "movie", "plot", "actor", "the", "a", "is", "was", "very"]
 POSITIVE = {"good", "great", "fine"}
 
+# A gloo worker now and then aborts in its teardown, after its work, on a loaded machine (Lightning's own ddp_spawn
+# tests see the same: pytorch-lightning #20620, #20933). Such a test runs once more; any other failure fails it.
+gloo_teardown_flaky = pytest.mark.flaky(reruns=1, only_rerun=["terminated with signal SIGABRT"])
+
 
 def sentence(rng: random.Random) -> tuple[str, int]:
     words = rng.choices(WORDS, k=rng.randint(3, 9))

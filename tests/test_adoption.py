@@ -95,7 +95,8 @@ def test_three_teachers_interpolate_between_neighbours():
         bins = HardSplit()(S, torch.arange(5), ["small", "mid", "large"])
         assert [b.index.tolist() for b in bins] == [[4], [1, 2], [0, 3]]  # cuts at ⌊5/3⌋, ⌊10/3⌋
         routes = SoftInstance()(S, torch.arange(5), ["small", "mid", "large"])
-        expected = sum((interpolation_weights(U, 3)[:, k] * ell(t)).mean() for k, t in enumerate(["small", "mid", "large"]))
+        weights = interpolation_weights(U, 3)
+        expected = sum((weights[:, k] * ell(t)).mean() for k, t in enumerate(["small", "mid", "large"]))
         assert kd(SoftInstance(), ("small", "mid", "large")).item() == pytest.approx(expected.item(), rel=1e-6)
         for r in routes:  # a teacher runs only on rows it weighs
             k = ["small", "mid", "large"].index(r.teachers[0])
@@ -195,13 +196,13 @@ def test_adoption_with_data_selection_and_the_cache(make_cfg):
     run(first)
     metrics = json.loads((Path(first.paths.output_dir) / "metrics.json").read_text())
     dirs = [f"teacher.dirs.{role}={t['dir']}" for role, t in metrics["teachers"].items()]
-    assert {r: (c["hits"], c["misses"]) for r, c in metrics["teacher_cache"].items()} == {"base": (0, 12),
-                                                                                           "large": (0, 12)}
+    cache = {r: (c["hits"], c["misses"]) for r, c in metrics["teacher_cache"].items()}
+    assert cache == {"base": (0, 12), "large": (0, 12)}
     second = make_cfg(*options, *dirs, out="second")
     run(second)
     again = json.loads((Path(second.paths.output_dir) / "metrics.json").read_text())
-    assert {r: (c["hits"], c["misses"]) for r, c in again["teacher_cache"].items()} == {"base": (12, 0),
-                                                                                         "large": (12, 0)}
+    cache = {r: (c["hits"], c["misses"]) for r, c in again["teacher_cache"].items()}
+    assert cache == {"base": (12, 0), "large": (12, 0)}
     assert again["dev"] == metrics["dev"]
 
 

@@ -26,7 +26,8 @@ BAD = {
                      r"backbone.student.name_or_path=/nonexistent/model: .*Model folder /nonexistent/model does not"),
     "teacher path": (["backbone.teachers.base=/nonexistent/teacher"], r"backbone.teachers.base=/nonexistent/teacher"),
     "large teacher path": (["teacher=large", "backbone.teachers.large=./nope"], r"backbone.teachers.large=./nope"),
-    "student layers": (["backbone.student.layers=[0,9]"], r"backbone.student.layers=\[0, 9\]: the model has blocks 0..3"),
+    "student layers": (["backbone.student.layers=[0,9]"],
+                       r"backbone.student.layers=\[0, 9\]: the model has blocks 0..3"),
     "data folder": (["task.data_dir=/nonexistent/SST-2"], r"no local data .*/nonexistent/SST-2 does not exist"),
     "number": (["distill.lr=-1"], r"distill.lr=-1: must be a number > 0"),
     "limit": (["task.train_limit=0"], r"task.train_limit=0: must be an integer >= 1, or null"),
@@ -105,7 +106,8 @@ def test_hub_model_offline_fails_at_once_not_after_retries(make_cfg, no_fit, mon
     monkeypatch.setattr(socket, "create_connection", unreachable)
     hub.hub_reachable.cache_clear()
     start = time.time()
-    with pytest.raises(UserError, match=r"backbone.teachers.base=bert-base-uncased: Could not load 'bert-base-uncased'"):
+    not_found = r"backbone.teachers.base=bert-base-uncased: Could not load 'bert-base-uncased'"
+    with pytest.raises(UserError, match=not_found):
         run(make_cfg("task=sst2", "backbone.teachers.base=bert-base-uncased"))
     assert time.time() - start < 5 and not no_fit
     hub.hub_reachable.cache_clear()

@@ -13,6 +13,7 @@ from dkd.objectives import LogitKD
 from dkd.samplers import AllInstances, MostUncertain, RandomInstances, keep_count
 from dkd.uncertainty import uncertainty
 from dkd.weighting import StaticWeights
+from tests.conftest import gloo_teardown_flaky
 
 # rows: sure of class 0, unsure, fairly sure of 1, uniform, sure of 1
 LOGITS = torch.tensor([[4.0, 0.0], [0.3, 0.0], [0.0, 1.5], [0.0, 0.0], [-3.0, 3.0]])
@@ -82,8 +83,8 @@ def batch(size: int = 10):
     ids[:, 0], ids[:, -1] = 2, 3
     ids[::2, 4:] = 0  # every other row shorter: padding to trim
     inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
-    return {"idx": torch.arange(size), "labels": torch.randint(0, 2, (size,)), "inputs": {"student": inputs,
-                                                                                         "base": inputs}}
+    return {"idx": torch.arange(size), "labels": torch.randint(0, 2, (size,)),
+            "inputs": {"student": inputs, "base": inputs}}
 
 
 def counting_system(assets, sampler):
@@ -176,6 +177,7 @@ def test_runs_with_a_sampler(make_cfg, overrides):
     assert "train/sampler_selected" in header
 
 
+@gloo_teardown_flaky
 def test_ddp_sim_with_a_sampler(make_cfg):
     """Each rank selects from its own shard of every global batch."""
     from dkd.run import run

@@ -152,7 +152,8 @@ def test_checkpointing_off_keeps_the_last_epoch(make_cfg):
 
 def test_callbacks_are_added_and_removed_from_the_command_line(make_cfg):
     cfg = make_cfg("task=sst2", "distill.epochs=3", "callbacks=[default,early_stopping]",
-                   "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1.0", "~callbacks.lr_monitor",
+                   "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1.0",
+                   "~callbacks.lr_monitor",
                    "+callbacks.every_2._target_=pytorch_lightning.callbacks.ModelCheckpoint",
                    "+callbacks.every_2.every_n_train_steps=2")
     run(cfg)
@@ -162,7 +163,8 @@ def test_callbacks_are_added_and_removed_from_the_command_line(make_cfg):
     epochs = {line.split(",")[header.split(",").index("epoch")] for line in rows.splitlines()[1:]}
     assert epochs == {"0", "1"}  # min_delta=1 never improves: stopped after patience 1, not 3 epochs
     assert read_metrics(cfg)["selected"].startswith("checkpoint ")
-    assert [p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*step=*.ckpt")] == ["epoch=1-step=12.ckpt"]
+    kept = [p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*step=*.ckpt")]
+    assert kept == ["epoch=1-step=12.ckpt"]
 
 
 def test_without_the_best_checkpoint_callback_the_last_epoch_is_kept(make_cfg):

@@ -122,8 +122,20 @@ def quantize_int8(fp32: Path, int8: Path) -> Path:
     the fly."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    root.addFilter(quiet_quantizer)
+    try:
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    finally:
+        root.removeFilter(quiet_quantizer)
     return int8
+
+
+def quiet_quantizer(record: logging.LogRecord) -> bool:
+    """The quantizer logs a line per tensor it leaves in fp32 to the root logger, and advises ONNX Runtime's
+    pre-processing, which made no difference here (int8 student on SST-2: 17.0 vs 16.7 MiB, the same b32 latency).
+    Its warnings pass."""
+    return record.levelno >= logging.WARNING and "pre-processing before quantization" not in record.getMessage()
 
 
 # ------------------------------------------------------------------------------------------------ the report

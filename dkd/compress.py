@@ -107,6 +107,8 @@ def export_onnx(model: torch.nn.Module, example: dict[str, torch.Tensor], path: 
     tokenizer's outputs, so ``session.run(None, dict(tokenizer(texts, return_tensors="np")))`` works."""
     import warnings
 
+    for library in ("onnxscript", "onnx_ir"):  # their optimiser passes log a line per pass and node at INFO
+        logging.getLogger(library).setLevel(logging.WARNING)
     names = list(example)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with warnings.catch_warnings():  # the exporter's deprecation notes on transformers' internals

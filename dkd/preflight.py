@@ -77,6 +77,7 @@ RULES = {
     "task.train_limit": _number(1, integer=True, optional=True),
     "task.dev_limit": _number(1, integer=True, optional=True),
     "seed": _number(0, integer=True),
+    "threads": _number(1, integer=True, optional=True),
     "distill.teacher_dropout": ((lambda v: isinstance(v, bool)), "true or false"),
     **{f"compress.{key}": ((lambda v: isinstance(v, bool)), "true or false") for key in ("enabled", "onnx")},
     "compress.repeats": _number(1, integer=True),

@@ -22,5 +22,22 @@ def launcher_setting(key: str, default=None):
     return default if value is None else value
 
 
+def job_cpus(default=None):
+    """``${job_cpus:}``: inside a job of ``hydra/launcher=slurm`` or ``local``, ``hydra.launcher.cpus_per_task``;
+    ``default`` anywhere else. ``threads`` uses it: torch would otherwise start a thread per core of the machine in
+    every job, and jobs side by side (the local launcher starts them all at once) slow each other down severalfold."""
+    from hydra.core.hydra_config import HydraConfig
+
+    executor = os.environ.get("SUBMITIT_EXECUTOR")
+    if executor not in ("slurm", "local") or not HydraConfig.initialized():
+        return default
+    launcher = HydraConfig.get().launcher
+    if not str(launcher.get("_target_", "")).endswith(("SlurmLauncher", "LocalLauncher")):
+        return default
+    value = launcher.get("cpus_per_task")
+    return default if value is None else value
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("launcher", launcher_setting, replace=True)
+    OmegaConf.register_new_resolver("job_cpus", job_cpus, replace=True)

@@ -298,6 +298,9 @@ def run(cfg: DictConfig) -> float | None:
     start = time.time()
     plan = check(cfg)
     checked_s = round(time.time() - start, 1)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
+        log.info("threads=%d: torch's CPU threads for this run", cfg.threads)
     if cfg.stage.name == "teacher":
         result = {"teachers": {
             role: ensure_teacher(cfg, plan, source, make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role))),

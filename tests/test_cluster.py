@@ -22,7 +22,8 @@ def no_hydra_config_left():
 
 
 def test_local_launcher_runs_each_job_as_a_submitit_job(assets, tmp_path):
-    tiny_cli(assets, tmp_path, "-m", "hydra/launcher=local", "seed=1,2", "logger=csv")
+    tiny_cli(assets, tmp_path, "-m", "hydra/launcher=local", "seed=1,2", "logger=csv",
+             "hydra.launcher.cpus_per_task=1")
     (sweep,) = (tmp_path / "multiruns").iterdir()
     submitted = {p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()}
     rows = collect(sweep)
@@ -34,6 +35,8 @@ def test_local_launcher_runs_each_job_as_a_submitit_job(assets, tmp_path):
         assert str(hydra_cfg["job"]["id"]) in submitted  # submitit's job id, set by the launcher in the job
         assert row["result"]["seed"] == int(row["overrides"]["seed"])
         assert row["result"]["config"]["trainer"]["num_nodes"] == 1 == row["result"]["config"]["trainer"]["devices"]
+        assert row["result"]["config"]["threads"] == 1  # the launcher's cpus_per_task
+        assert "threads=1: torch's CPU threads" in (job / "train.log").read_text()
     table, summary = sweep_table(rows)
     assert summary[0]["n"] == 2 and set(summary[0]["scores"]) == {"1", "2"}
 
@@ -70,6 +73,22 @@ def test_the_trainer_follows_the_launcher_inside_a_job(monkeypatch):
     cpu = slurm_cfg("hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=null", "hydra.launcher.tasks_per_node=1")
     HydraConfig().set_config(cpu)  # CPU nodes
     assert (cpu.trainer.num_nodes, cpu.trainer.devices) == (2, 1)
+
+
+def test_threads_follow_the_launchers_cpus_per_task_inside_a_job(monkeypatch):
+    slurm = slurm_cfg("hydra.launcher.cpus_per_task=6")
+    HydraConfig().set_config(slurm)
+    assert slurm.threads is None and slurm.compress.threads is None  # a run without -m: torch's default
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    assert slurm.threads == 6 == slurm.compress.threads
+    local = compose_cfg(["hydra/launcher=local", "hydra.launcher.cpus_per_task=3"])
+    HydraConfig().set_config(local)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    assert local.threads == 3
+    basic = compose_cfg([])
+    HydraConfig().set_config(basic)  # the basic launcher
+    assert basic.threads is None
+    assert compose_cfg(["threads=4"]).threads == 4
 
 
 def test_preview_prints_the_script_or_refuses_another_launcher(capsys):

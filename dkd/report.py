@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
 
 
 def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
@@ -106,6 +111,23 @@ def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
                                         fmt(row["teacher_gflops_per_example"]),
                                         fmt(row["teacher_gflops_spent_per_example"])]) + " |")
     return "\n".join(lines) + "\n", summary
+
+
+class SweepSummary(Callback):
+    """At the end of every multirun (any launcher or sweeper), its summary as ``python -m dkd.report`` gives it:
+    printed, and written beside the jobs as ``summary.md`` and ``summary.json``."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        folder = Path(config.hydra.sweep.dir)
+        rows = collect(folder)
+        if not rows:
+            log.warning("No job of %s finished (no */metrics.json): no sweep summary.", folder)
+            return
+        table, summary = sweep_table(rows)
+        text = f"{len(rows)} finished jobs in {folder}\n\n{table}"
+        (folder / "summary.md").write_text(f"# Sweep summary\n\n{text}")
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"\n{text}\nsummary: {folder / 'summary.md'}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

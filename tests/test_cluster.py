@@ -1,5 +1,6 @@
 """Sweeps through Hydra's submitit launcher: a real local multirun, and the SLURM option checked by composing it and
 by rendering the sbatch script submitit would submit."""
+import json
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,8 @@ def test_local_launcher_runs_each_job_as_a_submitit_job(assets, tmp_path):
         assert "threads=1: torch's CPU threads" in (job / "train.log").read_text()
     table, summary = sweep_table(rows)
     assert summary[0]["n"] == 2 and set(summary[0]["scores"]) == {"1", "2"}
+    assert json.loads((sweep / "summary.json").read_text()) == summary  # written by the multirun's end callback
+    assert table in (sweep / "summary.md").read_text()
 
 
 def slurm_cfg(*overrides: str):

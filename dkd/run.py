@@ -32,7 +32,7 @@ from dkd.preflight import Plan, check
 from dkd.quiet import quiet_libraries
 from dkd.report import plot_curves
 from dkd.teachers import TeacherSource, TeacherStore, agree
-from dkd.trainer import best_checkpoint, build_trainer
+from dkd.trainer import best_checkpoint, build_trainer, cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -298,18 +298,16 @@ def run(cfg: DictConfig) -> float | None:
     start = time.time()
     plan = check(cfg)
     checked_s = round(time.time() - start, 1)
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg.threads)
-        log.info("threads=%d: torch's CPU threads for this run", cfg.threads)
-    if cfg.stage.name == "teacher":
-        result = {"teachers": {
-            role: ensure_teacher(cfg, plan, source, make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role))),
-                                 cfg.ckpt_path)
-            for role, source in plan.teachers.items()
-        }}
-        result["dev"] = next(iter(result["teachers"].values()))["dev"]
-    else:
-        result = distill(cfg, plan)
+    with cpu_threads(cfg.get("threads")):
+        if cfg.stage.name == "teacher":
+            result = {"teachers": {
+                role: ensure_teacher(cfg, plan, source, make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role))),
+                                     cfg.ckpt_path)
+                for role, source in plan.teachers.items()
+            }}
+            result["dev"] = next(iter(result["teachers"].values()))["dev"]
+        else:
+            result = distill(cfg, plan)
     result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id, checked_in_s=checked_s,
                   total_wall_time_s=round(time.time() - start, 1), config=OmegaConf.to_container(cfg, resolve=True))
     if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script

@@ -37,7 +37,7 @@ def test_local_launcher_runs_each_job_as_a_submitit_job(assets, tmp_path):
         assert row["result"]["seed"] == int(row["overrides"]["seed"])
         assert row["result"]["config"]["trainer"]["num_nodes"] == 1 == row["result"]["config"]["trainer"]["devices"]
         assert row["result"]["config"]["threads"] == 1  # the launcher's cpus_per_task
-        assert "threads=1: torch's CPU threads" in (job / "train.log").read_text()
+        assert "threads=1: torch's CPU threads in each process" in (job / "train.log").read_text()
     table, summary = sweep_table(rows)
     assert summary[0]["n"] == 2 and set(summary[0]["scores"]) == {"1", "2"}
     assert json.loads((sweep / "summary.json").read_text()) == summary  # written by the multirun's end callback
@@ -109,3 +109,19 @@ def test_preview_prints_the_script_or_refuses_another_launcher(capsys):
 
 def test_requirements_name_the_launcher():
     assert "hydra-submitit-launcher" in (Path(__file__).parents[1] / "requirements.txt").read_text()
+
+
+def test_cpu_threads_hold_under_a_ddp_launcher_and_are_restored(monkeypatch):
+    import os
+
+    import torch
+    from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
+
+    from dkd.trainer import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        _set_num_threads_if_needed(num_processes=2)  # what Lightning's DDP launchers call before starting processes
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # inherited by the workers
+    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ

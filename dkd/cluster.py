@@ -67,11 +67,14 @@ def main(argv: list[str] | None = None) -> None:
              if not any(o.split("=", 1)[0].lstrip("+~") == k for o in overrides)}  # an experiment file's sweeps
     jobs *= first_of_each_sweep([f"{k}={v}" for k, v in swept.items()])[1]
     HydraConfig.instance().set_config(cfg)
-    with mock.patch.dict(os.environ, {"SLURM_JOB_ID": "0"}):  # as inside a job: the trainer follows the launcher
+    inside_a_job = {"SLURM_JOB_ID": "0", "SUBMITIT_EXECUTOR": "slurm"}  # the trainer and threads follow the launcher
+    with mock.patch.dict(os.environ, inside_a_job):
         t = OmegaConf.to_container(cfg.trainer, resolve=True)
+        threads = cfg.threads
     print(sbatch_script(launcher, jobs))
     print(f"# {jobs} job(s); each job's trainer: num_nodes={t['num_nodes']} devices={t['devices']} "
-          f"accelerator={t['accelerator']} strategy={t.get('strategy', 'auto')} precision={t['precision']}")
+          f"accelerator={t['accelerator']} strategy={t.get('strategy', 'auto')} precision={t['precision']}; "
+          f"threads={threads} per process")
 
 
 if __name__ == "__main__":

@@ -95,10 +95,10 @@ def test_threads_follow_the_launchers_cpus_per_task_inside_a_job(monkeypatch):
 
 
 def test_preview_prints_the_script_or_refuses_another_launcher(capsys):
-    preview_main(["hydra.launcher.nodes=3", "seed=1,2", "sampler=entropy,random"])  # a sweep's command line
+    preview_main(["hydra.launcher.nodes=3", "hydra.launcher.cpus_per_task=5", "seed=1,2", "sampler=entropy,random"])
     out = capsys.readouterr().out
-    assert "#SBATCH --nodes=3" in out and "#SBATCH --array=0-3%4" in out
-    assert "4 job(s); each job's trainer: num_nodes=3 devices=1" in out
+    assert "#SBATCH --nodes=3" in out and "#SBATCH --array=0-3%4" in out and "#SBATCH --cpus-per-task=5" in out
+    assert "4 job(s); each job's trainer: num_nodes=3 devices=1" in out and "threads=5 per process" in out
     try:
         preview_main(["hydra/launcher=local"])
     except SystemExit as err:

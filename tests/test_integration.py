@@ -14,7 +14,7 @@ def test_real_minilm_on_real_sst2_slice(glue_dir, make_cfg):
     cfg = make_cfg(
         "task=sst2", f"paths.glue_dir={glue_dir}", f"backbone.teachers.base={models.MINILM}",
         f"backbone.student.name_or_path={models.MINILM}", "backbone.student.layers=3", "task.train_limit=512",
-        "finetune.epochs=2",
+        "finetune.epochs=2", "distill.epochs=1",
         "task.dev_limit=128", "finetune.lr=1e-4", "distill.lr=2e-4", "finetune.batch_size=32", "distill.batch_size=32",
     )
     run(cfg)

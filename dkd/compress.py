@@ -109,6 +109,8 @@ def export_onnx(model: torch.nn.Module, example: dict[str, torch.Tensor], path: 
 
     for library in ("onnxscript", "onnx_ir"):  # their optimiser passes log a line per pass and node at INFO
         logging.getLogger(library).setLevel(logging.WARNING)
+    # torch's exporter warns once per torchvision operator it could register, and DKD has no use for torchvision
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     names = list(example)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with warnings.catch_warnings():  # the exporter's deprecation notes on transformers' internals
@@ -359,6 +361,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX − PyTorch| logit on the dev set")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from dkd.quiet import quiet_libraries
+
+    quiet_libraries()  # as train.py does: no per-file weight-loading bars
     try:
         report = compress(args.run_dir, args.batch_sizes, args.repeats, args.warmup, args.threads, args.onnx,
                           args.tolerance)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from dkd.errors import UserError
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name
+from dkd.trainer import cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +195,8 @@ def compress(run_dir: str | Path, batch_sizes=(1, 32), repeats: int = 20, warmup
     run_dir = Path(run_dir)
     metrics, cfg = run_config(run_dir)
     threads = threads or available_cpus()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads):
         report = _measure(run_dir, metrics, cfg, list(batch_sizes), repeats, warmup, threads, onnx, tolerance)
-    finally:
-        torch.set_num_threads(previous)
     (run_dir / "compression.json").write_text(json.dumps(report, indent=2))
     (run_dir / "compression.md").write_text(markdown(report))
     plot(report, run_dir / "compression.png")

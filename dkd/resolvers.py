@@ -11,14 +11,8 @@ def launcher_setting(key: str, default=None):
     ``default`` anywhere else (the basic launcher, the local submitit launcher, a run without ``-m``). conf/trainer
     uses it so that a SLURM job's trainer has its ``num_nodes`` and its tasks per node as ``devices``, and Lightning's
     SLURM environment forms multi-node DDP from srun's tasks without trainer flags."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if "SLURM_JOB_ID" not in os.environ or not HydraConfig.initialized():
-        return default
-    launcher = HydraConfig.get().launcher
-    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
-        return default
-    value = OmegaConf.select(launcher, key, default=None)
+    launcher = job_launcher("SlurmLauncher") if "SLURM_JOB_ID" in os.environ else None
+    value = None if launcher is None else OmegaConf.select(launcher, key, default=None)
     return default if value is None else value
 
 
@@ -26,16 +20,20 @@ def job_cpus(default=None):
     """``${job_cpus:}``: inside a job of ``hydra/launcher=slurm`` or ``local``, ``hydra.launcher.cpus_per_task``;
     ``default`` anywhere else. ``threads`` uses it: torch would otherwise start a thread per core of the machine in
     every job, and jobs side by side (the local launcher starts them all at once) slow each other down severalfold."""
+    in_a_job = os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local")
+    launcher = job_launcher("SlurmLauncher", "LocalLauncher") if in_a_job else None
+    value = None if launcher is None else launcher.get("cpus_per_task")
+    return default if value is None else value
+
+
+def job_launcher(*kinds: str):
+    """``hydra.launcher`` when Hydra runs this process with one of these launcher classes, else None."""
     from hydra.core.hydra_config import HydraConfig
 
-    executor = os.environ.get("SUBMITIT_EXECUTOR")
-    if executor not in ("slurm", "local") or not HydraConfig.initialized():
-        return default
+    if not HydraConfig.initialized():
+        return None
     launcher = HydraConfig.get().launcher
-    if not str(launcher.get("_target_", "")).endswith(("SlurmLauncher", "LocalLauncher")):
-        return default
-    value = launcher.get("cpus_per_task")
-    return default if value is None else value
+    return launcher if str(launcher.get("_target_", "")).endswith(kinds) else None
 
 
 def register() -> None:

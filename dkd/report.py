@@ -113,6 +113,12 @@ def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", summary
 
 
+def summarise(rows: list[dict], where: str, over: str = "seed") -> tuple[str, list[dict]]:
+    """The sweep's summary as text (what ``python -m dkd.report`` prints) and as JSON-ready rows."""
+    table, summary = sweep_table(rows, over)
+    return f"{len(rows)} finished jobs in {where}\n\n{table}", summary
+
+
 class SweepSummary(Callback):
     """At the end of every multirun (any launcher or sweeper), its summary as ``python -m dkd.report`` gives it:
     printed, and written beside the jobs as ``summary.md`` and ``summary.json``."""
@@ -123,8 +129,7 @@ class SweepSummary(Callback):
         if not rows:
             log.warning("No job of %s finished (no */metrics.json): no sweep summary.", folder)
             return
-        table, summary = sweep_table(rows)
-        text = f"{len(rows)} finished jobs in {folder}\n\n{table}"
+        text, summary = summarise(rows, str(folder))
         (folder / "summary.md").write_text(f"# Sweep summary\n\n{text}")
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"\n{text}\nsummary: {folder / 'summary.md'}", flush=True)
@@ -142,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [row for folder in args.folders for row in collect(Path(folder))]
     if not rows:
         raise SystemExit(f"No finished job (*/metrics.json) under {' '.join(args.folders)}")
-    table, summary = sweep_table(rows, args.over)
-    print(f"{len(rows)} finished jobs in {' '.join(args.folders)}\n\n{table}")
+    text, summary = summarise(rows, " ".join(args.folders), args.over)
+    print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
 

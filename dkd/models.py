@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -197,25 +196,16 @@ def model_identity(name_or_path: str) -> str:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) in the DKD cache: a 400 MB checkpoint is hashed once."""
-    stat = path.stat()
-    memo_file = cache_root() / "file-digests.json"
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if key not in memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-        memo[key] = digest.hexdigest()
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        tmp.replace(memo_file)
-    return memo[key]
+    """sha256 of a file's bytes, hashed on every call: the digest keys the teacher store and the teacher-output cache,
+    so it must follow the content. A memo keyed on (path, size, mtime) served the old digest for a teacher retrained
+    in place and copied with its times kept (``cp -p``, ``rsync -a``). Hashing runs at about 1.7 GB/s with the file in
+    the page cache (which loading the model needs anyway): 0.06 s for MiniLM's 91 MB, 0.26 s for a 440 MB base-size
+    model, a few times per run."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def layer_list(model: nn.Module) -> nn.ModuleList:

@@ -1,4 +1,6 @@
 """Model loading, truncation, label checks, and the packaged models (real weights, when installed)."""
+import hashlib
+import os
 import zipfile
 
 import pytest
@@ -70,3 +72,20 @@ def test_packaged_minilm_loads_real_weights():
 def test_missing_model_folder_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"Model folder .*/gone does not exist"):
         load_classifier(str(tmp_path / "gone"), 2)
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_gets_a_new_digest(monkeypatch, tmp_path):
+    """A teacher retrained in place and copied with its times kept (``cp -p``, ``rsync -a``): same path, size and
+    mtime, other bytes. Its digest (and so the teacher-output cache key) must follow the bytes."""
+    monkeypatch.setenv("DKD_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "teacher" / "model.safetensors"
+    weights.parent.mkdir()
+    (weights.parent / "config.json").write_text("{}")
+    weights.write_bytes(b"old teacher" * 1000)
+    before, identity = models.file_digest(weights), models.model_identity(str(weights.parent))
+    stat = weights.stat()
+    weights.write_bytes(b"new teacher" * 1000)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert models.file_digest(weights) == hashlib.sha256(b"new teacher" * 1000).hexdigest() != before
+    assert models.model_identity(str(weights.parent)) != identity

@@ -5,6 +5,8 @@ The distillation step follows the paper's Figure 1: score → select → route �
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from pytorch_lightning import LightningModule
 from torch import nn
@@ -38,6 +40,11 @@ class ClassifierSystem(LightningModule):
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(**batch["inputs"][self.role]).logits
+
+    def on_fit_start(self) -> None:
+        """Train mode (dropout on) for what trains: HF loads models in eval mode and Lightning 2.6 no longer calls
+        ``.train()`` when ``fit`` starts (it keeps the modes it finds, and restores them after each evaluation)."""
+        self.train()
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.metrics.update(dataloader_idx, self(batch), batch["labels"])
@@ -100,11 +107,19 @@ class DistillSystem(ClassifierSystem):
         self.strict_loading = False  # checkpoints hold no teacher weights
 
     def train(self, mode: bool = True):
-        """Lightning calls ``.train()`` on the whole system; the teachers keep dropout off, unless
-        ``distill.teacher_dropout`` reproduces the authors' code (HF Trainer puts the teachers in train mode too)."""
+        """The student trains with dropout; the teachers keep it off, unless ``distill.teacher_dropout`` reproduces
+        the authors' code (HF Trainer puts the teachers in train mode too)."""
         super().train(mode)
         self.teachers.train(mode and self.teacher_dropout)
         return self
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        # Lightning warns about every module in eval mode when training starts: the frozen teachers are, on purpose.
+        # Silenced for exactly their count, so that any other module left in eval mode is still reported.
+        frozen = sum(not m.training for m in self.teachers.modules())
+        if frozen:
+            warnings.filterwarnings("ignore", message=rf"Found {frozen} module\(s\) in eval mode at the start")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]

@@ -7,8 +7,6 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars; our own log line names the model
-    # Teachers are frozen in eval mode on purpose (DistillSystem.train keeps them there).
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
     # Dev metrics are torchmetrics objects, already reduced across DDP ranks before they are logged.

@@ -64,6 +64,9 @@ def recipe(cfg: DictConfig, role: str, spec: TaskSpec, data_id: str) -> dict:
         "trainer": {k: v for k, v in trainer.items()
                     if k not in TRAINER_IGNORED and not (k in TRAINER_DEFAULTS and v == TRAINER_DEFAULTS[k])},
         "callbacks": _callbacks(cfg),
+        # Teachers stored before this key existed were fine-tuned with dropout off (Lightning 2.6 no longer calls
+        # .train(), and HF loads models in eval mode): a different recipe, so they are never reused for new runs.
+        "dropout_in_training": True,
     }
 
 

@@ -26,7 +26,7 @@ def batch():
 
 def test_teachers_stay_frozen_in_train_mode(assets):
     system = make_system(assets)
-    system.train()
+    system.train()  # DistillSystem.train itself, as on_fit_start calls it; tests/test_modes.py checks it through fit
     assert system.model.training
     assert not any(m.training for m in system.teachers.modules())
     assert not any(p.requires_grad for p in system.teachers.parameters())
@@ -34,7 +34,7 @@ def test_teachers_stay_frozen_in_train_mode(assets):
 
 def test_training_step_backpropagates_into_student_only(assets):
     system = make_system(assets)
-    system.train()
+    system.train()  # a step called by hand, without a Trainer, in the mode fit gives it (tests/test_modes.py)
     loss = system.training_step(batch(), 0)
     loss.backward()
     assert all(p.grad is None for p in system.teachers.parameters())
@@ -70,7 +70,7 @@ def test_teacher_dropout_reproduces_the_authors_train_mode_teachers(assets):
         AllInstances(), SingleTeacher(), LogitKD("kl"), StaticWeights(), teacher_dropout=True,
         metrics=["acc"], dev_splits=["dev"], num_labels=2,
     )
-    system.train()
+    system.train()  # the draw-to-draw difference needs a hand-held teacher; tests/test_modes.py checks the mode in fit
     assert all(m.training for m in system.teachers.modules())  # dropout on while the student trains
     assert not any(p.requires_grad for p in system.teachers.parameters())  # still frozen
     b = batch()["inputs"]["base"]
@@ -92,7 +92,7 @@ def test_static_kd_step_gives_the_loss_it_gave_before_data_selection(tmp_path):
     system = DistillSystem(load_classifier(str(s), 2), {"base": load_classifier(str(t), 2)}, AllInstances(),
                            SingleTeacher(), LogitKD("kl", 2.0), StaticWeights(1.0, 1.0), metrics=["acc"],
                            dev_splits=["dev"], num_labels=2)
-    system.train()
+    system.train()  # the pinned value is the step's in fit's mode (dropout on), computed without a Trainer
     ids = torch.tensor([[2, 6, 7, 3, 0], [2, 8, 9, 10, 3], [2, 11, 3, 0, 0]])
     inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
     b = {"idx": torch.arange(3), "labels": torch.tensor([1, 0, 1]), "inputs": {"student": inputs, "base": inputs}}

@@ -180,9 +180,3 @@ def test_offered_keys_run(make_cfg, key):
     cfg = make_cfg("task=sst2", key)
     run(cfg)
     assert "dev/acc" in read_metrics(cfg)["dev"]
-
-
-def test_teacher_dropout_option_runs(make_cfg):
-    cfg = make_cfg("task=sst2", "distill.teacher_dropout=true")
-    run(cfg)
-    assert read_metrics(cfg)["config"]["distill"]["teacher_dropout"] is True

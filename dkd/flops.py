@@ -12,6 +12,8 @@ shapes). A backward pass counts 2 × its forward.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from pytorch_lightning import Callback
 
@@ -24,6 +26,17 @@ def forward_flops(config, rows: int, width: int) -> int:
     h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     per_layer = 2 * width * (4 * h * h + 2 * h * i) + 4 * width * width * h
     return rows * (n * per_layer + 2 * h * h + 2 * h * config.num_labels)
+
+
+def token_shape(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple[int, int]:
+    """(rows, width) of a forward's tokens, however the model was called: ``input_ids`` by keyword or by position, or
+    ``inputs_embeds`` (rows × width × hidden) in their place."""
+    given = signature.bind_partial(*args, **kwargs).arguments
+    if given.get("input_ids") is not None:
+        return tuple(given["input_ids"].shape[:2])
+    if given.get("inputs_embeds") is not None:
+        return tuple(given["inputs_embeds"].shape[:2])
+    raise ValueError("FlopCounter: a forward without input_ids or inputs_embeds; cannot count its FLOPs.")
 
 
 class FlopCounter(Callback):
@@ -52,18 +65,20 @@ class FlopCounter(Callback):
         for role in self._queries:
             self.totals.setdefault(f"teacher_{role}", 0)
         for role, model in self._models.items():
-            self._hooks.append(model.register_forward_hook(self._hook(trainer, role, model.config), with_kwargs=True))
+            self._hooks.append(model.register_forward_hook(self._hook(trainer, role, model), with_kwargs=True))
 
     def on_fit_end(self, trainer, pl_module) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
 
-    def _hook(self, trainer, role: str, config):
+    def _hook(self, trainer, role: str, model):
+        config, signature = model.config, inspect.signature(model.forward)  # its argument names, for positional calls
+
         def count(module, args, kwargs, output) -> None:
             if not trainer.training:  # dev evaluations are not training cost
                 return
-            rows, width = kwargs["input_ids"].shape
+            rows, width = token_shape(signature, args, kwargs)
             flops = forward_flops(config, rows, width)
             if role != self._trained:
                 self._batch["teacher_spent"] += flops

@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from transformers import BertConfig
+import torch
+from transformers import BertConfig, BertForSequenceClassification
 
-from dkd.flops import forward_flops
+from dkd.flops import FlopCounter, forward_flops
 from dkd.run import run
 
 
@@ -22,6 +23,26 @@ def test_bert_base_at_128_tokens():
     feed-forward and projection matrices."""
     config = BertConfig(num_labels=2)
     assert forward_flops(config, 1, 128) / 1e9 == pytest.approx(22.35, abs=0.01)
+
+
+def test_the_hooks_count_a_model_called_positionally_or_with_embeddings():
+    """``model(input_ids, attention_mask)`` and ``model(inputs_embeds=…)`` are counted like ``model(input_ids=…)``."""
+    config = BertConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    trainer = type("Trainer", (), {"training": True})()
+    student = type("Student", (), {"role": "student", "model": model})()
+    counter = FlopCounter()
+    counter.on_fit_start(trainer, student)
+    ids, mask = torch.ones(3, 5, dtype=torch.long), torch.ones(3, 5, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+            model(ids, mask)
+            model(inputs_embeds=torch.zeros(3, 5, 8), attention_mask=mask)
+    finally:
+        counter.on_fit_end(trainer, student)
+    assert counter._batch["student_scoring"] == 3 * forward_flops(config, 3, 5)
 
 
 def flops(cfg) -> dict:

@@ -29,6 +29,7 @@ the KD loss flows into u through the weights).
 """
 from __future__ import annotations
 
+import logging
 import math
 from itertools import accumulate
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ import torch
 
 from dkd.errors import UserError
 from dkd.uncertainty import MEASURES, uncertainty
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,7 +77,8 @@ class SingleTeacher:
 
 class PoolAdoption:
     """A pool of two or more teachers; subclasses give :meth:`route`. ``stats`` holds what the last batch decided:
-    share of the KD rows each teacher saw, each teacher's mean weight per row, and the mean u."""
+    share of the KD rows each teacher saw, each teacher's mean weight per row, and the mean u (left out where there is
+    none: a regression's ensemble, or a batch without KD rows)."""
 
     name = "pool"
     uses_uncertainty = True
@@ -95,6 +99,7 @@ class PoolAdoption:
 
     def __call__(self, student_logits: torch.Tensor, rows: torch.Tensor, teachers: list[str]) -> list[Route]:
         measurable = rows.numel() and student_logits.size(-1) > 1  # a regression's ensemble has no u
+        # no u on a regression (where only the ensemble runs, which ignores u) or without rows: none in the stats
         u = uncertainty(student_logits[rows], self.measure, grad=not self.detach) if measurable else rows.float()
         routes = self.route(u, rows, teachers)
         n = max(rows.numel(), 1)
@@ -105,7 +110,7 @@ class PoolAdoption:
                 share[t] += r.index.numel() / n
                 # the coefficient of the route's losses in L: mean(w · ℓ) over its rows
                 weight[t] += w.sum() / max(r.index.numel(), 1) if torch.is_tensor(w) and w.dim() else w
-        self.stats = {"u": u.detach().mean() if u.numel() else 0.0,
+        self.stats = {**({"u": u.detach().mean()} if measurable else {}),
                       **{f"share_{t}": v for t, v in share.items()}, **{f"weight_{t}": v for t, v in weight.items()}}
         return routes
 
@@ -121,7 +126,11 @@ def interpolation_weights(u: torch.Tensor, count: int) -> torch.Tensor:
 
 
 class Ensemble(PoolAdoption):
-    """``adoption=ensemble``: every teacher on every row, static (module docstring for ``combine``)."""
+    """``adoption=ensemble``: every teacher on every row, static (module docstring for ``combine``).
+
+    ``faithful=true`` is the authors' ensemble: ``combine=weights``, α = 1.0 per teacher unless ``weights`` gives them.
+    It takes the place of ``combine=probs``, the config group's default (an unset ``combine`` reads the same), and
+    refuses ``combine=losses``, which can only have been asked for."""
 
     name = "ensemble"
     uses_uncertainty = False
@@ -131,6 +140,14 @@ class Ensemble(PoolAdoption):
         super().__init__(**kwargs)
         if combine not in self.COMBINE:
             raise UserError(f"adoption.combine={combine!r}: choose one of {list(self.COMBINE)}.")
+        if self.faithful and combine == "losses":
+            raise UserError("adoption.faithful=true is the authors' ensemble, combine=weights (α = 1.0 per teacher "
+                            "unless adoption.weights gives them), but adoption.combine=losses asks for the mean of "
+                            "the teachers' losses. Set adoption.faithful=false to keep combine=losses, or drop "
+                            "adoption.combine=losses to run the authors' weights.")
+        if self.faithful and combine == "probs":
+            log.info("adoption.faithful=true: the ensemble combines the teachers' losses with fixed weights (the "
+                     "authors' code), not combine=probs (the adoption=ensemble default)")
         self.combine, self.weights = ("weights" if self.faithful else combine), dict(weights or {})
 
     def check(self, teachers: list[str], num_labels: int = 2) -> None:

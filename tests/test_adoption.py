@@ -187,6 +187,35 @@ def test_pick_one_teacher_of_a_pool_and_the_faithful_preset():
     assert all(r.weight.requires_grad for r in SoftBatch(faithful=True)(student, torch.arange(5), ["small", "large"]))
 
 
+def test_faithful_ensemble_refuses_a_combine_it_would_replace(make_cfg, no_fit):
+    """``faithful=true`` is the authors' ensemble, fixed weights (α = 1.0 per teacher unless given): an explicit
+    ``combine=losses`` contradicts it and is refused, before any training, naming both options and the fix."""
+    from dkd.run import run
+
+    with pytest.raises(UserError, match=r"adoption.faithful=true .*adoption.combine=losses.*faithful=false"):
+        Ensemble("losses", faithful=True)
+    cfg = make_cfg("task=sst2", "teacher=both", "adoption=ensemble", "adoption.combine=losses",
+                   "adoption.faithful=true")
+    with pytest.raises(UserError, match=r"adoption.faithful=true .*adoption.combine=losses"):
+        run(cfg)
+    assert not no_fit
+    weighted = Ensemble("weights", {"small": 0.3, "large": 1.5}, faithful=True)  # α given: the authors' way too
+    weighted.check(["small", "large"])
+    assert kd(weighted).item() == pytest.approx(0.2918117046356201, rel=1e-6)
+
+
+def test_no_uncertainty_is_reported_on_a_regression():
+    """An ensemble on a one-output task (STS-B) has no u: no ``u`` in its stats (it was the mean row index)."""
+    rows = torch.arange(5)
+    ensemble = Ensemble("losses")
+    ensemble.check(["small", "large"], num_labels=1)
+    ensemble(torch.randn(5, 1), rows, ["small", "large"])
+    assert "u" not in ensemble.stats
+    assert ensemble.stats["share_small"] == ensemble.stats["share_large"] == 1.0
+    ensemble(S, rows, ["small", "large"])  # a classification has one
+    assert ensemble.stats["u"].item() == pytest.approx(U.mean().item())
+
+
 def test_adoption_with_data_selection_and_the_cache(make_cfg):
     """Selection first, then adoption on the selected rows; the second run answers both teachers from the cache."""
     from dkd.run import run

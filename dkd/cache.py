@@ -196,7 +196,8 @@ class TeacherOutputs:
 
 def teacher_outputs(mode: str, teachers: dict[str, nn.Module], teacher_dirs: dict[str, str],
                     encodings: dict[str, dict[str, list]], cache_dir: str, precision,
-                    hidden: dict[str, tuple[list[int], str]] | None = None) -> dict[str, TeacherOutputs]:
+                    hidden: dict[str, tuple[list[int], str]] | None = None, padding: str = "longest"
+                    ) -> dict[str, TeacherOutputs]:
     """One :class:`TeacherOutputs` per teacher for ``mode`` (resolved: off, memory or disk); ``encodings``: the
     training split's token ids per role; ``hidden``: per role, the hidden states the objective needs (layers,
     positions). All-token states are not cached (a few MB per example: recomputing is cheaper than reading them): that
@@ -219,7 +220,9 @@ def teacher_outputs(mode: str, teachers: dict[str, nn.Module], teacher_dirs: dic
         else:
             outputs = "logits" if request is None else f"logits+hidden{request[0]}@{request[1]}"
             key = {"format": FORMAT, "teacher": model_identity(teacher_dirs[role]),
-                   "tokens": tokens_digest(encodings[role]), "precision": str(precision), "outputs": outputs}
+                   "tokens": tokens_digest(encodings[role]), "precision": str(precision), "outputs": outputs,
+                   # padded rows give the same outputs up to float rounding; kept apart so that a hit is exact
+                   **({"padding": padding} if padding != "longest" else {})}
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
             folder = Path(cache_dir) / "teacher-outputs" / f"{short_name(teacher_dirs[role])}-{digest}"
             store = OutputStore.open_disk(folder, {**key, "model": str(teacher_dirs[role]), "examples": size}, size,

@@ -17,7 +17,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from dkd.errors import DataError
+from dkd.errors import DataError, UserError
 from dkd.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -247,18 +247,22 @@ class EncodedSplit(Dataset):
         }
 
 
-class Collator:
-    """Pads each role's ids to the longest in the batch with that role's pad id."""
+PADDING = ("longest", "max_length")
 
-    def __init__(self, pad_ids: dict[str, int], regression: bool):
-        self.pad_ids = pad_ids
+
+class Collator:
+    """Pads each role's ids with that role's pad id to the longest in the batch (``data.padding=longest``), or to
+    ``width`` tokens (``max_length``: the authors' ``pad_to_max_length``, every batch ``data.max_seq_length`` wide)."""
+
+    def __init__(self, pad_ids: dict[str, int], regression: bool, width: int | None = None):
+        self.pad_ids, self.width = pad_ids, width
         self.label_dtype = torch.float if regression else torch.long
 
     def __call__(self, examples: list[dict]) -> dict:
         inputs = {}
         for role, pad_id in self.pad_ids.items():
             seqs = [ex["inputs"][role] for ex in examples]
-            width = max(len(s["input_ids"]) for s in seqs)
+            width = self.width or max(len(s["input_ids"]) for s in seqs)
             ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(seqs), width), dtype=torch.long)
             types = torch.zeros((len(seqs), width), dtype=torch.long) if "token_type_ids" in seqs[0] else None
@@ -317,18 +321,19 @@ class EpochSampler(Sampler[int]):
         yield from mine[start:]
 
 
-def select_rows(batch: dict, rows: torch.Tensor) -> dict:
+def select_rows(batch: dict, rows: torch.Tensor, trim: bool = True) -> dict:
     """The batch (or a role's ``inputs``) cut to ``rows`` (sorted, unique: so all of them means the batch itself, no
-    copy), with the padding columns that no kept row uses trimmed off."""
+    copy), with the padding columns that no kept row uses trimmed off (``trim``; kept under ``data.padding=max_length``,
+    where every row is as wide as the authors' code makes it)."""
     if rows.numel() == batch_size(batch):
         return batch
     out = {}
     for key, value in batch.items():
         if isinstance(value, dict):
-            out[key] = select_rows(value, rows)
+            out[key] = select_rows(value, rows, trim)
         else:
             out[key] = value[rows]
-    if "attention_mask" in out:
+    if trim and "attention_mask" in out:
         width = int(out["attention_mask"].sum(-1).max())
         out = {k: v[:, :width] for k, v in out.items()}
     return out
@@ -352,9 +357,12 @@ class TaskDataModule(pl.LightningDataModule):
     def __init__(
         self, spec: TaskSpec, splits: dict[str, Split], tokenizers: dict, max_seq_length: int = 128,
         batch_size: int = 32, eval_batch_size: int = 64, seed: int = 0, cache_dir: str | None = None,
-        num_workers: int = 0,
+        num_workers: int = 0, padding: str = "longest",
     ):
         super().__init__()
+        if padding not in PADDING:
+            raise UserError(f"data.padding={padding!r}: choose one of {list(PADDING)}.")
+        self.padding = padding
         self.spec = spec
         self.splits = splits
         self.tokenizers = tokenizers
@@ -397,7 +405,9 @@ class TaskDataModule(pl.LightningDataModule):
         pad_ids = {role: tok.pad_token_id or 0 for role, tok in self.tokenizers.items()}
         return DataLoader(
             self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
-            collate_fn=Collator(pad_ids, self.spec.is_regression), num_workers=self.num_workers,
+            collate_fn=Collator(pad_ids, self.spec.is_regression,
+                                self.max_seq_length if self.padding == "max_length" else None),
+            num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),  # worker seeds: leave the global RNG to dropout
         )
 

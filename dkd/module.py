@@ -95,7 +95,8 @@ class DistillSystem(ClassifierSystem):
     """
 
     def __init__(self, model: nn.Module, teachers: dict[str, nn.Module], sampler, adoption, objective, weighting,
-                 teacher_dropout: bool = False, teacher_outputs: dict[str, TeacherOutputs] | None = None, **kwargs):
+                 teacher_dropout: bool = False, teacher_outputs: dict[str, TeacherOutputs] | None = None,
+                 keep_width: bool = False, **kwargs):
         super().__init__(model, "student", **kwargs)
         self.teachers = nn.ModuleDict({name: freeze(t) for name, t in teachers.items()})
         self.teacher_outputs = teacher_outputs or {name: TeacherOutputs(t, name) for name, t in self.teachers.items()}
@@ -103,6 +104,7 @@ class DistillSystem(ClassifierSystem):
         self.teacher_order = sorted(self.teachers, key=lambda name: count_parameters(self.teachers[name]))
         self.decisions: dict[str, tuple] = {}  # what the strategies decided: running (sum, steps) per statistic
         self.teacher_dropout = teacher_dropout
+        self.trim = not keep_width  # data.padding=max_length: selected rows keep the batch's width, as theirs do
         self.sampler, self.adoption, self.objective, self.weighting = sampler, adoption, objective, weighting
         self.strict_loading = False  # checkpoints hold no teacher weights
 
@@ -183,7 +185,7 @@ class DistillSystem(ClassifierSystem):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         size = batch["labels"].size(0)
         trained = self.sampler.rows_to_train(lambda: self.score(batch), size, batch["labels"].device)
-        part = select_rows(batch, trained)
+        part = select_rows(batch, trained, self.trim)
         student = self.student_outputs(part)
         logits = student["logits"]
         kd_rows = self.sampler.rows_to_distil(logits.detach(), trained)
@@ -193,7 +195,7 @@ class DistillSystem(ClassifierSystem):
         for route in routes:
             if route.index.numel() == 0:
                 continue
-            rows = select_rows(part, route.index)
+            rows = select_rows(part, route.index, self.trim)
             targets = {t: self.teacher_outputs[t](rows) for t in route.teachers}
             for name, per_instance in self.objective.terms(rows_of(student, route.index), targets).items():
                 terms[name] = terms[name] + (route.weight * weights[name][route.index] * per_instance).mean()

@@ -49,7 +49,9 @@ class LogitKD(nn.Module):
     needs_hidden_states = False
     TERMS = ("kd",)
 
-    def __init__(self, loss: str = "kl", temperature: float = 1.0):
+    def __init__(self, loss: str = "kl", temperature: float = 1.0, faithful: bool = False):
+        # faithful: logit KD has one form in the authors' code (their MSE is objective.loss=mse); accepted so that
+        # preset=authors can set it for every objective
         super().__init__()
         if loss not in KD_LOSSES:
             raise UserError(f"objective.loss={loss!r}: choose one of {sorted(KD_LOSSES)}.")
@@ -142,7 +144,7 @@ class LogitAndHiddenKD(LogitKD):
 
     def __init__(self, loss: str = "kl", temperature: float = 1.0, layers="uniform", positions: str = "cls",
                  mask: bool = True, normalize: str = "hidden", faithful: bool = False):
-        super().__init__(loss, temperature)
+        super().__init__(loss, temperature, faithful)
         if positions not in self.POSITIONS:
             raise UserError(f"objective.positions={positions!r}: choose one of {list(self.POSITIONS)}.")
         if normalize not in self.NORMALIZE:

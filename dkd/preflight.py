@@ -23,7 +23,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dkd.cache import resolve_mode
-from dkd.data import Split, fingerprint, load_task_data
+from dkd.data import PADDING, Split, fingerprint, load_task_data
 from dkd.errors import UserError, one_line
 from dkd.models import check_layers, inspect_model, load_config, same_tokenizer, short_name
 from dkd.tasks import TaskSpec, custom_task, get_task
@@ -79,6 +79,7 @@ RULES = {
     "seed": _number(0, integer=True),
     "threads": _number(1, integer=True, optional=True),
     "distill.teacher_dropout": ((lambda v: isinstance(v, bool)), "true or false"),
+    "data.padding": ((lambda v: v in PADDING), f"one of {list(PADDING)}"),
     **{f"compress.{key}": ((lambda v: isinstance(v, bool)), "true or false") for key in ("enabled", "onnx")},
     "compress.repeats": _number(1, integer=True),
     "compress.warmup": _number(0, integer=True),

@@ -82,7 +82,7 @@ def datamodule(cfg: DictConfig, plan: Plan, tokenizers: dict, batch_size: int) -
     return TaskDataModule(
         plan.spec, plan.splits, tokenizers, max_seq_length=cfg.data.max_seq_length, batch_size=batch_size,
         eval_batch_size=cfg.data.eval_batch_size, seed=cfg.seed, cache_dir=cfg.data.cache_dir,
-        num_workers=cfg.data.num_workers,
+        num_workers=cfg.data.num_workers, padding=cfg.data.padding,
     )
 
 
@@ -240,10 +240,11 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
         objective.setup(student.config, {r: t.config for r, t in teachers.items()})
         hidden = {role: objective.teacher_request(role) for role in teachers}
     outputs = teacher_outputs(plan.teacher_cache, teachers, {r: i["dir"] for r, i in teachers_info.items()},
-                              dm.datasets["train"].encodings, cfg.paths.cache_dir, cfg.trainer.precision, hidden)
+                              dm.datasets["train"].encodings, cfg.paths.cache_dir, cfg.trainer.precision, hidden,
+                              cfg.data.padding)
     system = DistillSystem(
         student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, teacher_outputs=outputs,
-        metrics=list(spec.metrics),
+        keep_width=cfg.data.padding == "max_length", metrics=list(spec.metrics),
         dev_splits=dm.dev_splits, num_labels=spec.num_labels, lr=hp.lr, weight_decay=hp.weight_decay,
         warmup_ratio=hp.warmup_ratio,
     )

@@ -1,7 +1,9 @@
 """Data selection (config group ``sampler``): which rows of a batch get the teachers' knowledge, and which rows the
 student trains on (``sampler.mode``).
 
-Every sampler keeps k = max(1, ⌊r·B⌋) of a batch's B rows (r = ``sampler.ratio``), the first k of its ranking:
+Every sampler keeps k = max(m, ⌊r·B⌋) of a batch's B rows (r = ``sampler.ratio``, m = ``sampler.min_keep``, default 1),
+the first k of its ranking. The authors' code keeps ⌊r·B⌋ (m = 0): a batch with r·B < 1 (B = 7 at r = 0.1, a last
+partial batch) gets no KD row, and its step is CE alone (their loss is then NaN in the log, its gradient CE's).
 
 - ``faithful`` (the authors' code, its cost): the student runs forward, backward and CE on all B rows; the teachers
   and the KD loss see the k selected rows, ranked from the logits of that training forward.
@@ -27,9 +29,9 @@ from dkd.uncertainty import MEASURES, uncertainty
 MODES = ("faithful", "efficient")
 
 
-def keep_count(size: int, ratio: float) -> int:
-    """k = max(1, ⌊r·B⌋): at least one row, so that a small batch or ratio still distils."""
-    return max(1, math.floor(ratio * size + 1e-9))
+def keep_count(size: int, ratio: float, minimum: int = 1) -> int:
+    """k = max(m, ⌊r·B⌋), at most B: by default at least one row, so that a small batch or ratio still distils."""
+    return min(size, max(minimum, math.floor(ratio * size + 1e-9)))
 
 
 class Sampler:
@@ -38,7 +40,8 @@ class Sampler:
 
     needs_scores = False
 
-    def __init__(self, ratio: float = 1.0, mode: str = "efficient", score_dropout: bool = False, pool: int = 1):
+    def __init__(self, ratio: float = 1.0, mode: str = "efficient", score_dropout: bool = False, pool: int = 1,
+                 min_keep: int = 1):
         if not 0 < ratio <= 1:
             raise UserError(f"sampler.ratio={ratio}: must lie in (0, 1].")
         if mode not in MODES:
@@ -48,7 +51,15 @@ class Sampler:
         if pool > 1 and mode != "efficient":
             raise UserError(f"sampler.pool={pool} pools batches for the efficient mode; with sampler.mode={mode} the "
                             f"student would train on all {pool} batches at once. Use sampler.mode=efficient.")
+        if not isinstance(min_keep, int) or isinstance(min_keep, bool) or min_keep < 0:
+            raise UserError(f"sampler.min_keep={min_keep!r}: an integer >= 0 (1: every batch distils at least one "
+                            f"row; 0: the authors' k = floor(r·B), which can be 0).")
+        if min_keep == 0 and mode == "efficient":
+            raise UserError("sampler.min_keep=0 lets k be 0, and in sampler.mode=efficient the student would then "
+                            "train on no row at all: use sampler.mode=faithful (the authors' code: CE on every row, "
+                            "KD on the k), or sampler.min_keep=1.")
         self.ratio, self.mode, self.score_dropout, self.pool = ratio, mode, score_dropout, pool
+        self.min_keep = min_keep
         self.stats: dict[str, float | torch.Tensor] = {}
 
     def check(self, num_labels: int, task: str) -> None:
@@ -59,7 +70,7 @@ class Sampler:
         raise NotImplementedError
 
     def select(self, logits: torch.Tensor | None, size: int, device: torch.device) -> torch.Tensor:
-        rows = self.order(logits, size, device)[:keep_count(size, self.ratio)].sort().values
+        rows = self.order(logits, size, device)[:keep_count(size, self.ratio, self.min_keep)].sort().values
         self.stats = {"selected": rows.numel() / size}
         return rows
 
@@ -80,7 +91,8 @@ class AllInstances(Sampler):
     """``sampler=none``: static KD queries the teachers on every row, S = {1, …, B} (``ratio`` is ignored, so that
     a sweep over samplers and ratios can include it)."""
 
-    def __init__(self, ratio: float = 1.0, mode: str = "efficient", score_dropout: bool = False, pool: int = 1):
+    def __init__(self, ratio: float = 1.0, mode: str = "efficient", score_dropout: bool = False, pool: int = 1,
+                 min_keep: int = 1):
         if pool != 1:
             raise UserError(f"sampler.pool={pool}: sampler=none keeps every row, so a pool would only make the batch "
                             f"{pool} times larger; set distill.batch_size instead.")
@@ -106,10 +118,10 @@ class MostUncertain(Sampler):
     needs_scores = True
 
     def __init__(self, measure: str = "entropy", reverse: bool = False, ratio: float = 0.1, mode: str = "efficient",
-                 score_dropout: bool = False, pool: int = 1):
+                 score_dropout: bool = False, pool: int = 1, min_keep: int = 1):
         if measure not in MEASURES:
             raise UserError(f"sampler.measure={measure!r}: choose one of {sorted(MEASURES)}.")
-        super().__init__(ratio, mode, score_dropout, pool)
+        super().__init__(ratio, mode, score_dropout, pool, min_keep)
         self.measure, self.reverse = measure, reverse
         self._u: torch.Tensor | None = None
 
@@ -124,5 +136,7 @@ class MostUncertain(Sampler):
 
     def select(self, logits, size, device):
         rows = super().select(logits, size, device)
-        self.stats.update(u_selected=self._u[rows].mean(), u_all=self._u.mean())  # tensors: no host sync here
+        self.stats["u_all"] = self._u.mean()  # tensors: no host sync here
+        if rows.numel():  # none with sampler.min_keep=0 and r·B < 1
+            self.stats["u_selected"] = self._u[rows].mean()
         return rows

@@ -60,7 +60,10 @@ def recipe(cfg: DictConfig, role: str, spec: TaskSpec, data_id: str) -> dict:
     return {
         "model": model, "model_identity": model_identity(model), "task": spec.name,
         "labels": list(spec.labels) if spec.labels else None, "data": data_id,
-        "max_seq_length": cfg.data.max_seq_length, "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
+        "max_seq_length": cfg.data.max_seq_length,
+        # data.padding=max_length as a key of its own: teachers stored before the option keep their key
+        **({"padding": cfg.data.padding} if cfg.data.padding != "longest" else {}),
+        "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
         "trainer": {k: v for k, v in trainer.items()
                     if k not in TRAINER_IGNORED and not (k in TRAINER_DEFAULTS and v == TRAINER_DEFAULTS[k])},
         "callbacks": _callbacks(cfg),

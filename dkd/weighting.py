@@ -29,7 +29,8 @@ class StaticWeights:
 
     per_instance = False
 
-    def __init__(self, alpha_ce: float = 1.0, alpha_kd: float = 1.0, alpha_pt: float = 1.0):
+    def __init__(self, alpha_ce: float = 1.0, alpha_kd: float = 1.0, alpha_pt: float = 1.0, faithful: bool = False):
+        # faithful: accepted so that preset=authors can set it for every weighting; fixed weights have no gradient
         self.alpha = {"ce": alpha_ce, "kd": alpha_kd, "pt": alpha_pt}
         self.stats: dict = {}
 
@@ -59,7 +60,7 @@ class UncertaintyWeights(StaticWeights):
 
     def __init__(self, rule: str = "uncertainty", measure: str = "entropy", detach: bool = True,
                  faithful: bool = False, **alphas):
-        super().__init__(**alphas)
+        super().__init__(**alphas, faithful=faithful)
         if rule not in self.RULES:
             raise UserError(f"weighting.rule={rule!r}: choose one of {sorted(self.RULES)}.")
         if measure not in MEASURES:

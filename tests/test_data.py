@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from dkd.data import (Collator, DataError, EpochSampler, TaskDataModule, fingerprint, load_local, load_splits,
+from dkd.data import (Collator, DataError, UserError, EpochSampler, TaskDataModule, fingerprint, load_local, load_splits,
                       load_task_data, read_table)
 from dkd.models import load_tokenizer
 from dkd.tasks import custom_task, get_task
@@ -188,6 +188,39 @@ def test_resume_skips_the_examples_already_trained_in_that_epoch_only():
     assert list(sampler) == full  # once
     sampler.resume(epoch=1, start=4)
     assert list(sampler) == full  # another epoch: nothing skipped
+
+
+def test_collator_pads_to_a_fixed_width():
+    """data.padding=max_length: the authors' pad_to_max_length."""
+    collate = Collator({"student": 0}, regression=False, width=5)
+    batch = collate([{"idx": 0, "label": 1, "inputs": {"student": {"input_ids": [2, 5, 3]}}}])
+    assert batch["inputs"]["student"]["input_ids"].tolist() == [[2, 5, 3, 0, 0]]
+    assert batch["inputs"]["student"]["attention_mask"].tolist() == [[1, 1, 1, 0, 0]]
+
+
+def test_padding_max_length_runs_every_batch_at_max_seq_length(make_cfg):
+    """Through a real run of both stages: every forward of every model (teacher fine-tuning, the teacher queried on the
+    rows a sampler keeps, the student, dev) reads rows data.max_seq_length wide; and the option is checked first."""
+    from torch import nn
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from dkd.run import run
+
+    widths = set()
+
+    def record(module, args):
+        if isinstance(module, nn.Embedding) and args and args[0].dim() == 2:  # ids or positions: (rows, width)
+            widths.add(args[0].size(1))
+
+    hook = register_module_forward_pre_hook(record)
+    try:
+        run(make_cfg("task=rte", "data.padding=max_length", "data.max_seq_length=24", "sampler=entropy",
+                     "sampler.mode=faithful", "sampler.ratio=0.5", "distill.teacher_cache=off"))
+    finally:
+        hook.remove()
+    assert widths == {24}
+    with pytest.raises(UserError, match="data.padding='max'.*one of \\['longest', 'max_length'\\]"):
+        run(make_cfg("data.padding=max"))
 
 
 def test_collator_pads_dynamically():

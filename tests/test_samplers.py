@@ -48,6 +48,19 @@ def test_keep_count(size, ratio, k):
     assert keep_count(size, ratio) == k
 
 
+@pytest.mark.parametrize("size, ratio, k", [(32, 0.1, 3), (16, 0.1, 1), (7, 0.1, 0), (9, 0.1, 0), (10, 0.1, 1)])
+def test_keep_count_of_the_authors_code_can_be_zero(size, ratio, k):
+    """``int(bsz * selection_ratio)`` (DynamicKD models/student.py): no minimum."""
+    assert keep_count(size, ratio, minimum=0) == k
+
+
+def test_min_keep_zero_needs_the_faithful_mode():
+    with pytest.raises(UserError, match="sampler.min_keep=0 lets k be 0.*sampler.mode=faithful"):
+        MostUncertain("entropy", ratio=0.1, min_keep=0)
+    with pytest.raises(UserError, match="sampler.min_keep=-1"):
+        MostUncertain("entropy", ratio=0.1, mode="faithful", min_keep=-1)
+
+
 @pytest.mark.parametrize("measure, reverse, ratio, rows", [
     ("entropy", False, 0.4, [1, 3]), ("margin", False, 0.4, [1, 3]), ("least_confidence", False, 0.4, [1, 3]),
     ("entropy", False, 0.6, [1, 2, 3]), ("entropy", True, 0.4, [0, 4]), ("least_confidence", True, 0.2, [4]),
@@ -141,6 +154,19 @@ def test_faithful_trains_on_all_rows_and_distils_the_selected(assets):
     assert torch.allclose(loss, expected, atol=1e-5)
 
 
+def test_no_kd_row_leaves_a_step_of_ce_on_all_rows(assets):
+    """k = ⌊0.05 · 10⌋ = 0 (sampler.min_keep=0, the authors'): no teacher runs and the loss is the CE of the batch;
+    their loss is NaN there (an MSE over no rows) and their gradient CE's."""
+    system, rows = counting_system(assets, MostUncertain("entropy", ratio=0.05, mode="faithful", min_keep=0))
+    b = batch()
+    loss = system.training_step(b, 0)
+    assert rows == {"student": [], "student_grad": [10], "teacher": []}
+    with torch.no_grad():
+        s = system.model(**b["inputs"]["student"]).logits
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(s, b["labels"]), atol=1e-6)
+    assert torch.isfinite(loss) and system.sampler.stats["selected"] == 0
+
+
 def test_random_needs_no_scoring_pass_and_none_is_static_kd(assets):
     system, rows = counting_system(assets, RandomInstances(0.5))
     system.training_step(batch(), 0)
@@ -158,6 +184,8 @@ def test_selected_rows_are_trimmed_to_their_longest(assets):
     short = select_rows(b, torch.tensor([0, 2, 4]))  # rows with padding from column 4 on
     assert short["inputs"]["student"]["input_ids"].shape == (3, 4) and short["labels"].tolist() == b["labels"][
         [0, 2, 4]].tolist()
+    kept = select_rows(b, torch.tensor([0, 2, 4]), trim=False)  # data.padding=max_length: the batch's width stays
+    assert kept["inputs"]["student"]["input_ids"].shape == (3, 6)
 
 
 # ------------------------------------------------------------------------------------------------ whole runs

@@ -5,8 +5,10 @@ smallest to the largest (parameter count, computed by the system). u_i is the st
 (:func:`dkd.uncertainty.uncertainty`, normalised entropy by default): u → 1 means unsure, and an unsure student
 learns from a *smaller* teacher (the paper's finding: a big teacher's knowledge is hard to take in while unsure).
 
-With ℓ_i(t) the per-instance KD loss against teacher t and n KD rows, the KD term is the sum over routes of
-``mean over the route's rows of w_i · ℓ_i(t)``:
+With ℓ_i(t) the per-instance KD loss against teacher t and n KD rows, the KD term is
+``(1/n) Σ_routes Σ_{i ∈ route} w_i · ℓ_i(t)`` (:func:`dkd.weighting.instance_mean`, the one place that reduces): a
+route gives the weight of each of its rows, never a share of the batch, so a route over some rows weighs them as a
+route over all rows would. Per rule:
 
 - ``single``:         L = mean_i ℓ_i(t)
 - ``ensemble``:       ``combine=probs``: L = mean_i ℓ_i(fused), the target being the teachers' averaged probabilities
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Route:
     """Teachers ``teachers`` see KD rows ``index`` (positions in the trained rows); several teachers' outputs are fused
-    into one target by the objective. The route's KD term is ``mean(weight · ℓ)`` over those rows."""
+    into one target by the objective. ``weight``: the weight of each of those rows' losses (one number for all, or
+    one per row), which :func:`dkd.weighting.instance_mean` sums and divides by the number of KD rows."""
 
     teachers: tuple[str, ...]
     index: torch.Tensor
@@ -108,8 +111,8 @@ class PoolAdoption:
             w = r.weight.detach() if torch.is_tensor(r.weight) else r.weight
             for t in r.teachers:
                 share[t] += r.index.numel() / n
-                # the coefficient of the route's losses in L: mean(w · ℓ) over its rows
-                weight[t] += w.sum() / max(r.index.numel(), 1) if torch.is_tensor(w) and w.dim() else w
+                # the teacher's mean weight over all KD rows (0 on rows it does not see)
+                weight[t] += (w.sum() if torch.is_tensor(w) and w.dim() else w * r.index.numel()) / n
         self.stats = {**({"u": u.detach().mean()} if measurable else {}),
                       **{f"share_{t}": v for t, v in share.items()}, **{f"weight_{t}": v for t, v in weight.items()}}
         return routes
@@ -200,7 +203,8 @@ class HardSplit(PoolAdoption):
         routes = []
         for k, t in enumerate(teachers):
             positions = order[cuts[k]:cuts[k + 1]].sort().values
-            weight = positions.numel() / n if self.reduction == "batch_mean" else 1.0
+            # sum_of_means: each bin's mean, i.e. its rows weighed n / |bin| in the mean over the n rows
+            weight = 1.0 if self.reduction == "batch_mean" else n / max(positions.numel(), 1)
             routes.append(Route((t,), rows[positions], weight))
         return routes
 
@@ -222,9 +226,9 @@ class SoftInstance(PoolAdoption):
 
     def route(self, u, rows, teachers):
         w = interpolation_weights(u, len(teachers))  # (n, N)
-        n, routes = rows.numel(), []
+        routes = []
         for k, t in enumerate(teachers):
-            used = (w[:, k] > 0).nonzero().flatten() if self.detach else torch.arange(n, device=rows.device)
+            used = (w[:, k] > 0).nonzero().flatten() if self.detach else torch.arange(rows.numel(), device=rows.device)
             if used.numel():
-                routes.append(Route((t,), rows[used], w[used, k] * (used.numel() / n)))
+                routes.append(Route((t,), rows[used], w[used, k]))
         return routes

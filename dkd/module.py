@@ -18,6 +18,7 @@ from dkd.data import select_rows
 from dkd.metrics import TaskMetrics
 from dkd.models import count_parameters, freeze
 from dkd.objectives import task_loss
+from dkd.weighting import instance_mean
 
 
 class ClassifierSystem(LightningModule):
@@ -191,15 +192,16 @@ class DistillSystem(ClassifierSystem):
         kd_rows = self.sampler.rows_to_distil(logits.detach(), trained)
         routes = self.adoption(logits, kd_rows, self.teacher_order)
         weights = self.weighting.instance_weights(logits)
-        terms = {name: logits.new_zeros((), dtype=torch.float32) for name in self.objective.TERMS}
+        weighted: dict[str, list[torch.Tensor]] = {name: [] for name in self.objective.TERMS}
         for route in routes:
             if route.index.numel() == 0:
                 continue
             rows = select_rows(part, route.index, self.trim)
             targets = {t: self.teacher_outputs[t](rows) for t in route.teachers}
             for name, per_instance in self.objective.terms(rows_of(student, route.index), targets).items():
-                terms[name] = terms[name] + (route.weight * weights[name][route.index] * per_instance).mean()
+                weighted[name].append(route.weight * weights[name][route.index] * per_instance)
                 self.log(f"train/{name}_{'+'.join(route.teachers)}", per_instance.mean())
+        terms = {name: instance_mean(parts, kd_rows.numel()).to(logits.device) for name, parts in weighted.items()}
         ce = task_loss(logits, part["labels"])
         loss = self.weighting(ce, terms)
         if self.objective.needs_hidden_states:

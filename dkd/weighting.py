@@ -24,6 +24,15 @@ from dkd.errors import UserError
 from dkd.uncertainty import MEASURES, uncertainty
 
 
+def instance_mean(weighted: list[torch.Tensor], rows: int) -> torch.Tensor:
+    """One loss term from its weighted per-row losses: ``(1/n) Σ w_i · ℓ_i`` over every route's rows, n = ``rows``
+    the KD rows of the step. The only place where per-row terms become a scalar, so that no strategy carries a share
+    of the batch in its weights (a route over half the rows weighs them as a route over all rows does)."""
+    if not weighted or rows == 0:
+        return torch.zeros((), dtype=torch.float32)
+    return torch.cat([w.float().reshape(-1) for w in weighted]).sum() / rows
+
+
 class StaticWeights:
     """``weighting=static``: ``L = α_ce · CE + α_kd · L_KD (+ α_pt · L_PT)`` with fixed α (the static KD baseline)."""
 

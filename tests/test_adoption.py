@@ -12,6 +12,7 @@ from dkd.adoption import Ensemble, HardSplit, SingleTeacher, SoftBatch, SoftInst
 from dkd.errors import UserError
 from dkd.objectives import LogitKD
 from dkd.uncertainty import uncertainty
+from dkd.weighting import instance_mean
 
 # u by row (entropy): row 4 most uncertain, then 1, 2, 0, 3
 S = torch.tensor([[3.0, -1.0], [0.2, 0.0], [1.0, 0.5], [-2.0, 2.5], [0.0, 0.1]])
@@ -22,13 +23,13 @@ U = uncertainty(S)
 
 
 def kd(adoption, teachers=("small", "large"), student=S):
-    """The KD term as DistillSystem builds it from the routes."""
-    total = student.new_zeros(())
+    """The KD term as DistillSystem builds it from the routes: their weighted per-row losses, reduced in one place."""
+    weighted = []
     for r in adoption(student, torch.arange(5), list(teachers)):
         targets = [T[t][r.index] for t in r.teachers]
         target = targets[0] if len(targets) == 1 else KD.fuse(targets)
-        total = total + (r.weight * KD(student[r.index], target)).mean()
-    return total
+        weighted.append(r.weight * KD(student[r.index], target))
+    return instance_mean(weighted, 5)
 
 
 def ell(t, rows=slice(None)):

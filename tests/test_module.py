@@ -1,4 +1,5 @@
 """The distillation system: frozen teachers (eval mode, no grad, not checkpointed) and the wiring of a step."""
+import pytest
 import torch
 
 from dkd.adoption import SingleTeacher
@@ -99,3 +100,37 @@ def test_static_kd_step_gives_the_loss_it_gave_before_data_selection(tmp_path):
     system.log = system.log_dict = lambda *args, **kwargs: None  # no Trainer attached
     torch.manual_seed(2)
     assert system.training_step(b, 0).item() == 0.6923305988311768
+
+
+class RowByRow:
+    """An adoption written without any share of the batch: one route per KD row, weight 1."""
+
+    stats: dict = {}
+
+    def __call__(self, student_logits, rows, teachers):
+        from dkd.adoption import Route
+
+        return [Route((teachers[0],), rows[i:i + 1]) for i in range(rows.numel())]
+
+
+def test_the_loss_scale_does_not_depend_on_how_routes_cut_the_rows(assets):
+    """The per-row terms are reduced in one place (dkd.weighting.instance_mean, over the KD rows): a new route rule
+    that splits the rows and forgets any share gives the loss of one route over all rows."""
+    losses = []
+    for adoption in (SingleTeacher(), RowByRow()):
+        torch.manual_seed(0)
+        system = make_system(assets)
+        system.adoption = adoption
+        system.eval()  # no dropout: the two steps see the same outputs
+        system.log = system.log_dict = lambda *args, **kwargs: None
+        with torch.no_grad():
+            losses.append(system.training_step(batch(), 0))
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+
+
+def test_instance_mean_is_pinned():
+    from dkd.weighting import instance_mean
+
+    weighted = [torch.tensor([0.5, 1.0]), torch.tensor([2.0])]
+    assert instance_mean(weighted, 4).item() == pytest.approx(0.875)  # (0.5 + 1 + 2) / 4: a row without KD counts 0
+    assert instance_mean([], 0).item() == 0.0

@@ -79,6 +79,7 @@ RULES = {
     "seed": _number(0, integer=True),
     "threads": _number(1, integer=True, optional=True),
     "distill.teacher_dropout": ((lambda v: isinstance(v, bool)), "true or false"),
+    "keep_last_ckpt": ((lambda v: isinstance(v, bool)), "true or false"),
     "data.padding": ((lambda v: v in PADDING), f"one of {list(PADDING)}"),
     **{f"compress.{key}": ((lambda v: isinstance(v, bool)), "true or false") for key in ("enabled", "onnx")},
     "compress.repeats": _number(1, integer=True),

@@ -32,7 +32,7 @@ from dkd.preflight import Plan, check
 from dkd.quiet import quiet_libraries
 from dkd.report import plot_curves
 from dkd.teachers import TeacherSource, TeacherStore, agree
-from dkd.trainer import best_checkpoint, build_trainer, cpu_threads
+from dkd.trainer import best_checkpoint, build_trainer, cpu_threads, remove_resumable
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,11 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
         log.info("No checkpoint selects by the dev score (trainer.enable_checkpointing=false or no "
                  "callbacks.model_checkpoint): keeping the model of the last epoch (%d)", t.current_epoch - 1)
         selected = f"last epoch ({t.current_epoch - 1}), no best-checkpoint selection"
-    return evaluate(cfg, t, system, dm), selected
+    dev = evaluate(cfg, t, system, dm)
+    if not cfg.keep_last_ckpt:
+        for path in remove_resumable(t):
+            log.info("Removed %s: the stage ended well (keep_last_ckpt=true keeps it)", path)
+    return dev, selected
 
 
 def plot_run(t: pl.Trainer, out: Path) -> None:

@@ -49,7 +49,7 @@ TRAINER_DEFAULTS = {"num_nodes": 1}
 CALLBACKS_IGNORED = ("ProgressBar", "TQDMProgressBar", "RichProgressBar", "LearningRateMonitor", "ModelSummary",
                      "RichModelSummary", "InterruptCheckpoint", "Throughput")
 CALLBACK_FILE_KEYS = {"dirpath", "filename", "auto_insert_metric_name", "save_last", "verbose",
-                      "enable_version_counter"}
+                      "enable_version_counter", "save_weights_only"}
 
 
 def recipe(cfg: DictConfig, role: str, spec: TaskSpec, data_id: str) -> dict:

@@ -87,6 +87,21 @@ def build_trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list
                         ) from err
 
 
+def remove_resumable(t: pl.Trainer) -> list[str]:
+    """Deletes the checkpoints a stage writes to be resumed from (checkpoint callbacks that select by no score:
+    ``last.ckpt``; the interruption checkpoint), once it ended well; returns what it removed. Rank 0 only."""
+    files = [Path(c.best_model_path) for c in t.checkpoint_callbacks
+             if isinstance(c, ModelCheckpoint) and not c.monitor and c.best_model_path]
+    files += [c.path for c in t.callbacks if isinstance(c, InterruptCheckpoint)]
+    removed = []
+    if t.is_global_zero:
+        for path in files:
+            if path.is_file():
+                path.unlink()
+                removed.append(str(path))
+    return removed
+
+
 def best_checkpoint(t: pl.Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that selects by a monitored score (``callbacks.model_checkpoint``), if any."""
     return next((c for c in t.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)

@@ -11,6 +11,12 @@ from dkd.run import run
 from tests.conftest import gloo_teardown_flaky, make_tiny_model
 
 
+@pytest.fixture
+def make_cfg(make_cfg):
+    """Every run here keeps its last.ckpt (keep_last_ckpt=true): the tests compare whole and resumed runs' weights."""
+    return lambda *overrides, **kwargs: make_cfg(*overrides, "keep_last_ckpt=true", **kwargs)
+
+
 def state(ckpt: Path) -> dict:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
 

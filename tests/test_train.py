@@ -171,7 +171,26 @@ def test_without_the_best_checkpoint_callback_the_last_epoch_is_kept(make_cfg):
     cfg = make_cfg("task=sst2", "~callbacks.model_checkpoint")
     run(cfg)
     assert read_metrics(cfg)["selected"] == "last epoch (0), no best-checkpoint selection"
-    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()  # resume points stay
+    assert not (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").exists()  # the run ended well
+
+
+def test_a_finished_run_keeps_the_best_weights_only(make_cfg):
+    """Sweep-sized checkpoints: the best dev checkpoint without optimizer state; the resumable last.ckpt of both
+    stages removed once each ended well, unless keep_last_ckpt=true."""
+    cfg = make_cfg("task=sst2")
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    files = sorted(p.relative_to(out).as_posix() for p in out.glob("**/*.ckpt"))
+    assert [f.split("/")[-2] for f in files] == ["checkpoints", "checkpoints"] and len(files) == 2, files
+    assert "teacher-base/checkpoints/" in files[1] and not any(f.endswith(("last.ckpt", "on_exception.ckpt"))
+                                                               for f in files)
+    for f in files:
+        assert "optimizer_states" not in torch.load(out / f, map_location="cpu", weights_only=False)
+    kept = make_cfg("task=sst2", "keep_last_ckpt=true", out="kept")
+    run(kept)
+    last = torch.load(Path(kept.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert last["optimizer_states"] and last["loops"]  # resumable
 
 
 @pytest.mark.parametrize("key", ["data.num_workers=1", "trainer.deterministic=true", "data.cache_dir=null",

@@ -99,3 +99,16 @@ def test_every_option_passes_the_run_checks_or_says_why_not(make_cfg, no_fit, gr
     else:
         plan = check(cfg)
         assert plan.splits["train"].labels and plan.teachers
+
+
+def test_readme_configuration_table_lists_every_option_of_every_group():
+    """README's configuration table names each group's options exactly as conf/ has them (it went stale once)."""
+    table = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = re.match(r"\| `([\w/]+)` \| (.+?) \| .* \|$", line)
+        if match and (ROOT / "conf" / match.group(1)).is_dir():
+            table[match.group(1)] = set(re.findall(r"[a-z][a-z0-9_]*", re.sub(r"\(.*?\)|one file per callback:", "",
+                                                                              match.group(2).replace("**", ""))))
+    for group in [*GROUPS, "hydra/launcher"]:
+        on_disk = {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
+        assert table.get(group) == on_disk, (group, table.get(group), on_disk)

@@ -24,3 +24,4 @@ def test_real_minilm_on_real_sst2_slice(glue_dir, make_cfg):
     # 32 steps of a pretrained sentence encoder already beat chance on SST-2 (random init stays near 0.5)
     assert teacher["dev"]["dev/acc"] > 0.6
     assert 0.0 <= metrics["dev"]["dev/acc"] <= 1.0 and metrics["train_examples"] == 512
+    print("METRICS", json.dumps(metrics, indent=1), "OUT", cfg.paths.output_dir)

@@ -12,8 +12,8 @@ from dkd.errors import UserError
 from dkd.preflight import check
 from tests.conftest import ROOT, compose_cfg
 
-GROUPS = ["task", "backbone", "teacher", "stage", "sampler", "adoption", "objective", "weighting", "variant", "preset", "trainer",
-          "callbacks", "logger", "experiment", "hparams_search"]
+GROUPS = ["task", "backbone", "teacher", "stage", "sampler", "adoption", "objective", "weighting", "variant", "preset",
+          "trainer", "callbacks", "logger", "experiment", "hparams_search"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))]
 
 

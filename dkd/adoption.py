@@ -31,7 +31,6 @@ the KD loss flows into u through the weights).
 """
 from __future__ import annotations
 
-import logging
 import math
 from itertools import accumulate
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ import torch
 
 from dkd.errors import UserError
 from dkd.uncertainty import MEASURES, uncertainty
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,27 +128,24 @@ def interpolation_weights(u: torch.Tensor, count: int) -> torch.Tensor:
 class Ensemble(PoolAdoption):
     """``adoption=ensemble``: every teacher on every row, static (module docstring for ``combine``).
 
-    ``faithful=true`` is the authors' ensemble: ``combine=weights``, α = 1.0 per teacher unless ``weights`` gives them.
-    It takes the place of ``combine=probs``, the config group's default (an unset ``combine`` reads the same), and
-    refuses ``combine=losses``, which can only have been asked for."""
+    ``combine=null`` (the config's default): ``probs``, or under ``faithful=true`` the authors' ensemble, ``weights``
+    with α = 1.0 per teacher unless ``weights`` gives them. ``faithful=true`` with another ``combine`` is refused."""
 
     name = "ensemble"
     uses_uncertainty = False
     COMBINE = ("probs", "losses", "weights")
 
-    def __init__(self, combine: str = "probs", weights: dict | None = None, **kwargs):
+    def __init__(self, combine: str | None = None, weights: dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        if combine not in self.COMBINE:
-            raise UserError(f"adoption.combine={combine!r}: choose one of {list(self.COMBINE)}.")
-        if self.faithful and combine == "losses":
-            raise UserError("adoption.faithful=true is the authors' ensemble, combine=weights (α = 1.0 per teacher "
-                            "unless adoption.weights gives them), but adoption.combine=losses asks for the mean of "
-                            "the teachers' losses. Set adoption.faithful=false to keep combine=losses, or drop "
-                            "adoption.combine=losses to run the authors' weights.")
-        if self.faithful and combine == "probs":
-            log.info("adoption.faithful=true: the ensemble combines the teachers' losses with fixed weights (the "
-                     "authors' code), not combine=probs (the adoption=ensemble default)")
-        self.combine, self.weights = ("weights" if self.faithful else combine), dict(weights or {})
+        if combine is not None and combine not in self.COMBINE:
+            raise UserError(f"adoption.combine={combine!r}: choose one of {list(self.COMBINE)}, or null.")
+        if self.faithful and combine not in (None, "weights"):
+            raise UserError(f"adoption.faithful=true is the authors' ensemble, combine=weights (α = 1.0 per teacher "
+                            f"unless adoption.weights gives them), but adoption.combine={combine} asks for another. "
+                            f"Set adoption.faithful=false to keep combine={combine}, or drop adoption.combine to run "
+                            f"the authors' weights.")
+        self.combine = combine or ("weights" if self.faithful else "probs")
+        self.weights = dict(weights or {})
 
     def check(self, teachers: list[str], num_labels: int = 2) -> None:
         super().check(teachers, num_labels)

@@ -189,8 +189,8 @@ def test_pick_one_teacher_of_a_pool_and_the_faithful_preset():
 
 
 def test_faithful_ensemble_refuses_a_combine_it_would_replace(make_cfg, no_fit):
-    """``faithful=true`` is the authors' ensemble, fixed weights (α = 1.0 per teacher unless given): an explicit
-    ``combine=losses`` contradicts it and is refused, before any training, naming both options and the fix."""
+    """``faithful=true`` is the authors' ensemble, fixed weights (α = 1.0 per teacher unless given): any other explicit
+    ``combine`` contradicts it and is refused, before any training, naming both options and the fix."""
     from dkd.run import run
 
     with pytest.raises(UserError, match=r"adoption.faithful=true .*adoption.combine=losses.*faithful=false"):
@@ -200,6 +200,9 @@ def test_faithful_ensemble_refuses_a_combine_it_would_replace(make_cfg, no_fit):
     with pytest.raises(UserError, match=r"adoption.faithful=true .*adoption.combine=losses"):
         run(cfg)
     assert not no_fit
+    with pytest.raises(UserError, match=r"adoption.combine=probs asks for another"):
+        Ensemble("probs", faithful=True)
+    assert (Ensemble().combine, Ensemble(faithful=True).combine) == ("probs", "weights")  # combine=null, the default
     weighted = Ensemble("weights", {"small": 0.3, "large": 1.5}, faithful=True)  # α given: the authors' way too
     weighted.check(["small", "large"])
     assert kd(weighted).item() == pytest.approx(0.2918117046356201, rel=1e-6)

@@ -98,7 +98,10 @@ class PoolAdoption:
                             f"regression: use adoption=ensemble (or one teacher).")
 
     def __call__(self, student_logits: torch.Tensor, rows: torch.Tensor, teachers: list[str]) -> list[Route]:
-        measurable = rows.numel() and student_logits.size(-1) > 1  # a regression's ensemble has no u
+        if rows.numel() == 0:  # a step without KD rows (sampler.min_keep=0) decides nothing
+            self.stats = {}
+            return []
+        measurable = student_logits.size(-1) > 1  # a regression's ensemble has no u
         # no u on a regression (where only the ensemble runs, which ignores u) or without rows: none in the stats
         u = uncertainty(student_logits[rows], self.measure, grad=not self.detach) if measurable else rows.float()
         routes = self.route(u, rows, teachers)

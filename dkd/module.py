@@ -123,6 +123,13 @@ class DistillSystem(ClassifierSystem):
         frozen = sum(not m.training for m in self.teachers.modules())
         if frozen:
             warnings.filterwarnings("ignore", message=rf"Found {frozen} module\(s\) in eval mode at the start")
+            self._eval_mode_filter = warnings.filters[0]
+
+    def on_fit_end(self) -> None:
+        """The filter of :meth:`on_fit_start` goes with this fit (a later run in the process counts its own)."""
+        if getattr(self, "_eval_mode_filter", None) in warnings.filters:
+            warnings.filters.remove(self._eval_mode_filter)
+            warnings._filters_mutated()  # noqa: SLF001 - the warnings module's own cache of the filter list
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
@@ -167,7 +174,7 @@ class DistillSystem(ClassifierSystem):
                 return self(batch)
             lengths = batch["inputs"][self.role]["attention_mask"].sum(-1)
             chunks = lengths.argsort(stable=True).chunk(self.sampler.pool)
-            logits = [self(select_rows(batch, rows.sort().values)) for rows in chunks]
+            logits = [self(select_rows(batch, rows.sort().values, self.trim)) for rows in chunks]
             out = logits[0].new_empty((lengths.numel(), logits[0].size(-1)))
             for rows, part in zip(chunks, logits):
                 out[rows.sort().values] = part

@@ -134,9 +134,14 @@ def check_resume(cfg: DictConfig) -> None:
     if cfg.stage.name == "teacher" and len(names) > 1:
         raise UserError("ckpt_path resumes one model: with stage=teacher pick teacher=base or teacher=large.")
     try:
-        role = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["hyper_parameters"]["role"]
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        role = checkpoint["hyper_parameters"]["role"]
     except Exception as err:  # noqa: BLE001 - not a readable DKD checkpoint, whatever the reason
         raise UserError(f"ckpt_path={path}: not a checkpoint written by DKD ({one_line(err)}).") from err
+    if "optimizer_states" not in checkpoint:
+        raise UserError(f"ckpt_path={path} holds the model's weights only (the best dev checkpoint), nothing to "
+                        f"resume training from: resume from <run>/checkpoints/last.ckpt or on_exception.ckpt (a run "
+                        f"that ended well removes its last.ckpt unless keep_last_ckpt=true).")
     wanted = "student" if cfg.stage.name == "distill" else names[0]
     if role != wanted:
         fix = ("resume it with stage=teacher teacher=" + role if role != "student" else

@@ -131,11 +131,15 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
         log.info("No checkpoint selects by the dev score (trainer.enable_checkpointing=false or no "
                  "callbacks.model_checkpoint): keeping the model of the last epoch (%d)", t.current_epoch - 1)
         selected = f"last epoch ({t.current_epoch - 1}), no best-checkpoint selection"
-    dev = evaluate(cfg, t, system, dm)
+    return evaluate(cfg, t, system, dm), selected
+
+
+def tidy_checkpoints(cfg: DictConfig, t: pl.Trainer, since: float) -> None:
+    """After a stage's results are saved (teacher stored, student exported): its resume points go, unless
+    ``keep_last_ckpt``."""
     if not cfg.keep_last_ckpt:
-        for path in remove_resumable(t):
+        for path in remove_resumable(t, since, cfg.ckpt_path):
             log.info("Removed %s: the stage ended well (keep_last_ckpt=true keeps it)", path)
-    return dev, selected
 
 
 def plot_run(t: pl.Trainer, out: Path) -> None:
@@ -193,6 +197,7 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
             })
             plot_run(t, run_dir)
         t.strategy.barrier()  # other DDP ranks load the stored teacher next
+        tidy_checkpoints(cfg, t, start)
     finish_wandb()
     log.info("Teacher %s stored in %s: %s", short_name(source.model), source.folder, dev)
     return {"dir": str(source.folder), "dev": dev, "source": "store (fine-tuned now)"}
@@ -265,6 +270,7 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
         student.save_pretrained(export)
         tokenizer.save_pretrained(export)
         plot_run(t, out)
+    tidy_checkpoints(cfg, t, start)
     return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),
             "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
             "train_examples": len(dm.datasets["train"]), "flops": flops_summary(t.callback_metrics),

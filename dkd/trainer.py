@@ -87,12 +87,15 @@ def build_trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list
                         ) from err
 
 
-def remove_resumable(t: pl.Trainer) -> list[str]:
-    """Deletes the checkpoints a stage writes to be resumed from (checkpoint callbacks that select by no score:
-    ``last.ckpt``; the interruption checkpoint), once it ended well; returns what it removed. Rank 0 only."""
-    files = [Path(c.best_model_path) for c in t.checkpoint_callbacks
-             if isinstance(c, ModelCheckpoint) and not c.monitor and c.best_model_path]
-    files += [c.path for c in t.callbacks if isinstance(c, InterruptCheckpoint)]
+def remove_resumable(t: pl.Trainer, since: float, ckpt_path: str | None = None) -> list[str]:
+    """Deletes the resume points of a stage that ended well and returns them (rank 0 only): the file that a checkpoint
+    callback selecting by no score rewrites under one fixed name (``last.ckpt``; not a series such as
+    ``{epoch}-{step}``), and the interruption checkpoint if this run wrote it (since ``since``) or resumed from it."""
+    files = [Path(c.dirpath) / f"{c.filename}{c.FILE_EXTENSION}" for c in t.checkpoint_callbacks
+             if isinstance(c, ModelCheckpoint) and not c.monitor and c.dirpath and c.filename and "{" not in c.filename]
+    resumed = Path(ckpt_path).resolve() if ckpt_path else None
+    files += [c.path for c in t.callbacks if isinstance(c, InterruptCheckpoint) and c.path.is_file()
+              and (c.path.stat().st_mtime >= since or c.path.resolve() == resumed)]
     removed = []
     if t.is_global_zero:
         for path in files:

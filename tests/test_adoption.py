@@ -249,3 +249,11 @@ def test_a_third_teacher_is_added_in_config(make_cfg, tmp_path):
     # sizes: large (2 layers) < mid (3) < base (4); 8 rows a batch cut at ⌊8/3⌋ and ⌊16/3⌋
     assert calls == {"large": [2] * 6, "mid": [3] * 6, "base": [3] * 6}
     assert set(metrics["teachers"]) == {"base", "mid", "large"}
+
+
+@pytest.mark.parametrize("adoption", [SoftBatch(faithful=True), HardSplit(), SoftInstance(), Ensemble()],
+                         ids=["soft", "hard", "soft_instance", "ensemble"])
+def test_a_step_without_kd_rows_decides_nothing(adoption):
+    """sampler.min_keep=0 with r·B < 1: no route, and no statistic (a NaN weight or a 0 share would skew the run's
+    averages)."""
+    assert adoption(S, torch.arange(0), ["small", "large"]) == [] and adoption.stats == {}

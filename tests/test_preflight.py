@@ -133,3 +133,12 @@ def test_resume_checkpoint_must_hold_this_stages_model(make_cfg, monkeypatch):
         run(make_cfg("task=sst2", "stage=teacher", "teacher=large", f"ckpt_path={ckpt}"))
     with pytest.raises(UserError, match=r"ckpt_path resumes one model: with stage=teacher pick"):
         run(make_cfg("task=sst2", "stage=teacher", "teacher=both", f"ckpt_path={ckpt}"))
+
+
+def test_a_weights_only_checkpoint_is_refused_as_a_resume_point(make_cfg, no_fit, tmp_path):
+    import torch
+
+    best = tmp_path / "epoch1-score0.8.ckpt"  # what model_checkpoint keeps: no optimizer state
+    torch.save({"hyper_parameters": {"role": "student"}, "state_dict": {}}, best)
+    with pytest.raises(UserError, match="holds the model's weights only.*last.ckpt.*keep_last_ckpt=true"):
+        run(make_cfg(f"ckpt_path={best}"))

@@ -199,3 +199,29 @@ def test_offered_keys_run(make_cfg, key):
     cfg = make_cfg("task=sst2", key)
     run(cfg)
     assert "dev/acc" in read_metrics(cfg)["dev"]
+
+
+def test_resume_points_are_found_from_the_callbacks_own_settings(tmp_path):
+    """Under ddp_spawn the main process's checkpoint callbacks never saved (best_model_path is empty): the files to
+    remove come from each callback's folder and fixed name; a series ({epoch}-{step}) and an old interruption
+    checkpoint stay."""
+    import time
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from dkd.callbacks import InterruptCheckpoint
+    from dkd.trainer import remove_resumable
+
+    for name in ("last.ckpt", "epoch=0-step=6.ckpt", "on_exception.ckpt"):
+        (tmp_path / name).write_bytes(b"x")
+    old = time.time() - 3600
+    os.utime(tmp_path / "on_exception.ckpt", (old, old))  # left by an earlier run, not resumed from
+    callbacks = [ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None),
+                 ModelCheckpoint(dirpath=tmp_path, filename="{epoch}-{step}", monitor=None, save_top_k=-1),
+                 InterruptCheckpoint(str(tmp_path))]
+    t = SimpleNamespace(checkpoint_callbacks=callbacks[:2], callbacks=callbacks, is_global_zero=True)
+    assert remove_resumable(t, since=time.time() - 60) == [str(tmp_path / "last.ckpt")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=6.ckpt", "on_exception.ckpt"]
+    assert remove_resumable(t, since=time.time(), ckpt_path=str(tmp_path / "on_exception.ckpt")) == [
+        str(tmp_path / "on_exception.ckpt")]  # the one this run resumed from

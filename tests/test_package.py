@@ -2,9 +2,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow  # 15 s; CI installs the package with setup.sh on every run
 def test_editable_install_in_a_fresh_venv(tmp_path):
     """Offline and quick: the venv sees this interpreter's packages (the dependencies are installed already) and builds
     with its setuptools (no build isolation, which would fetch setuptools from the index)."""

@@ -122,6 +122,7 @@ def test_ddp_sim_equals_one_process_with_the_global_batch(make_cfg, tmp_path):
     assert metrics["train_examples"] == 48 and metrics["train_examples_per_s"] > 0
 
 
+@pytest.mark.slow  # 30 s; DDP = one process stays in the default run
 @gloo_teardown_flaky
 def test_ddp_sim_resumed_equals_uninterrupted(make_cfg):
     """Two processes, dropout on, stopped mid-epoch 1 and resumed from the end of epoch 0: each rank's own RNG state

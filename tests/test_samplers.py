@@ -205,6 +205,7 @@ def test_runs_with_a_sampler(make_cfg, overrides):
     assert "train/sampler_selected" in header
 
 
+@pytest.mark.slow  # 25-30 s; DDP and the samplers are each in the default run
 @gloo_teardown_flaky
 def test_ddp_sim_with_a_sampler(make_cfg):
     """Each rank selects from its own shard of every global batch."""

@@ -125,6 +125,7 @@ def test_multirun_with_wandb_gives_one_run_per_job(assets, tmp_path):
         assert len(list((job / "wandb").glob("offline-run-*"))) == 1
 
 
+@pytest.mark.slow  # 11 s: three Optuna trials
 def test_optuna_search_runs_trials_and_reports_best(assets, tmp_path):
     out = tiny_cli(assets, tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
                    "hydra.sweeper.sampler.n_startup_trials=2")

@@ -66,6 +66,10 @@ TASKS: dict[str, TaskSpec] = {
         _glue("wnli", "WNLI", PAIR, "label", BINARY, ("acc",), PAIR),
         TaskSpec("imdb", None, ("sentence",), "label", BINARY, ("acc",), "stanfordnlp/imdb", None, ("text",),
                  dev_files={"dev": "test.tsv"}, hub_dev_splits={"dev": "test"}),
+        # SST-5 (sentence level, 0 very negative ... 4 very positive): one of the paper's data-selection tasks, where
+        # entropy, margin and least confidence rank rows differently (on two classes they agree)
+        TaskSpec("sst5", None, ("sentence",), "label", ("0", "1", "2", "3", "4"), ("acc",), "SetFit/sst5", None,
+                 ("text",)),
     ]
 }
 

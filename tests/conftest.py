@@ -58,6 +58,9 @@ def make_glue(root: Path, n_train: int = 48, n_dev: int = 16) -> Path:
     for split, n in (("train", n_train), ("test", n_dev)):  # IMDb's layout (IMDB_DIR), beside the GLUE folders
         write_tsv(root.parent / "imdb" / f"{split}.tsv", ["sentence", "label", "source_file"],
                   [[s, y, f"{i}.txt"] for i, (s, y) in enumerate(rows(n))])
+    for split, n in (("train", n_train), ("dev", n_dev)):  # SST-5's layout (SST5_DIR): five sentiment labels
+        write_tsv(root.parent / "sst5" / f"{split}.tsv", ["sentence", "label"],
+                  [[s, i % 3 + 2 * y] for i, (s, y) in enumerate(rows(n))])
     labels = ["entailment", "neutral", "contradiction"]
     mnli = lambda n: [[i, s, s, labels[(i + y) % 3]] for i, (s, y) in enumerate(rows(n))]  # noqa: E731
     header = ["index", "sentence1", "sentence2", "gold_label"]
@@ -91,6 +94,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     return {
         "glue": make_glue(root / "glue"),
         "imdb": root / "imdb",
+        "sst5": root / "sst5",
         "teacher": make_tiny_model(root / "tiny-teacher"),
         "large": make_tiny_model(root / "tiny-large", vocab_order=-1, layers=2),
         "student": make_tiny_model(root / "tiny-student"),
@@ -109,7 +113,8 @@ def make_cfg(assets, tmp_path):
 
     def make(*overrides: str, out: str = "run") -> DictConfig:
         base = [
-            f"paths.glue_dir={assets['glue']}", f"paths.imdb_dir={assets['imdb']}", f"paths.log_dir={tmp_path}",
+            f"paths.glue_dir={assets['glue']}", f"paths.imdb_dir={assets['imdb']}",
+            f"paths.sst5_dir={assets['sst5']}", f"paths.log_dir={tmp_path}",
             f"backbone.teachers.base={assets['teacher']}", f"backbone.teachers.large={assets['large']}",
             f"backbone.student.name_or_path={assets['student']}", "backbone.student.layers=2",
             "task.train_limit=null", "finetune.epochs=1", "distill.epochs=1", "finetune.batch_size=8",

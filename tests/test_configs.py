@@ -20,7 +20,7 @@ OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob(
 def test_required_options_exist():
     have = set(OPTIONS)
     for group, names in {
-        "task": "sst2 mrpc rte cola stsb qnli qqp mnli wnli imdb custom", "backbone": "minilm bert",
+        "task": "sst2 mrpc rte cola stsb qnli qqp mnli wnli imdb sst5 custom", "backbone": "minilm bert",
         "teacher": "base large both", "stage": "teacher distill", "trainer": "cpu gpu ddp ddp_sim",
         "logger": "csv wandb tensorboard", "hparams_search": "optuna",
         "adoption": "single ensemble hard soft soft_instance",

@@ -1,0 +1,54 @@
+"""Paired comparisons of two variants over the same seeds, and the reproduction report's verdict rule.
+
+For each seed s both variants share the teacher, the data order and the student's initialisation, so the paired
+differences d_s = variant_s − baseline_s are compared, not the two means:
+
+    d̄ = mean_s d_s,   95% interval d̄ ± t_{0.975, n−1} · sd(d) / √n
+
+A claim is *confirmed* when the interval lies wholly on the side the paper claims (beyond ``margin``: 0 for "better
+than", −1 point for "keeps accuracy"), *refuted* when it lies wholly on the other side, *unresolved* otherwise.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+# two-sided 95% quantiles of Student's t, by degrees of freedom (1–30); larger samples use the normal's 1.96
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Mean paired difference and its 95% interval, in the metric's own units, over ``n`` seeds."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+def paired_difference(baseline: dict, variant: dict) -> Paired:
+    """``baseline``, ``variant``: seed → dev metric. Only seeds both have are paired; at least two are needed."""
+    seeds = sorted(set(baseline) & set(variant))
+    if len(seeds) < 2:
+        raise ValueError(f"a paired interval needs two or more common seeds, got {seeds} "
+                         f"(baseline seeds {sorted(baseline)}, variant seeds {sorted(variant)})")
+    d = [variant[s] - baseline[s] for s in seeds]
+    mean, n = statistics.mean(d), len(d)
+    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
+    half = t * statistics.stdev(d) / math.sqrt(n)
+    return Paired(mean, mean - half, mean + half, n)
+
+
+def verdict(p: Paired, margin: float = 0.0, claim: str = "higher") -> str:
+    """``claim="higher"``: the paper says the variant is above the baseline by more than ``margin`` (0: better;
+    −0.01 on a 0–1 metric: keeps accuracy within a point)."""
+    if claim != "higher":
+        raise ValueError(f"claim={claim!r}: only 'higher' (state the claim as variant − baseline > margin)")
+    if p.low > margin:
+        return "confirmed"
+    if p.high < margin:
+        return "refuted"
+    return "unresolved"

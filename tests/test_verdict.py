@@ -1,0 +1,28 @@
+"""The reproduction report's paired interval and verdict rule, pinned on fixed numbers."""
+import pytest
+
+from dkd.verdict import paired_difference, verdict
+
+
+def test_paired_interval_is_pinned():
+    base = {42: 0.80, 1: 0.81, 2: 0.79, 3: 0.80, 4: 0.82}
+    variant = {42: 0.82, 1: 0.82, 2: 0.80, 3: 0.83, 4: 0.83, 9: 0.99}  # seed 9 has no pair: left out
+    p = paired_difference(base, variant)
+    # d = 0.02, 0.01, 0.01, 0.03, 0.01: mean 0.016, sd 0.008944, t(4) = 2.776 -> half width 0.011104
+    assert p.n == 5 and p.mean == pytest.approx(0.016)
+    assert (p.low, p.high) == (pytest.approx(0.004896, abs=1e-6), pytest.approx(0.027104, abs=1e-6))
+
+
+def test_verdict_follows_the_interval_not_the_mean():
+    base = {s: 0.80 for s in range(5)}
+    better = paired_difference(base, {0: 0.82, 1: 0.81, 2: 0.81, 3: 0.83, 4: 0.81})
+    noisy = paired_difference(base, {0: 0.84, 1: 0.78, 2: 0.83, 3: 0.79, 4: 0.82})  # mean +0.012, wide
+    worse = paired_difference(base, {0: 0.77, 1: 0.78, 2: 0.76, 3: 0.77, 4: 0.775})
+    assert verdict(better) == "confirmed" and verdict(noisy) == "unresolved" and verdict(worse) == "refuted"
+    assert verdict(worse, margin=-0.01) == "refuted"  # "keeps accuracy within a point" fails by more than a point
+    assert verdict(paired_difference(base, {s: 0.797 for s in range(5)}), margin=-0.01) == "confirmed"
+
+
+def test_too_few_pairs_is_an_error():
+    with pytest.raises(ValueError, match="two or more common seeds"):
+        paired_difference({1: 0.8}, {1: 0.9, 2: 0.9})

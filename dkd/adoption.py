@@ -101,11 +101,11 @@ class PoolAdoption:
         if rows.numel() == 0:  # a step without KD rows (sampler.min_keep=0) decides nothing
             self.stats = {}
             return []
-        measurable = student_logits.size(-1) > 1  # a regression's ensemble has no u
-        # no u on a regression (where only the ensemble runs, which ignores u) or without rows: none in the stats
+        # no u on a regression (only the ensemble runs there, and it ignores u): none in the stats
+        measurable = student_logits.size(-1) > 1
         u = uncertainty(student_logits[rows], self.measure, grad=not self.detach) if measurable else rows.float()
         routes = self.route(u, rows, teachers)
-        n = max(rows.numel(), 1)
+        n = rows.numel()
         share, weight = dict.fromkeys(teachers, 0.0), dict.fromkeys(teachers, 0.0)
         for r in routes:
             w = r.weight.detach() if torch.is_tensor(r.weight) else r.weight

@@ -76,6 +76,7 @@ RULES = {
     "data.subset_seed": _number(0, integer=True),
     "task.train_limit": _number(1, integer=True, optional=True),
     "task.dev_limit": _number(1, integer=True, optional=True),
+    "distill.train_limit": _number(1, integer=True, optional=True),
     "seed": _number(0, integer=True),
     "threads": _number(1, integer=True, optional=True),
     "distill.teacher_dropout": ((lambda v: isinstance(v, bool)), "true or false"),

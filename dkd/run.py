@@ -22,7 +22,7 @@ from dkd.cache import summary as cache_summary
 from dkd.cache import teacher_outputs
 from dkd.callbacks import Throughput
 from dkd.compress import compress
-from dkd.data import TaskDataModule
+from dkd.data import TaskDataModule, subsample
 from dkd.errors import UserError
 from dkd.flops import summary as flops_summary
 from dkd.loggers import finish_wandb
@@ -78,9 +78,12 @@ def resume_hints(cfg: DictConfig, since: float) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
-def datamodule(cfg: DictConfig, plan: Plan, tokenizers: dict, batch_size: int) -> TaskDataModule:
+def datamodule(cfg: DictConfig, plan: Plan, tokenizers: dict, batch_size: int, train_limit: int | None = None
+               ) -> TaskDataModule:
+    """``train_limit``: a fixed random subset of the training split (``data.subset_seed``), for this stage only."""
+    splits = {**plan.splits, "train": subsample(plan.splits["train"], train_limit, cfg.data.subset_seed)}
     return TaskDataModule(
-        plan.spec, plan.splits, tokenizers, max_seq_length=cfg.data.max_seq_length, batch_size=batch_size,
+        plan.spec, splits, tokenizers, max_seq_length=cfg.data.max_seq_length, batch_size=batch_size,
         eval_batch_size=cfg.data.eval_batch_size, seed=cfg.seed, cache_dir=cfg.data.cache_dir,
         num_workers=cfg.data.num_workers, padding=cfg.data.padding,
     )
@@ -241,7 +244,8 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
              student.config.num_hidden_layers, count_parameters(student) / 1e6,
              {r: f"{count_parameters(m) / 1e6:.1f}M" for r, m in teachers.items()})
     hp = cfg.distill
-    dm = datamodule(cfg, plan, tokenizers, hp.batch_size * plan.strategies["sampler"].pool)  # pool · B rows a step
+    dm = datamodule(cfg, plan, tokenizers, hp.batch_size * plan.strategies["sampler"].pool,  # pool · B rows a step
+                    hp.train_limit)
     dm.setup("fit")
     objective = plan.strategies["objective"]
     hidden = None
@@ -273,7 +277,7 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
     tidy_checkpoints(cfg, t, start)
     return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),
             "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
-            "train_examples": len(dm.datasets["train"]), "flops": flops_summary(t.callback_metrics),
+            "train_examples": len(dm.datasets["train"]), "pool_examples": len(plan.splits["train"].labels), "flops": flops_summary(t.callback_metrics),
             "decisions": {k.removeprefix("mean/"): round(float(v), 4) for k, v in t.callback_metrics.items()
                           if k.startswith("mean/")},
             "teacher_cache": cache,

@@ -29,6 +29,7 @@ from dkd.loggers import finish_wandb
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
+from dkd.provenance import code_version
 from dkd.quiet import quiet_libraries
 from dkd.report import plot_curves
 from dkd.teachers import TeacherSource, TeacherStore, agree
@@ -324,7 +325,7 @@ def run(cfg: DictConfig) -> float | None:
         else:
             result = distill(cfg, plan)
     result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id, checked_in_s=checked_s,
-                  total_wall_time_s=round(time.time() - start, 1), config=OmegaConf.to_container(cfg, resolve=True))
+                  total_wall_time_s=round(time.time() - start, 1), code=code_version(), config=OmegaConf.to_container(cfg, resolve=True))
     if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script
         out = Path(cfg.paths.output_dir)
         write_json(out / "metrics.json", result)

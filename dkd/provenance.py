@@ -1,0 +1,23 @@
+"""Which code produced a result: the git commit of the DKD checkout that ran it, so that a number in the docs can
+name its commit (``metrics.json`` → ``code``)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_version(root: Path = ROOT) -> dict | None:
+    """``{"commit": sha, "dirty": bool}`` of the checkout holding this package (dirty: tracked files changed since
+    that commit); None outside a git checkout (an installed wheel) or without git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "dkd", "conf", "train.py"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}

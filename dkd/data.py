@@ -109,22 +109,26 @@ def load_local(spec: TaskSpec, data_dir: Path) -> dict[str, Split]:
     return splits
 
 
+def hub_split_of(spec: TaskSpec, hub_split: str) -> Split:
+    """One split of the task's hub copy, validated as a local file would be."""
+    import datasets
+
+    frame = datasets.load_dataset(spec.hub_path, spec.hub_config, split=hub_split).to_pandas()
+    if not spec.is_regression:  # hub labels are already ids; map back to names to validate one way
+        frame["label"] = [spec.labels[i] if 0 <= i < len(spec.labels) else str(i) for i in frame["label"]]
+    source = f"hub {spec.hub_path}/{spec.hub_config or ''}:{hub_split}"
+    return frame_to_split(frame, spec, spec.hub_columns, "label", source)
+
+
 def load_hub(spec: TaskSpec, local_hint: str) -> dict[str, Split]:
     """Download the task from the Hugging Face hub (``datasets.load_dataset``)."""
     from dkd.hub import hub_reachable
 
     hub_reachable()  # offline: fail at once instead of retrying for half a minute
-    import datasets
-
     splits = {}
     try:
         for split, hub_split in {"train": "train", **spec.hub_dev_splits}.items():
-            ds = datasets.load_dataset(spec.hub_path, spec.hub_config, split=hub_split)
-            source = f"hub {spec.hub_path}/{spec.hub_config or ''}:{hub_split}"
-            frame = ds.to_pandas()
-            if not spec.is_regression:  # hub labels are already ids; map back to names to validate one way
-                frame["label"] = [spec.labels[i] if 0 <= i < len(spec.labels) else str(i) for i in frame["label"]]
-            splits[split] = frame_to_split(frame, spec, spec.hub_columns, "label", source)
+            splits[split] = hub_split_of(spec, hub_split)
     except DataError:
         raise
     except Exception as err:  # noqa: BLE001 - any hub failure means the same fix for the user
@@ -134,6 +138,23 @@ def load_hub(spec: TaskSpec, local_hint: str) -> dict[str, Split]:
             f"standard GLUE layout, e.g. GLUE_DIR=../shared/data/glue."
         ) from err
     return splits
+
+
+def load_test_split(spec: TaskSpec, data_dir: str | None) -> Split:
+    """The task's labelled test split (``spec.test_file``), from the local folder if it exists, else the hub."""
+    if not spec.test_file:
+        raise DataError(f"Task '{spec.name}' has no labelled test split in DKD (GLUE's test labels are not public); "
+                        f"its dev split is the held-out set.")
+    if data_dir and Path(data_dir).is_dir():
+        path = Path(data_dir) / spec.test_file
+        if not path.is_file():
+            raise DataError(f"Task '{spec.name}': missing test file {path}; point task.data_dir at a folder with "
+                            f"{spec.test_file}.")
+        return frame_to_split(read_table(path, header=spec.header), spec, spec.columns, spec.label_column, str(path))
+    from dkd.hub import hub_reachable
+
+    hub_reachable()
+    return hub_split_of(spec, spec.hub_test_split)
 
 
 def load_splits(spec: TaskSpec, data_dir: str | None, custom_files: dict | None = None) -> dict[str, Split]:

@@ -278,7 +278,8 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
     tidy_checkpoints(cfg, t, start)
     return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),
             "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
-            "train_examples": len(dm.datasets["train"]), "pool_examples": len(plan.splits["train"].labels), "flops": flops_summary(t.callback_metrics),
+            "train_examples": len(dm.datasets["train"]), "pool_examples": len(plan.splits["train"].labels),
+            "flops": flops_summary(t.callback_metrics),
             "decisions": {k.removeprefix("mean/"): round(float(v), 4) for k, v in t.callback_metrics.items()
                           if k.startswith("mean/")},
             "teacher_cache": cache,
@@ -325,7 +326,8 @@ def run(cfg: DictConfig) -> float | None:
         else:
             result = distill(cfg, plan)
     result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id, checked_in_s=checked_s,
-                  total_wall_time_s=round(time.time() - start, 1), code=code_version(), config=OmegaConf.to_container(cfg, resolve=True))
+                  total_wall_time_s=round(time.time() - start, 1), code=code_version(),
+                  config=OmegaConf.to_container(cfg, resolve=True))
     if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script
         out = Path(cfg.paths.output_dir)
         write_json(out / "metrics.json", result)

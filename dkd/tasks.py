@@ -30,6 +30,9 @@ class TaskSpec:
     dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
     hub_dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": "validation"})
     header: bool = True
+    # a labelled test split, read only after training (``python -m dkd.evaluate``), never to choose a model
+    test_file: str | None = None
+    hub_test_split: str | None = None
 
     @property
     def is_regression(self) -> bool:
@@ -69,7 +72,7 @@ TASKS: dict[str, TaskSpec] = {
         # SST-5 (sentence level, 0 very negative ... 4 very positive): one of the paper's data-selection tasks, where
         # entropy, margin and least confidence rank rows differently (on two classes they agree)
         TaskSpec("sst5", None, ("sentence",), "label", ("0", "1", "2", "3", "4"), ("acc",), "SetFit/sst5", None,
-                 ("text",)),
+                 ("text",), test_file="test.tsv", hub_test_split="test"),
     ]
 }
 

@@ -138,12 +138,28 @@ class SweepSummary(Callback):
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m dkd.report",
-                                     description="Summarise a multirun folder: dev score mean ± std over seeds.")
-    parser.add_argument("folders", nargs="+", help="multirun folders (outputs/multiruns/<date>), read as one sweep")
+    parser = argparse.ArgumentParser(
+        prog="python -m dkd.report",
+        description="Summarise a multirun folder: dev score mean ± std over seeds. With --study: a reproduction "
+                    "study's tables, paired intervals and verdicts (docs/reproduction.md).")
+    parser.add_argument("folders", nargs="+", help="multirun folders (outputs/multiruns/<date>), read as one sweep; "
+                                                   "with --study also job folders or a study JSON saved by --save")
     parser.add_argument("--over", default="seed", help="the override averaged over (default: %(default)s)")
     parser.add_argument("--json", default=None, help="also write the summary as JSON here")
+    parser.add_argument("--study", default=None, help="a reproduction study (dkd/reproduction.py: STUDIES)")
+    parser.add_argument("--save", default=None, help="with --study: its jobs as one JSON (rebuild without outputs)")
+    parser.add_argument("--png", default=None, help="with --study: its plot")
+    parser.add_argument("--md", default=None, help="with --study: also write the Markdown here")
     args = parser.parse_args(argv)
+    if args.study:
+        from dkd.reproduction import report as study_report
+
+        text = study_report(args.study, [Path(f) for f in args.folders], args.save and Path(args.save),
+                            args.png and Path(args.png))
+        print(text)
+        if args.md:
+            Path(args.md).write_text(text)
+        return
     rows = [row for folder in args.folders for row in collect(Path(folder))]
     if not rows:
         raise SystemExit(f"No finished job (*/metrics.json) under {' '.join(args.folders)}")

@@ -44,11 +44,36 @@ def paired_difference(baseline: dict, variant: dict) -> Paired:
 
 def verdict(p: Paired, margin: float = 0.0, claim: str = "higher") -> str:
     """``claim="higher"``: the paper says the variant is above the baseline by more than ``margin`` (0: better;
-    −0.01 on a 0–1 metric: keeps accuracy within a point)."""
+    −0.01 on a 0–1 metric: keeps accuracy within a point). ``claim="differ"`` (two variants the paper ranks apart
+    without a direction we can test): confirmed when the interval excludes 0, refuted when it lies within
+    ±``margin`` (equivalent to that tolerance), unresolved otherwise."""
+    if claim == "differ":
+        if p.low > 0 or p.high < 0:
+            return "confirmed"
+        return "refuted" if -abs(margin) < p.low and p.high < abs(margin) else "unresolved"
     if claim != "higher":
-        raise ValueError(f"claim={claim!r}: only 'higher' (state the claim as variant − baseline > margin)")
+        raise ValueError(f"claim={claim!r}: 'higher' (variant − baseline > margin) or 'differ'")
     if p.low > margin:
         return "confirmed"
     if p.high < margin:
         return "refuted"
     return "unresolved"
+
+
+def paired_bootstrap(baseline: list[list[bool]], variant: list[list[bool]], reps: int = 2000, seed: int = 0
+                     ) -> tuple[float, float]:
+    """95% percentile interval of the accuracy difference, pooled over seeds, resampling the evaluation examples.
+
+    ``baseline[s][i]``, ``variant[s][i]``: whether seed s's model got example i right (the same seeds in the same
+    order). Each replicate draws the examples once, with replacement, for every seed and both variants, so the
+    interval reflects the test set's sampling, which the t interval over seeds does not."""
+    import numpy as np
+
+    base, var = np.asarray(baseline, dtype=float), np.asarray(variant, dtype=float)
+    if base.shape != var.shape or base.ndim != 2:
+        raise ValueError(f"paired_bootstrap: shapes {base.shape} and {var.shape} must be equal (seeds × examples)")
+    per_example = (var - base).mean(axis=0)
+    rng = np.random.default_rng(seed)
+    means = per_example[rng.integers(0, per_example.size, size=(reps, per_example.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)

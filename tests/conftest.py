@@ -58,7 +58,7 @@ def make_glue(root: Path, n_train: int = 48, n_dev: int = 16) -> Path:
     for split, n in (("train", n_train), ("test", n_dev)):  # IMDb's layout (IMDB_DIR), beside the GLUE folders
         write_tsv(root.parent / "imdb" / f"{split}.tsv", ["sentence", "label", "source_file"],
                   [[s, y, f"{i}.txt"] for i, (s, y) in enumerate(rows(n))])
-    for split, n in (("train", n_train), ("dev", n_dev)):  # SST-5's layout (SST5_DIR): five sentiment labels
+    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_dev)):  # SST-5's layout (SST5_DIR): 5 labels
         write_tsv(root.parent / "sst5" / f"{split}.tsv", ["sentence", "label"],
                   [[s, i % 3 + 2 * y] for i, (s, y) in enumerate(rows(n))])
     labels = ["entailment", "neutral", "contradiction"]

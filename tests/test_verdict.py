@@ -1,7 +1,7 @@
 """The reproduction report's paired interval and verdict rule, pinned on fixed numbers."""
 import pytest
 
-from dkd.verdict import paired_difference, verdict
+from dkd.verdict import paired_bootstrap, paired_difference, verdict
 
 
 def test_paired_interval_is_pinned():
@@ -26,3 +26,25 @@ def test_verdict_follows_the_interval_not_the_mean():
 def test_too_few_pairs_is_an_error():
     with pytest.raises(ValueError, match="two or more common seeds"):
         paired_difference({1: 0.8}, {1: 0.9, 2: 0.9})
+
+
+def test_differ_claim_needs_the_interval_off_zero_and_is_refuted_only_inside_the_margin():
+    base = {s: 0.50 for s in range(5)}
+    apart = paired_difference(base, {0: 0.48, 1: 0.47, 2: 0.48, 3: 0.49, 4: 0.47})
+    same = paired_difference(base, {0: 0.501, 1: 0.499, 2: 0.502, 3: 0.498, 4: 0.500})
+    wide = paired_difference(base, {0: 0.53, 1: 0.47, 2: 0.52, 3: 0.46, 4: 0.50})
+    assert verdict(apart, 0.01, "differ") == "confirmed"  # lower, and a difference either way counts
+    assert verdict(same, 0.01, "differ") == "refuted"
+    assert verdict(wide, 0.01, "differ") == "unresolved"
+
+
+def test_paired_bootstrap_is_pinned_and_pairs_examples():
+    # two seeds, four examples; the variant fixes example 0 in both seeds and breaks example 3 in seed 1
+    base = [[False, True, True, True], [False, True, True, True]]
+    variant = [[True, True, True, True], [True, True, True, False]]
+    low, high = paired_bootstrap(base, variant, reps=4000, seed=0)
+    # per-example mean differences (1, 0, 0, -0.5): mean 0.125; means of four draws range over [-0.5, 1]
+    assert (low, high) == (-0.375, 0.75)
+    assert paired_bootstrap(base, base) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="must be equal"):
+        paired_bootstrap(base, [[True]])

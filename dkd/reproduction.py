@@ -1,0 +1,329 @@
+"""The reproduction report's studies: which variants a study compares, which claims of the paper it tests, and how
+its tables and plots are made from the runs (``python -m dkd.report --study <name> <multirun folders or JSON>``).
+
+A study reads finished jobs (their ``metrics.json``, ``.hydra/hydra.yaml`` and, from ``python -m dkd.evaluate``,
+``predictions.json``), refuses jobs whose configs differ in anything but the studied options and the seed, names
+each job's variant, and tests each claim by the paired rule of :mod:`dkd.verdict`. ``--save`` keeps what the tables
+and plots need as one JSON under docs/, so that they can be rebuilt without the outputs.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dkd.errors import UserError
+from dkd.verdict import paired_bootstrap, paired_difference, verdict
+
+# settings that change where and how a job runs, not what it computes
+IGNORED = ("seed", "paths", "logger", "hydra", "threads", "compress", "trainer.enable_progress_bar", "data.cache_dir",
+           "data.num_workers", "ckpt_path", "keep_last_ckpt", "optimized_metric")
+CURVES = ("train/sampler_selected", "train/sampler_u_selected", "train/sampler_u_all", "train/adoption_weight_large",
+          "train/adoption_share_large", "train/weighting_u")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``variant`` − ``baseline`` tested by :func:`dkd.verdict.verdict` with ``margin`` and ``kind``."""
+
+    name: str
+    variant: str
+    baseline: str
+    says: str
+    margin: float = 0.0
+    kind: str = "higher"
+
+
+@dataclass(frozen=True)
+class Study:
+    """``keys``: the studied options (a config group's choice, or a dotted key); ``variants``: label → the values of
+    those keys that make it (None: the key left at its default of null)."""
+
+    title: str
+    keys: tuple[str, ...]
+    variants: dict[str, dict]
+    claims: tuple[Claim, ...] = ()
+    paper: dict[str, str] = field(default_factory=dict)
+
+
+MODES = (("efficient", 1, ""), ("efficient", 10, ", pool 10"), ("faithful", 1, ", faithful"))
+
+
+def _selection() -> Study:
+    full = {"sampler": "none", "distill.train_limit": None}
+    variants = {"full KD": full}
+    for r in (0.1, 0.5):
+        variants[f"fixed random {r:.0%} subset"] = {"sampler": "none", "distill.train_limit": f"{r:.0%} of the pool"}
+        for name in ("random", "entropy", "margin", "least_confidence"):
+            for mode, pool, tail in MODES:
+                variants[f"{name} r={r}{tail}"] = {"sampler": name, "sampler.ratio": r, "sampler.mode": mode,
+                                                   "sampler.pool": pool, "distill.train_limit": None}
+    claims = []
+    for r in (0.1, 0.5):
+        for _, _, tail in MODES:
+            for m in ("entropy", "margin", "least_confidence"):
+                v = f"{m} r={r}{tail}"
+                claims += [Claim("2a", v, "full KD", "keeps accuracy within 1 point of full KD", -0.01),
+                           Claim("2b", v, f"random r={r}{tail}", "beats random selection")]
+            claims += [Claim("2d", f"{a} r={r}{tail}", f"{b} r={r}{tail}", "the measures differ", 0.01, "differ")
+                       for a, b in (("entropy", "margin"), ("entropy", "least_confidence"),
+                                    ("margin", "least_confidence"))]
+        claims.append(Claim("2c", f"entropy r={r}", f"fixed random {r:.0%} subset",
+                            "selecting per batch beats a fixed random subset of the same share"))
+    paper = {  # Table 4 of the paper: augmented data, r = 0.1, BERT-base teacher, 6-layer BERT student (SST-5 acc)
+        "full KD": "51.4 (TinyBERT full KD; 24.9 GFLOPs)", "random r=0.1": "51.1 (2.49 GFLOPs)",
+        "entropy r=0.1": "51.5 (4.65 GFLOPs)", "margin r=0.1": "51.6 (4.65 GFLOPs)",
+        "least_confidence r=0.1": "51.2 (4.65 GFLOPs)"}
+    return Study("Finding 2: data selection", ("sampler", "sampler.ratio", "sampler.mode", "sampler.pool",
+                                               "distill.train_limit"), variants, tuple(claims), paper)
+
+
+STUDIES = {"selection": _selection()}
+
+
+# ------------------------------------------------------------------------------------------------ reading jobs
+def flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _downsample(points: list, most: int = 120) -> list:
+    step = max(1, len(points) // most)
+    return points[::step]
+
+
+def read_job(job: Path) -> dict:
+    """What a study needs of one finished job folder."""
+    import csv
+
+    metrics = json.loads((job / "metrics.json").read_text())
+    hydra = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    record = {"job": str(job), "choices": hydra["runtime"]["choices"], "config": metrics.pop("config"),
+              "metrics": {k: v for k, v in metrics.items() if k not in ("teachers",)},
+              "teachers": {r: {"dir": Path(t["dir"]).name, "dev": t.get("dev")}
+                           for r, t in metrics.get("teachers", {}).items()}}
+    if (job / "predictions.json").is_file():
+        record["predictions"] = json.loads((job / "predictions.json").read_text())
+    logs = sorted(job.glob("csv/**/metrics.csv"))
+    if logs:
+        with open(logs[-1], newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        record["curves"] = {name: _downsample([[int(r["step"]), round(float(r[name]), 4)] for r in rows if r.get(name)])
+                            for name in CURVES if rows and name in rows[0]}
+    return record
+
+
+def load_jobs(sources: list[Path]) -> list[dict]:
+    """Jobs from multirun folders (every ``*/metrics.json``), job folders, or a saved study JSON."""
+    jobs = []
+    for source in sources:
+        if source.suffix == ".json":
+            jobs += json.loads(source.read_text())["jobs"]
+        elif (source / "metrics.json").is_file():
+            jobs.append(read_job(source))
+        else:
+            found = sorted(p.parent for p in source.glob("*/metrics.json"))
+            if not found:
+                raise UserError(f"{source}: no finished job (*/metrics.json), and not a study JSON.")
+            jobs += [read_job(j) for j in found]
+    return jobs
+
+
+def _value(job: dict, key: str):
+    """A studied key's value in a job: a group's choice, or a config value (distill.train_limit as a share)."""
+    if key in job["choices"] and "." not in key:
+        return job["choices"][key]
+    value = flatten(job["config"]).get(key)
+    if key == "distill.train_limit" and value is not None:
+        return f"{value / job['metrics']['pool_examples']:.0%} of the pool"
+    return value
+
+
+def variant_of(study: Study, job: dict) -> str:
+    values = {k: _value(job, k) for k in study.keys}
+    for label, wanted in study.variants.items():
+        if all(values.get(k) == v for k, v in wanted.items()):
+            return label
+    raise UserError(f"{job['job']}: its studied options {values} make no variant of '{study.title}' "
+                    f"(known: {', '.join(study.variants)}).")
+
+
+def check_same_setting(study: Study, jobs: list[dict]) -> None:
+    """Every job's config equals the first's outside the studied options, the seed and the run-only settings."""
+    skip = (*IGNORED, *study.keys)
+
+    def rest(job: dict) -> dict:
+        return {k: v for k, v in flatten(job["config"]).items()
+                if not any(k == s or k.startswith(f"{s}.") for s in skip)}
+
+    first = rest(jobs[0])
+    for job in jobs[1:]:
+        other = rest(job)
+        diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+        if diff:
+            shown = "; ".join(f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in diff[:6])
+            raise UserError(f"{job['job']} differs from {jobs[0]['job']} in more than the studied options "
+                            f"({', '.join(study.keys)}) and the seed: {shown}. Report them as separate studies.")
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _correct(job: dict, split: str) -> list[bool] | None:
+    """Per example, right or wrong (a classification task's predictions against the labels of that split)."""
+    pred = job.get("predictions", {}).get(split)
+    return None if pred is None else pred.get("correct")
+
+
+def gflops_per_instance(job: dict) -> float | None:
+    """Training GFLOPs (the method's count: teacher forwards asked, cache hits included) per instance of the pool
+    per epoch; a student trained on a subset is charged over the whole pool, as the paper's per-instance figures."""
+    flops, m = job["metrics"].get("flops"), job["metrics"]
+    if not flops:
+        return None
+    epochs = flops["examples"] / m["train_examples"]
+    return flops["gflops"]["total"] / (m["pool_examples"] * epochs)
+
+
+def summarise(study: Study, jobs: list[dict]) -> dict:
+    """Per variant: seeds, metrics, cost; per claim: the paired interval, the bootstrap check and the verdict."""
+    check_same_setting(study, jobs)
+    by_variant: dict[str, dict[int, dict]] = {}
+    for job in jobs:
+        seeds = by_variant.setdefault(variant_of(study, job), {})
+        seed = job["metrics"]["seed"]
+        if seed in seeds:
+            raise UserError(f"{job['job']} and {seeds[seed]['job']} are the same variant and seed: give each once.")
+        seeds[seed] = job
+    order = [v for v in study.variants if v in by_variant]
+    variants = {}
+    for label in order:
+        seeds = by_variant[label]
+        dev = {s: j["metrics"]["dev"]["dev/score"] for s, j in seeds.items()}
+        test = {s: j["predictions"]["test"]["metrics"]["test/acc"] for s, j in seeds.items()
+                if "test" in j.get("predictions", {})}
+        cost = [gflops_per_instance(j) for j in seeds.values()]
+        variants[label] = {
+            "seeds": sorted(dev), "dev": dev, "test": test,
+            "gflops_per_instance": statistics.mean(c for c in cost if c is not None) if any(cost) else None,
+            "wall_min": statistics.mean(j["metrics"]["wall_time_s"] for j in seeds.values()) / 60,
+            "examples_per_s": statistics.mean(j["metrics"]["train_examples_per_s"] or 0 for j in seeds.values()),
+            "selected": statistics.mean(j["metrics"]["decisions"].get("sampler_selected", 1.0)
+                                        for j in seeds.values()),
+            "paper": study.paper.get(label, "")}
+    claims = []
+    for c in study.claims:
+        if c.variant not in variants or c.baseline not in variants:
+            continue
+        row = {"claim": c.name, "says": c.says, "variant": c.variant, "baseline": c.baseline}
+        for split in ("dev", "test"):
+            a, b = variants[c.baseline][split], variants[c.variant][split]
+            if len(set(a) & set(b)) < 2:
+                continue
+            p = paired_difference(a, b)
+            row[split] = {"mean": p.mean, "low": p.low, "high": p.high, "n": p.n,
+                          "verdict": verdict(p, c.margin, c.kind)}
+            seeds = sorted(set(a) & set(b))
+            base = [_correct(by_variant[c.baseline][s], split) for s in seeds]
+            var = [_correct(by_variant[c.variant][s], split) for s in seeds]
+            if all(x is not None for x in base + var):
+                row[split]["bootstrap"] = paired_bootstrap(base, var)
+        claims.append(row)
+    teachers = {r: t["dev"] for r, t in jobs[0]["teachers"].items()}
+    return {"title": study.title, "variants": variants, "claims": claims, "teachers": teachers,
+            "commits": sorted({(j["metrics"].get("code") or {}).get("commit", "unrecorded")[:7] for j in jobs}),
+            "task": jobs[0]["metrics"]["task"]}
+
+
+def markdown(summary: dict) -> str:
+    pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
+    acc = lambda xs: "–" if not xs else (lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}")(*_mean_std(list(xs)))  # noqa
+    lines = [f"### {summary['title']} — {summary['task']}", "",
+             f"Teacher dev: {', '.join(f'{r} {t}' for r, t in summary['teachers'].items())}. "
+             f"Commits: {', '.join(summary['commits'])}.", "",
+             "| variant | seeds | dev (mean ± std) | test (mean ± std) | rows distilled | GFLOPs / instance | "
+             "wall min / run | train ex/s | paper (setting differs, see text) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, v in summary["variants"].items():
+        g = "–" if v["gflops_per_instance"] is None else f"{v['gflops_per_instance']:.3f}"
+        lines.append(f"| {label} | {len(v['seeds'])} | {acc(v['dev'].values())} | {acc(v['test'].values())} | "
+                     f"{v['selected']:.3f} | {g} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | {v['paper']} |")
+    lines += ["", "| claim | variant − baseline | dev: d [95% t interval] | bootstrap | verdict | "
+                  "test: d [95% t interval] | verdict |", "|---|---|---|---|---|---|---|"]
+    for c in summary["claims"]:
+        cells = []
+        for split in ("dev", "test"):
+            r = c.get(split)
+            if r is None:
+                cells += ["–", "–"] + (["–"] if split == "dev" else [])
+                continue
+            cells.append(f"{pts(r['mean'])} [{pts(r['low'])}, {pts(r['high'])}]")
+            if split == "dev":
+                b = r.get("bootstrap")
+                cells.append("–" if b is None else f"[{pts(b[0])}, {pts(b[1])}]")
+            cells.append(f"**{r['verdict']}**")
+        lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
+    """Dev metric against training GFLOPs per instance and against wall time (mean ± std over seeds), and the
+    selected share and u over training of one seed per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+    for label, v in summary["variants"].items():
+        mean, std = _mean_std(list(v["dev"].values()))
+        for ax, x in ((axes[0], v["gflops_per_instance"]), (axes[1], v["wall_min"])):
+            if x is not None:
+                ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=3, label=label)
+    axes[0].set(xlabel="training GFLOPs per pool instance per epoch (our count)", ylabel="dev accuracy (%)",
+                title=f"{summary['task']}: accuracy vs compute", xscale="log")
+    axes[1].set(xlabel="wall time per run (min, 1 CPU thread)", ylabel="dev accuracy (%)",
+                title="accuracy vs wall time")
+    axes[0].legend(fontsize=7)
+    first = min(j["metrics"]["seed"] for j in jobs)
+    for job in jobs:
+        label = variant_of(study, job)
+        curves = job.get("curves", {})
+        if job["metrics"]["seed"] != first or "train/sampler_u_selected" not in curves:
+            continue
+        for name, style in (("train/sampler_u_selected", "-"), ("train/sampler_u_all", ":")):
+            points = curves.get(name)
+            if points:
+                axes[2].plot(*zip(*points), style, linewidth=1, label=f"{label}: {name.split('_', 1)[1]}")
+    axes[2].set(xlabel="step", ylabel="mean uncertainty u", title=f"u of selected rows vs all rows (seed {first})")
+    if axes[2].lines:
+        axes[2].legend(fontsize=6)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def report(name: str, sources: list[Path], save: Path | None = None, png: Path | None = None) -> str:
+    """The study's Markdown (tables and verdicts); ``save``: its jobs as one JSON; ``png``: its plot."""
+    if name not in STUDIES:
+        raise UserError(f"--study {name}: known studies are {', '.join(STUDIES)}.")
+    study = STUDIES[name]
+    jobs = load_jobs(sources)
+    summary = summarise(study, jobs)
+    if save:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps({"study": name, "summary": summary, "jobs": jobs}))
+    if png:
+        plot(summary, jobs, png, study)
+    return markdown(summary)

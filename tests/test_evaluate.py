@@ -1,0 +1,37 @@
+"""python -m dkd.evaluate: each example's prediction of a finished run on dev and the labelled test split, checked
+against the run's own dev metrics; and distill.train_limit, the fixed-subset baseline it is used with."""
+import json
+from pathlib import Path
+
+import pytest
+
+from dkd.errors import UserError
+from dkd.evaluate import evaluate_job, jobs_under, main
+from dkd.run import run
+
+
+def test_predictions_on_dev_and_test_match_the_run_and_the_labels(make_cfg, capsys):
+    cfg = make_cfg("task=sst5", "distill.train_limit=16")
+    run(cfg)
+    job = Path(cfg.paths.output_dir)
+    metrics = json.loads((job / "metrics.json").read_text())
+    # the teacher saw all 48 training rows; the student a fixed 16 of them, each epoch
+    assert (metrics["pool_examples"], metrics["train_examples"], metrics["flops"]["examples"]) == (48, 16, 16)
+    assert len(metrics["code"]["commit"]) == 40
+    main([str(job), "--threads", "1"])
+    assert "test/acc" in capsys.readouterr().out
+    out = json.loads((job / "predictions.json").read_text())
+    assert set(out) == {"dev", "test"} and out["test"]["examples"] == 16
+    assert out["dev"]["metrics"]["dev/acc"] == pytest.approx(metrics["dev"]["dev/acc"], abs=1e-4)
+    for split in out.values():  # accuracy is the share of rows marked right, and the marks follow the predictions
+        assert sum(split["correct"]) / len(split["correct"]) == pytest.approx(next(iter(split["metrics"].values())))
+        assert all(p in range(5) for p in split["predictions"])
+    metrics["dev"]["dev/acc"] += 0.25  # a run whose logged dev score the exported student does not reproduce
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(UserError, match="scores dev/acc .* but the run logged"):
+        evaluate_job(job)
+
+
+def test_a_folder_without_finished_jobs_is_refused(tmp_path):
+    with pytest.raises(UserError, match="neither a finished run"):
+        jobs_under(tmp_path)

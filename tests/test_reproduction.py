@@ -1,0 +1,112 @@
+"""The reproduction report's studies, on synthetic jobs: which variant a job is, refusal of jobs that differ in more
+than the studied options, the paired claims and their verdicts, and a rebuild from the saved JSON."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dkd.errors import UserError
+from dkd.reproduction import STUDIES, gflops_per_instance, load_jobs, report, summarise, variant_of
+
+SEEDS = (42, 1, 2, 3, 4)
+
+
+def job(sampler: str, seed: int, dev: float, ratio: float = 0.1, train_limit=None, lr: float = 7.5e-5,
+        correct: list | None = None) -> dict:
+    pool, examples = 100, (train_limit or 100)
+    return {
+        "job": f"{sampler}-{ratio}-{train_limit}-{seed}", "choices": {"sampler": sampler, "task": "sst5"},
+        "config": {"seed": seed, "threads": 1, "sampler": {"ratio": ratio, "mode": "efficient", "pool": 1},
+                   "distill": {"lr": lr, "train_limit": train_limit}, "paths": {"output_dir": f"/x/{seed}"}},
+        "metrics": {"seed": seed, "task": "sst5", "dev": {"dev/score": dev}, "wall_time_s": 60.0,
+                    "train_examples_per_s": 10.0, "train_examples": examples, "pool_examples": pool,
+                    "decisions": {"sampler_selected": ratio if sampler != "none" else 1.0},
+                    "flops": {"examples": 3 * examples, "gflops": {"total": 3 * examples * 2.0}},
+                    "code": {"commit": "abc1234def"}},
+        "teachers": {"base": {"dir": "t", "dev": {"dev/score": 0.5}}},
+        **({"predictions": {"dev": {"correct": correct}}} if correct else {}),
+    }
+
+
+def sweep(shift: dict, **kw) -> list[dict]:
+    """Five seeds of full KD and of each variant in ``shift`` (its dev score = full KD's + shift)."""
+    base = {s: 0.40 + 0.01 * i for i, s in enumerate(SEEDS)}
+    jobs = [job("none", s, base[s], **kw) for s in SEEDS]
+    for sampler, d in shift.items():
+        jobs += [job(sampler, s, base[s] + d + (0.001 if i % 2 else -0.001), **kw) for i, s in enumerate(SEEDS)]
+    return jobs
+
+
+def test_variants_are_named_from_the_studied_options():
+    study = STUDIES["selection"]
+    assert variant_of(study, job("none", 1, 0.4)) == "full KD"
+    assert variant_of(study, job("entropy", 1, 0.4)) == "entropy r=0.1"
+    assert variant_of(study, job("none", 1, 0.4, train_limit=10)) == "fixed random 10% subset"
+    with pytest.raises(UserError, match="make no variant"):
+        variant_of(study, job("entropy", 1, 0.4, ratio=0.3))
+
+
+def test_claims_follow_the_paired_interval():
+    summary = summarise(STUDIES["selection"], sweep({"entropy": 0.0, "random": -0.03, "margin": -0.05}))
+    by = {(c["claim"], c["variant"], c["baseline"]): c["dev"] for c in summary["claims"]}
+    assert by[("2a", "entropy r=0.1", "full KD")]["verdict"] == "confirmed"  # within ±0.1 points of full KD
+    assert by[("2a", "margin r=0.1", "full KD")]["verdict"] == "refuted"  # 5 points below: beyond the 1-point margin
+    assert by[("2b", "entropy r=0.1", "random r=0.1")]["verdict"] == "confirmed"
+    assert by[("2b", "margin r=0.1", "random r=0.1")]["verdict"] == "refuted"
+    assert by[("2d", "entropy r=0.1", "margin r=0.1")]["verdict"] == "confirmed"  # they differ
+    assert by[("2a", "entropy r=0.1", "full KD")]["mean"] == pytest.approx(-0.0002)  # pinned: seeds' +-0.001 pairs
+    assert summary["variants"]["full KD"]["gflops_per_instance"] == pytest.approx(2.0)
+    assert summary["commits"] == ["abc1234"]
+
+
+def test_jobs_that_differ_beyond_the_studied_options_are_refused():
+    jobs = sweep({"entropy": 0.0})
+    jobs[-1]["config"]["distill"]["lr"] = 1e-4
+    with pytest.raises(UserError, match="differs from .* distill.lr: 7.5e-05 vs 0.0001"):
+        summarise(STUDIES["selection"], jobs)
+    twice = sweep({}) + [job("none", 1, 0.3)]
+    with pytest.raises(UserError, match="same variant and seed"):
+        summarise(STUDIES["selection"], twice)
+
+
+def test_a_subset_run_is_charged_over_the_whole_pool():
+    full, subset = job("none", 1, 0.4), job("none", 1, 0.4, train_limit=10)
+    assert gflops_per_instance(full) == pytest.approx(2.0) and gflops_per_instance(subset) == pytest.approx(0.2)
+
+
+def test_bootstrap_beside_the_t_interval_when_predictions_exist():
+    right = [1] * 8 + [0] * 2
+    jobs = [job("none", s, 0.8, correct=right) for s in SEEDS]
+    jobs += [job("random", s, 0.7, correct=[1] * 7 + [0] * 3) for s in SEEDS]
+    jobs += [job("entropy", s, 0.8, correct=right) for s in SEEDS]
+    (claim,) = [c for c in summarise(STUDIES["selection"], jobs)["claims"]
+                if c["variant"] == "entropy r=0.1" and c["baseline"] == "random r=0.1"]
+    low, high = claim["dev"]["bootstrap"]
+    assert 0 <= low <= 0.1 <= high
+
+
+def test_report_rebuilds_from_folders_and_from_its_saved_json(tmp_path):
+    folder = tmp_path / "multirun"
+    for i, j in enumerate(sweep({"entropy": 0.01})):
+        d = folder / str(i)
+        (d / ".hydra").mkdir(parents=True)
+        config = j.pop("config")
+        (d / "metrics.json").write_text(json.dumps({**j["metrics"], "config": config,
+                                                    "teachers": {"base": {"dir": "/s/t", "dev": {"dev/score": .5}}}}))
+        (d / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": j["choices"]}}}))
+        (d / "csv").mkdir()
+        (d / "csv" / "metrics.csv").write_text(
+            "step,train/sampler_u_selected,train/sampler_u_all\n0,0.9,0.5\n1,0.8,0.4\n")
+    saved, png = tmp_path / "study.json", tmp_path / "study.png"
+    text = report("selection", [folder], saved, png)
+    assert "| entropy r=0.1 | 5 |" in text and "**confirmed**" in text and png.stat().st_size > 10_000
+    assert report("selection", [saved]) == text
+    assert load_jobs([saved])[5]["curves"]["train/sampler_u_all"] == [[0, 0.5], [1, 0.4]]
+    with pytest.raises(UserError, match="known studies"):
+        report("nope", [saved])
+
+
+def test_report_cli_refuses_an_empty_folder(tmp_path):
+    with pytest.raises(UserError, match="no finished job"):
+        load_jobs([Path(tmp_path)])

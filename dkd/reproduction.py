@@ -18,11 +18,10 @@ import yaml
 from dkd.errors import UserError
 from dkd.verdict import paired_bootstrap, paired_difference, verdict
 
+DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # settings that change where and how a job runs, not what it computes
 IGNORED = ("seed", "paths", "logger", "hydra", "threads", "compress", "trainer.enable_progress_bar", "data.cache_dir",
            "data.num_workers", "ckpt_path", "keep_last_ckpt", "optimized_metric")
-CURVES = ("train/sampler_selected", "train/sampler_u_selected", "train/sampler_u_all", "train/adoption_weight_large",
-          "train/adoption_share_large", "train/weighting_u")
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,7 @@ class Study:
     variants: dict[str, dict]
     claims: tuple[Claim, ...] = ()
     paper: dict[str, str] = field(default_factory=dict)
+    curves: tuple[str, ...] = ()  # logged decisions plotted over training (one seed per variant)
 
 
 MODES = (("efficient", 1, ""), ("efficient", 10, ", pool 10"), ("faithful", 1, ", faithful"))
@@ -78,10 +78,42 @@ def _selection() -> Study:
         "entropy r=0.1": "51.5 (4.65 GFLOPs)", "margin r=0.1": "51.6 (4.65 GFLOPs)",
         "least_confidence r=0.1": "51.2 (4.65 GFLOPs)"}
     return Study("Finding 2: data selection", ("sampler", "sampler.ratio", "sampler.mode", "sampler.pool",
-                                               "distill.train_limit"), variants, tuple(claims), paper)
+                                               "distill.train_limit"), variants, tuple(claims), paper,
+                 ("train/sampler_u_selected", "train/sampler_u_all"))
 
 
-STUDIES = {"selection": _selection()}
+def _adoption() -> Study:
+    names = ("smallest", "largest", "ensemble", "hard", "soft", "soft_instance")
+    variants = {n: {"adoption": n} for n in names}
+    claims = [Claim("1a", n, single, f"adoption beats the {single} teacher alone")
+              for n in ("hard", "soft", "soft_instance") for single in ("smallest", "largest")]
+    claims.append(Claim("1b", "smallest", "largest", "the smaller teacher's student beats the larger's "
+                                                     "(read only if the larger teacher is the better teacher)"))
+    paper = {"hard": "CoLA 42.7 MCC, RTE 66.9 (BERT-base + BERT-large teachers)"}
+    return Study("Finding 1: teacher adoption", ("adoption",), variants, tuple(claims), paper,
+                 ("train/adoption_weight_large", "train/adoption_share_large"))
+
+
+def _objective() -> Study:
+    names = ("kd", "kd_uncertainty", "kd_pt", "kd_pt_uncertainty", "kd_pt_uncertainty_r")
+    claims = (Claim("3", "kd_pt_uncertainty", "kd_pt", "weighting KD against alignment by u beats fixed weights"),
+              Claim("3", "kd_pt_uncertainty", "kd_pt_uncertainty_r", "the paper's direction beats the reverse"),
+              Claim("3", "kd_uncertainty", "kd", "u-weighted logit KD beats plain KD"))
+    return Study("Finding 3: objective adaptation", ("variant",), {n: {"variant": n} for n in names}, claims)
+
+
+def _combined() -> Study:
+    static = {"sampler": "none", "adoption": "single", "variant": "kd"}
+    variants = {"static KD": static, "selection alone": {**static, "sampler": "entropy"},
+                "adoption alone": {**static, "adoption": "soft_instance"},
+                "objective alone": {**static, "variant": "kd_pt_uncertainty"},
+                "combined": {"sampler": "entropy", "adoption": "soft_instance", "variant": "kd_pt_uncertainty"}}
+    claims = tuple(Claim("combined", "combined", v, "the three strategies together beat each alone")
+                   for v in ("selection alone", "adoption alone", "objective alone", "static KD"))
+    return Study("The combined run", ("sampler", "adoption", "variant", "teacher"), variants, claims)
+
+
+STUDIES = {"selection": _selection(), "adoption": _adoption(), "objective": _objective(), "combined": _combined()}
 
 
 # ------------------------------------------------------------------------------------------------ reading jobs
@@ -115,8 +147,9 @@ def read_job(job: Path) -> dict:
     if logs:
         with open(logs[-1], newline="") as fh:
             rows = list(csv.DictReader(fh))
-        record["curves"] = {name: _downsample([[int(r["step"]), round(float(r[name]), 4)] for r in rows if r.get(name)])
-                            for name in CURVES if rows and name in rows[0]}
+        decided = [n for n in (rows[0] if rows else []) if n.startswith(DECISIONS)]
+        record["curves"] = {n: _downsample([[int(r["step"]), round(float(r[n]), 4)] for r in rows if r.get(n)])
+                            for n in decided}
     return record
 
 
@@ -275,38 +308,61 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ratio_curves(study: Study, summary: dict) -> dict[str, list[tuple[float, float, float]]]:
+    """Per selection measure (efficient mode, pool 1): (r, mean, std) of the dev metric, full KD at r = 1."""
+    curves: dict[str, list] = {}
+    full = summary["variants"].get("full KD")
+    for label, v in summary["variants"].items():
+        spec = study.variants[label]
+        if "sampler.ratio" in spec and spec["sampler.mode"] == "efficient" and spec["sampler.pool"] == 1:
+            curves.setdefault(spec["sampler"], []).append((spec["sampler.ratio"], *_mean_std(list(v["dev"].values()))))
+    for points in curves.values():
+        if full:
+            points.append((1.0, *_mean_std(list(full["dev"].values()))))
+        points.sort()
+    return {k: v for k, v in curves.items() if len(v) > 1}
+
+
 def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
-    """Dev metric against training GFLOPs per instance and against wall time (mean ± std over seeds), and the
-    selected share and u over training of one seed per variant."""
+    """Dev metric against training GFLOPs per instance and against wall time (mean ± std over seeds); the study's
+    decisions over training (one seed per variant); the dev metric against the selection ratio where r varies."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+    ratios = ratio_curves(study, summary)
+    fig, axes = plt.subplots(1, 4 if ratios else 3, figsize=(22 if ratios else 17, 4.8))
     for label, v in summary["variants"].items():
         mean, std = _mean_std(list(v["dev"].values()))
         for ax, x in ((axes[0], v["gflops_per_instance"]), (axes[1], v["wall_min"])):
             if x is not None:
                 ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=3, label=label)
     axes[0].set(xlabel="training GFLOPs per pool instance per epoch (our count)", ylabel="dev accuracy (%)",
-                title=f"{summary['task']}: accuracy vs compute", xscale="log")
+                title=f"{summary['task']}: accuracy vs compute (mean ± std over seeds)", xscale="log")
     axes[1].set(xlabel="wall time per run (min, 1 CPU thread)", ylabel="dev accuracy (%)",
                 title="accuracy vs wall time")
     axes[0].legend(fontsize=7)
     first = min(j["metrics"]["seed"] for j in jobs)
     for job in jobs:
-        label = variant_of(study, job)
         curves = job.get("curves", {})
-        if job["metrics"]["seed"] != first or "train/sampler_u_selected" not in curves:
+        if job["metrics"]["seed"] != first:
             continue
-        for name, style in (("train/sampler_u_selected", "-"), ("train/sampler_u_all", ":")):
-            points = curves.get(name)
-            if points:
-                axes[2].plot(*zip(*points), style, linewidth=1, label=f"{label}: {name.split('_', 1)[1]}")
-    axes[2].set(xlabel="step", ylabel="mean uncertainty u", title=f"u of selected rows vs all rows (seed {first})")
+        for name, style in zip(study.curves, ("-", ":", "--")):
+            if curves.get(name):
+                axes[2].plot(*zip(*curves[name]), style, linewidth=1,
+                             label=f"{variant_of(study, job)}: {name.removeprefix('train/')}")
+    axes[2].set(xlabel="step", ylabel="value per step", title=f"decisions over training (seed {first})")
     if axes[2].lines:
         axes[2].legend(fontsize=6)
+    if ratios:
+        for name, points in ratios.items():
+            r, mean, std = zip(*points)
+            axes[3].errorbar(r, [100 * m for m in mean], yerr=[100 * s for s in std], marker="o", capsize=3,
+                             label=name)
+        axes[3].set(xlabel="selection ratio r (1 = full KD)", ylabel="dev accuracy (%)", xscale="log",
+                    title="accuracy vs selection ratio")
+        axes[3].legend(fontsize=7)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)

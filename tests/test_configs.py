@@ -112,3 +112,16 @@ def test_readme_configuration_table_lists_every_option_of_every_group():
     for group in [*GROUPS, "hydra/launcher"]:
         on_disk = {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
         assert table.get(group) == on_disk, (group, table.get(group), on_disk)
+
+
+@pytest.mark.parametrize("experiment, name", [
+    ("repro_selection_sst5", "sst5-entropy-r0.1-efficient-seed42"), ("repro_adoption", "sst5-hard-seed42"),
+    ("repro_objective", "sst5-kd_pt_uncertainty-seed42"),
+    ("repro_combined", "sst5-entropy-soft_instance-kd_pt_uncertainty-seed42")])
+def test_a_study_shares_one_wandb_group_and_names_each_variant(experiment, name):
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_cfg([f"experiment={experiment}", "logger=wandb"])
+    HydraConfig().set_config(cfg)
+    study = experiment.removeprefix("repro_").split("_")[0]
+    assert cfg.logger.wandb.group == f"repro-{study}-sst5" and cfg.logger.wandb.name == name

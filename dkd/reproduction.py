@@ -280,9 +280,9 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
 def markdown(summary: dict) -> str:
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
     acc = lambda xs: "–" if not xs else (lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}")(*_mean_std(list(xs)))  # noqa
+    teachers = ", ".join(f"{r} {100 * t['dev/score']:.2f}" for r, t in summary["teachers"].items())
     lines = [f"### {summary['title']} — {summary['task']}", "",
-             f"Teacher dev: {', '.join(f'{r} {t}' for r, t in summary['teachers'].items())}. "
-             f"Commits: {', '.join(summary['commits'])}.", "",
+             f"Teacher dev score: {teachers}. Commits: {', '.join(summary['commits'])}.", "",
              "| variant | seeds | dev (mean ± std) | test (mean ± std) | rows distilled | GFLOPs / instance | "
              "wall min / run | train ex/s | paper (setting differs, see text) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -330,6 +330,7 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     ratios = ratio_curves(study, summary)
     fig, axes = plt.subplots(1, 4 if ratios else 3, figsize=(22 if ratios else 17, 4.8))
@@ -343,7 +344,9 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
     axes[1].set(xlabel="wall time per run (min, 1 CPU thread)", ylabel="dev accuracy (%)",
                 title="accuracy vs wall time")
     axes[0].legend(fontsize=7)
-    first = min(j["metrics"]["seed"] for j in jobs)
+    axes[0].xaxis.set_minor_formatter(NullFormatter())  # log axis: label the decades only
+    seeds = {j["metrics"]["seed"] for j in jobs}
+    first = 42 if 42 in seeds else min(seeds)
     for job in jobs:
         curves = job.get("curves", {})
         if job["metrics"]["seed"] != first:
@@ -363,6 +366,7 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
         axes[3].set(xlabel="selection ratio r (1 = full KD)", ylabel="dev accuracy (%)", xscale="log",
                     title="accuracy vs selection ratio")
         axes[3].legend(fontsize=7)
+        axes[3].xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)

@@ -33,11 +33,13 @@ def labels_digest(labels: list) -> str:
 
 @torch.no_grad()
 def predict(model, tokenizer, split, max_length: int, batch_size: int, regression: bool, desc: str) -> torch.Tensor:
-    """Logits of ``model`` for every example of ``split``, in file order."""
+    """Logits of ``model`` for every example of ``split``, in file order (batched by length: less padding)."""
     data = EncodedSplit({"student": tokenize(split, tokenizer, max_length, desc)}, split.labels)
-    loader = DataLoader(data, batch_size=batch_size,
+    by_length = sorted(range(len(data)), key=lambda i: len(data.encodings["student"]["input_ids"][i]))
+    loader = DataLoader(data, batch_size=batch_size, sampler=by_length,
                         collate_fn=Collator({"student": tokenizer.pad_token_id or 0}, regression))
-    return torch.cat([model(**b["inputs"]["student"]).logits for b in tqdm(loader, desc=desc, leave=False)])
+    logits = torch.cat([model(**b["inputs"]["student"]).logits for b in tqdm(loader, desc=desc, leave=False)])
+    return logits[torch.argsort(torch.tensor(by_length))]
 
 
 def evaluate_job(job: Path, splits: tuple[str, ...] = ("dev", "test")) -> dict:

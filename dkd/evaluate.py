@@ -38,7 +38,8 @@ def predict(model, tokenizer, split, max_length: int, batch_size: int, regressio
     by_length = sorted(range(len(data)), key=lambda i: len(data.encodings["student"]["input_ids"][i]))
     loader = DataLoader(data, batch_size=batch_size, sampler=by_length,
                         collate_fn=Collator({"student": tokenizer.pad_token_id or 0}, regression))
-    logits = torch.cat([model(**b["inputs"]["student"]).logits for b in tqdm(loader, desc=desc, leave=False)])
+    bar = tqdm(loader, desc=desc, leave=False, disable=None)  # no bar when the output is a log file
+    logits = torch.cat([model(**b["inputs"]["student"]).logits for b in bar])
     return logits[torch.argsort(torch.tensor(by_length))]
 
 

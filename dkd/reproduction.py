@@ -142,7 +142,9 @@ def read_job(job: Path) -> dict:
               "teachers": {r: {"dir": Path(t["dir"]).name, "dev": t.get("dev")}
                            for r, t in metrics.get("teachers", {}).items()}}
     if (job / "predictions.json").is_file():
-        record["predictions"] = json.loads((job / "predictions.json").read_text())
+        record["predictions"] = {  # the bootstrap needs right/wrong per example, not the predicted labels
+            split: {k: v for k, v in p.items() if k != "predictions"}
+            for split, p in json.loads((job / "predictions.json").read_text()).items()}
     logs = sorted(job.glob("csv/**/metrics.csv"))
     if logs:
         with open(logs[-1], newline="") as fh:

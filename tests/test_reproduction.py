@@ -110,3 +110,15 @@ def test_report_rebuilds_from_folders_and_from_its_saved_json(tmp_path):
 def test_report_cli_refuses_an_empty_folder(tmp_path):
     with pytest.raises(UserError, match="no finished job"):
         load_jobs([Path(tmp_path)])
+
+
+def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
+    from dkd.report import main
+
+    saved = tmp_path / "s.json"
+    saved.write_text(json.dumps({"study": "selection", "jobs": sweep({"entropy": -0.02})}))
+    md, png = tmp_path / "s.md", tmp_path / "s.png"
+    main(["--study", "selection", str(saved), "--md", str(md), "--png", str(png)])
+    out = capsys.readouterr().out
+    assert out.strip() == md.read_text().strip() and png.is_file()
+    assert "entropy r=0.1 − full KD | -2.02 [-2.16, -1.88] | – | **refuted**" in out  # 2 points below: beyond 1

@@ -335,12 +335,15 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
     from matplotlib.ticker import NullFormatter
 
     ratios = ratio_curves(study, summary)
+    colour = {label: f"C{i % 10}" for i, label in enumerate(summary["variants"])}  # one colour a variant, every panel
+    for label in summary["variants"]:  # a ratio curve takes the colour of its measure's first variant
+        colour.setdefault(study.variants[label].get("sampler", label), colour[label])
     fig, axes = plt.subplots(1, 4 if ratios else 3, figsize=(22 if ratios else 17, 4.8))
     for label, v in summary["variants"].items():
         mean, std = _mean_std(list(v["dev"].values()))
         for ax, x in ((axes[0], v["gflops_per_instance"]), (axes[1], v["wall_min"])):
             if x is not None:
-                ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=3, label=label)
+                ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=3, label=label, color=colour[label])
     axes[0].set(xlabel="training GFLOPs per pool instance per epoch (our count)", ylabel="dev accuracy (%)",
                 title=f"{summary['task']}: accuracy vs compute (mean ± std over seeds)", xscale="log")
     axes[1].set(xlabel="wall time per run (min, 1 CPU thread)", ylabel="dev accuracy (%)",
@@ -353,10 +356,11 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
         curves = job.get("curves", {})
         if job["metrics"]["seed"] != first:
             continue
+        label = variant_of(study, job)
         for name, style in zip(study.curves, ("-", ":", "--")):
             if curves.get(name):
-                axes[2].plot(*zip(*curves[name]), style, linewidth=1,
-                             label=f"{variant_of(study, job)}: {name.removeprefix('train/')}")
+                axes[2].plot(*zip(*curves[name]), style, linewidth=1, color=colour[label],
+                             label=f"{label}: {name.removeprefix('train/')}")
     axes[2].set(xlabel="step", ylabel="value per step", title=f"decisions over training (seed {first})")
     if axes[2].lines:
         axes[2].legend(fontsize=6)
@@ -364,7 +368,7 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
         for name, points in ratios.items():
             r, mean, std = zip(*points)
             axes[3].errorbar(r, [100 * m for m in mean], yerr=[100 * s for s in std], marker="o", capsize=3,
-                             label=name)
+                             label=name, color=colour.get(name))
         axes[3].set(xlabel="selection ratio r (1 = full KD)", ylabel="dev accuracy (%)", xscale="log",
                     title="accuracy vs selection ratio")
         axes[3].legend(fontsize=7)

@@ -100,14 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--skip-done", action="store_true", help="leave jobs that already have predictions.json")
     args = parser.parse_args(argv)
-    jobs = [job for folder in args.folders for job in jobs_under(folder)]
-    with cpu_threads(args.threads):
-        for job in jobs:
-            if args.skip_done and (job / "predictions.json").is_file():
-                continue
-            result = evaluate_job(job, tuple(args.splits))
-            print(job, " ".join(f"{k} {v:.4f}" for split in result.values() for k, v in split["metrics"].items()),
-                  flush=True)
+    try:
+        jobs = [job for folder in args.folders for job in jobs_under(folder)]
+        with cpu_threads(args.threads):
+            for job in jobs:
+                if args.skip_done and (job / "predictions.json").is_file():
+                    continue
+                result = evaluate_job(job, tuple(args.splits))
+                print(job, " ".join(f"{k} {v:.4f}" for split in result.values()
+                                    for k, v in split["metrics"].items()), flush=True)
+    except UserError as err:  # a user's mistake: the message, not a traceback
+        raise SystemExit(f"python -m dkd.evaluate: {err}") from None
 
 
 if __name__ == "__main__":

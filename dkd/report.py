@@ -154,8 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.study:
         from dkd.reproduction import report as study_report
 
-        text = study_report(args.study, [Path(f) for f in args.folders], args.save and Path(args.save),
-                            args.png and Path(args.png))
+        from dkd.errors import UserError
+
+        try:
+            text = study_report(args.study, [Path(f) for f in args.folders], args.save and Path(args.save),
+                                args.png and Path(args.png))
+        except UserError as err:  # a user's mistake: the message, not a traceback
+            raise SystemExit(f"python -m dkd.report: {err}") from None
         print(text)
         if args.md:
             Path(args.md).write_text(text)

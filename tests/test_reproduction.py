@@ -122,3 +122,13 @@ def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip() == md.read_text().strip() and png.is_file()
     assert "entropy r=0.1 − full KD | -2.02 [-2.16, -1.88] | – | **refuted**" in out  # 2 points below: beyond 1
+
+
+def test_cli_says_what_is_wrong_without_a_traceback(tmp_path):
+    from dkd.evaluate import main as evaluate
+    from dkd.report import main
+
+    with pytest.raises(SystemExit, match="python -m dkd.report: --study nope: known studies are selection"):
+        main(["--study", "nope", str(tmp_path)])
+    with pytest.raises(SystemExit, match="python -m dkd.evaluate: .* neither a finished run"):
+        evaluate([str(tmp_path)])

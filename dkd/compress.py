@@ -156,17 +156,24 @@ def run_config(run_dir: Path) -> tuple[dict, DictConfig]:
     return metrics, OmegaConf.create(metrics["config"])
 
 
-def dev_batches(cfg: DictConfig, tokenizers: dict) -> tuple[list[dict], list[tuple[str, ...]], object]:
-    """The run's dev split(s) in each model's tokenization (``tokenizers``: role → tokenizer), as the run evaluated
-    them; and the first dev split's texts."""
-    from dkd.data import TaskDataModule, load_task_data
+def run_dev_splits(cfg: DictConfig) -> tuple[object, dict]:
+    """The task of a run's config and its dev split(s), read as the run read them."""
+    from dkd.data import load_task_data
     from dkd.preflight import task_spec
 
     spec = task_spec(cfg)
     custom = {"train": cfg.task.train_file, "dev": cfg.task.dev_file} if spec.name == "custom" else None
     splits = load_task_data(spec, cfg.task.get("data_dir"), custom, cfg.task.train_limit, cfg.task.dev_limit,
                             cfg.data.subset_seed)
-    dev = {name: splits[name] for name in spec.dev_files}  # not the training split
+    return spec, {name: splits[name] for name in spec.dev_files}  # not the training split
+
+
+def dev_batches(cfg: DictConfig, tokenizers: dict) -> tuple[list[dict], list[tuple[str, ...]], object]:
+    """The run's dev split(s) in each model's tokenization (``tokenizers``: role → tokenizer), as the run evaluated
+    them; and the first dev split's texts."""
+    from dkd.data import TaskDataModule
+
+    spec, dev = run_dev_splits(cfg)
     dm = TaskDataModule(spec, dev, tokenizers, max_seq_length=cfg.data.max_seq_length,
                         eval_batch_size=cfg.data.eval_batch_size, cache_dir=cfg.data.cache_dir)
     dm.setup()

@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dkd.compress import run_config
-from dkd.data import Collator, EncodedSplit, load_task_data, load_test_split, tokenize
+from dkd.compress import run_config, run_dev_splits
+from dkd.data import Collator, EncodedSplit, load_test_split, tokenize
 from dkd.errors import UserError
 from dkd.metrics import TaskMetrics
 from dkd.models import load_classifier, load_tokenizer
@@ -45,14 +45,8 @@ def predict(model, tokenizer, split, max_length: int, batch_size: int, regressio
 
 def evaluate_job(job: Path, splits: tuple[str, ...] = ("dev", "test")) -> dict:
     """``predictions.json`` of one finished distillation job: per split its metrics, labels' digest and predictions."""
-    from dkd.preflight import task_spec
-
     metrics, cfg = run_config(job)
-    spec = task_spec(cfg)
-    custom = {"train": cfg.task.train_file, "dev": cfg.task.dev_file} if spec.name == "custom" else None
-    data = {name: split for name, split in load_task_data(spec, cfg.task.get("data_dir"), custom, None,
-                                                          cfg.task.dev_limit, cfg.data.subset_seed).items()
-            if name in spec.dev_files}
+    spec, data = run_dev_splits(cfg)
     if "test" in splits and spec.test_file:
         data["test"] = load_test_split(spec, cfg.task.get("data_dir"))
     student_dir = Path(metrics["student_dir"])

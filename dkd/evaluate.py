@@ -59,9 +59,9 @@ def evaluate_job(job: Path, splits: tuple[str, ...] = ("dev", "test")) -> dict:
         logits = predict(model, tokenizer, split, cfg.data.max_seq_length, cfg.data.eval_batch_size,
                          spec.is_regression, f"{job.name} {name}")
         labels = torch.tensor(split.labels, dtype=torch.float if spec.is_regression else torch.long)
-        scores = TaskMetrics(list(spec.metrics), [name], spec.num_labels)
+        scores = TaskMetrics(list(spec.metrics), [name], spec.num_labels, score=f"{name}/score")
         scores.update(0, logits, labels)
-        values = {k: round(v, 6) for k, v in scores.compute().items() if k != "dev/score" or name == "dev"}
+        values = {k: round(v, 6) for k, v in scores.compute().items()}
         preds = logits.squeeze(-1) if spec.is_regression else logits.argmax(-1)
         out[name] = {"source": split.source, "examples": len(split.labels),
                      "labels_digest": labels_digest(split.labels), "metrics": values,

@@ -24,11 +24,14 @@ def _metric(name: str, num_labels: int) -> Metric:
 
 
 class TaskMetrics(nn.Module):
-    """One :class:`MetricCollection` per dev split; ``compute`` gives ``{"dev/acc": …, "dev/score": …}``."""
+    """One :class:`MetricCollection` per split; ``compute`` gives ``{"dev/acc": …, "dev/score": …}``.
 
-    def __init__(self, names: list[str], splits: list[str], num_labels: int):
+    ``score``: the key of the mean of all metrics (``test/score`` when the one split scored is the test split).
+    """
+
+    def __init__(self, names: list[str], splits: list[str], num_labels: int, score: str = "dev/score"):
         super().__init__()
-        self.splits = list(splits)
+        self.splits, self.score = list(splits), score
         self.by_split = nn.ModuleDict(
             {s: MetricCollection({n: _metric(n, max(num_labels, 2)) for n in names}) for s in self.splits}
         )
@@ -43,7 +46,7 @@ class TaskMetrics(nn.Module):
         for split, collection in self.by_split.items():
             for name, value in collection.compute().items():
                 values[f"{split}/{name}"] = float(value)
-        values["dev/score"] = sum(values.values()) / len(values)
+        values[self.score] = sum(values.values()) / len(values)
         return values
 
     def reset(self) -> None:

@@ -287,6 +287,10 @@ def check(cfg: DictConfig) -> Plan:
     splits = load_task_data(spec, cfg.task.get("data_dir"), custom, cfg.task.train_limit, cfg.task.dev_limit,
                             cfg.data.subset_seed)
     data_id = fingerprint(splits, spec.labels)
+    subset, rows = cfg.distill.train_limit, len(splits["train"].labels)
+    if distilling and subset is not None and subset > rows:
+        raise UserError(f"distill.train_limit={subset} is more than the {rows} training rows of {spec.name}: give at "
+                        f"most {rows}, or null to distil on all of them.")
     if distilling:
         student = cfg.backbone.student
         config = inspect_model(student.name_or_path, "backbone.student.name_or_path", spec.num_labels,

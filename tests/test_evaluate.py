@@ -22,9 +22,11 @@ def test_predictions_on_dev_and_test_match_the_run_and_the_labels(make_cfg, caps
     assert "test/acc" in capsys.readouterr().out
     out = json.loads((job / "predictions.json").read_text())
     assert set(out) == {"dev", "test"} and out["test"]["examples"] == 16
+    assert set(out["test"]["metrics"]) == {"test/acc", "test/score"}  # each split's score is named after it
     assert out["dev"]["metrics"]["dev/acc"] == pytest.approx(metrics["dev"]["dev/acc"], abs=1e-4)
     for split in out.values():  # accuracy is the share of rows marked right, and the marks follow the predictions
-        assert sum(split["correct"]) / len(split["correct"]) == pytest.approx(next(iter(split["metrics"].values())))
+        assert sum(split["correct"]) / len(split["correct"]) == pytest.approx(
+            next(v for k, v in split["metrics"].items() if k.endswith("/acc")))
         assert all(p in range(5) for p in split["predictions"])
     metrics["dev"]["dev/acc"] += 0.25  # a run whose logged dev score the exported student does not reproduce
     (job / "metrics.json").write_text(json.dumps(metrics))

@@ -31,6 +31,7 @@ BAD = {
     "data folder": (["task.data_dir=/nonexistent/SST-2"], r"no local data .*/nonexistent/SST-2 does not exist"),
     "number": (["distill.lr=-1"], r"distill.lr=-1: must be a number > 0"),
     "limit": (["task.train_limit=0"], r"task.train_limit=0: must be an integer >= 1, or null"),
+    "subset size": (["distill.train_limit=100000"], r"distill.train_limit=100000 is more than the \d+ training rows"),
     "threads": (["threads=0"], r"threads=0: must be an integer >= 1, or null"),
     "trainer key": (["+trainer.max_epoch=3"], r"trainer options: .*unexpected keyword argument 'max_epoch'"),
     "gpu": (["trainer.accelerator=gpu"], r"trainer options: No supported gpu backend found"),

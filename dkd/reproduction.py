@@ -99,7 +99,8 @@ def _objective() -> Study:
     claims = (Claim("3", "kd_pt_uncertainty", "kd_pt", "weighting KD against alignment by u beats fixed weights"),
               Claim("3", "kd_pt_uncertainty", "kd_pt_uncertainty_r", "the paper's direction beats the reverse"),
               Claim("3", "kd_uncertainty", "kd", "u-weighted logit KD beats plain KD"))
-    return Study("Finding 3: objective adaptation", ("variant",), {n: {"variant": n} for n in names}, claims)
+    return Study("Finding 3: objective adaptation", ("variant",), {n: {"variant": n} for n in names}, claims,
+                 curves=("train/weighting_u", "train/weighting_pt"))
 
 
 def _combined() -> Study:
@@ -152,6 +153,10 @@ def read_job(job: Path) -> dict:
         decided = [n for n in (rows[0] if rows else []) if n.startswith(DECISIONS)]
         record["curves"] = {n: _downsample([[int(r["step"]), round(float(r[n]), 4)] for r in rows if r.get(n)])
                             for n in decided}
+        terms = [n for n in (rows[0] if rows else []) if n.startswith(("train/kd_", "train/pt_"))]
+        first = [r for r in rows if r.get("epoch") in ("0", "0.0")]
+        record["first_epoch_terms"] = {  # unweighted per-route loss terms: is the alignment term of any size?
+            n: statistics.mean(float(r[n]) for r in first if r.get(n)) for n in terms if any(r.get(n) for r in first)}
     return record
 
 
@@ -254,7 +259,10 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "examples_per_s": statistics.mean(j["metrics"]["train_examples_per_s"] or 0 for j in seeds.values()),
             "selected": statistics.mean(j["metrics"]["decisions"].get("sampler_selected", 1.0)
                                         for j in seeds.values()),
-            "paper": study.paper.get(label, "")}
+            "paper": study.paper.get(label, ""),
+            "first_epoch_terms": _mean_terms([j.get("first_epoch_terms", {}) for j in seeds.values()]),
+            "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
+                      for k in ("alpha_kd", "alpha_pt")}}
     claims = []
     for c in study.claims:
         if c.variant not in variants or c.baseline not in variants:
@@ -277,6 +285,11 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
     return {"title": study.title, "variants": variants, "claims": claims, "teachers": teachers,
             "commits": sorted({(j["metrics"].get("code") or {}).get("commit", "unrecorded")[:7] for j in jobs}),
             "task": jobs[0]["metrics"]["task"]}
+
+
+def _mean_terms(per_job: list[dict]) -> dict[str, float]:
+    names = set().union(*per_job) if per_job else set()
+    return {n: statistics.mean(t[n] for t in per_job if n in t) for n in sorted(names)}
 
 
 def markdown(summary: dict) -> str:
@@ -307,6 +320,16 @@ def markdown(summary: dict) -> str:
                 cells.append("–" if b is None else f"[{pts(b[0])}, {pts(b[1])}]")
             cells.append(f"**{r['verdict']}**")
         lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | " + " | ".join(cells) + " |")
+    sized = {label: v for label, v in summary["variants"].items()
+             if any(n.startswith("train/pt_") for n in v.get("first_epoch_terms", {}))}
+    if sized:  # the alignment term beside the KD term, as the loss weighs them (α · unweighted mean, epoch 0)
+        lines += ["", "Loss terms over the first epoch (mean over seeds and steps, before the per-row weights):", "",
+                  "| variant | KD term | alignment term | α_kd · KD | α_pt · alignment |", "|---|---|---|---|---|"]
+        for label, v in sized.items():
+            t, a = v["first_epoch_terms"], v["alpha"]
+            kd = statistics.mean(x for n, x in t.items() if n.startswith("train/kd_"))
+            pt = statistics.mean(x for n, x in t.items() if n.startswith("train/pt_"))
+            lines.append(f"| {label} | {kd:.4f} | {pt:.5f} | {a['alpha_kd'] * kd:.4f} | {a['alpha_pt'] * pt:.4f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -132,3 +132,22 @@ def test_cli_says_what_is_wrong_without_a_traceback(tmp_path):
         main(["--study", "nope", str(tmp_path)])
     with pytest.raises(SystemExit, match="python -m dkd.evaluate: .* neither a finished run"):
         evaluate([str(tmp_path)])
+
+
+def test_objective_study_shows_the_alignment_term_beside_the_kd_term(tmp_path):
+    """The α_pt choice is checked from the jobs themselves: each loss term's mean over epoch 0, times its α."""
+    folder = tmp_path / "multirun"
+    for i, (variant, seed) in enumerate((v, s) for v in ("kd_pt", "kd_pt_uncertainty") for s in SEEDS):
+        j = job("none", seed, 0.40 + 0.01 * i)
+        j["choices"]["variant"] = variant
+        config = {**j.pop("config"), "weighting": {"alpha_kd": 1.0, "alpha_pt": 100.0}}
+        d = folder / str(i)
+        (d / ".hydra").mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({**j["metrics"], "config": config, "teachers": j["teachers"]}))
+        (d / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": j["choices"]}}}))
+        (d / "csv").mkdir()  # epoch 1's rows are left out of the first-epoch means
+        (d / "csv" / "metrics.csv").write_text("step,epoch,train/kd_base,train/pt_base,train/weighting_u\n"
+                                               "0,0,0.2,0.003,0.9\n1,0,0.4,0.005,0.8\n2,1,9.0,9.0,0.5\n")
+    text = report("objective", [folder])
+    assert "| kd_pt | 0.3000 | 0.00400 | 0.3000 | 0.4000 |" in text
+    assert "kd_pt_uncertainty − kd_pt | +5.00 [+5.00, +5.00]" in text

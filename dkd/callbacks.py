@@ -2,6 +2,7 @@
 :class:`dkd.flops.FlopCounter`), and the interruption checkpoint (``callbacks.on_exception_checkpoint``)."""
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -118,5 +119,8 @@ class InterruptCheckpoint(Callback):
         self._trained = True
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self._trained:
-            trainer.save_checkpoint(self.path)
+        if self._trained:  # written whole or not at all: a job killed while saving keeps the earlier file
+            partial = self.path.with_suffix(".ckpt.partial")
+            trainer.save_checkpoint(partial)
+            if trainer.is_global_zero:
+                os.replace(partial, self.path)

@@ -1,9 +1,16 @@
 """Experiment loggers that need more than a ``_target_``."""
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
+
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+from dkd.requeue import resuming, wandb_id
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +34,37 @@ def wandb_logger(offline: bool | None = None, **kwargs):
         if offline:
             why = "WANDB_MODE=offline" if os.environ.get("WANDB_MODE") == "offline" else "no W&B API key found"
             log.info("W&B: %s, logging offline under %s (upload later with `wandb sync`)", why, kwargs.get("save_dir"))
-    return WandbLogger(offline=offline, **kwargs)
+    kwargs.setdefault("id", wandb_id(str(kwargs.get("save_dir"))))  # a requeued job resumes its W&B run
+    return WandbLogger(offline=offline, resume="allow", **kwargs)
 
 
-def finish_wandb() -> None:
-    """Close the active W&B run, so that each job of a multirun gets its own."""
+def finish_wandb(preempting: bool = False) -> None:
+    """Close the active W&B run, so that each job of a multirun gets its own; ``preempting``: the job is requeued
+    and its run resumes (W&B shows it as preempted, not finished)."""
     import sys
 
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
+        if preempting:
+            wandb.run.mark_preempting()
         wandb.finish()
+
+
+class CSVLog(CSVLogger):
+    """Lightning's ``CSVLogger``, except that in a requeued job (:mod:`dkd.requeue`) the new attempt continues the
+    ``metrics.csv`` of the earlier ones (Lightning's writer deletes it), so curves and reports hold the whole run."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and resuming():
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuedWriter(log_dir=self.log_dir)
+        return super().experiment
+
+
+class _ContinuedWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):  # the earlier attempt's columns: new rows extend its header
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                self.metrics_keys = sorted(csv.DictReader(fh).fieldnames or [])

@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from dkd import requeue
 from dkd.cache import summary as cache_summary
 from dkd.cache import teacher_outputs
 from dkd.callbacks import Throughput
@@ -25,7 +26,7 @@ from dkd.compress import compress
 from dkd.data import TaskDataModule, subsample
 from dkd.errors import UserError
 from dkd.flops import summary as flops_summary
-from dkd.loggers import finish_wandb
+from dkd.loggers import CSVLog, finish_wandb
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
@@ -33,7 +34,7 @@ from dkd.provenance import code_version
 from dkd.quiet import quiet_libraries
 from dkd.report import plot_curves
 from dkd.teachers import TeacherSource, TeacherStore, agree
-from dkd.trainer import best_checkpoint, build_trainer, cpu_threads, remove_resumable
+from dkd.trainer import best_checkpoint, build_trainer, cpu_threads, remove_resumable, stage_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,26 @@ def task_wrapper(fn):
     def wrapped(cfg: DictConfig):
         start = time.time()
         try:
-            return fn(cfg)
+            with requeue.installed(cfg.paths.output_dir):
+                try:
+                    return fn(cfg)
+                except (SIGTERMException, requeue.Preempted) as err:
+                    log.warning("Run stopped by %s; its output dir is %s", err.__class__.__name__,
+                                cfg.paths.output_dir)
+                    for hint in resume_hints(cfg, since=start):
+                        log.warning("%s", hint)
+                    if rank_zero_only.rank == 0:
+                        finish_wandb(preempting=True)
+                        requeue.requeue(Path(cfg.paths.output_dir))  # under a scheduler: requeued, does not return
+                    raise SystemExit(128 + signal.SIGTERM) from err
         except UserError:
             raise  # train.py reports it as one message
-        except BaseException as err:
-            log.exception("Run %s; its output dir is %s",
-                          "stopped by SIGTERM" if isinstance(err, SIGTERMException) else "failed", cfg.paths.output_dir)
+        except SystemExit:
+            raise
+        except BaseException:
+            log.exception("Run failed; its output dir is %s", cfg.paths.output_dir)
             for hint in resume_hints(cfg, since=start):
                 log.error("%s", hint)
-            if isinstance(err, SIGTERMException):
-                raise SystemExit(128 + signal.SIGTERM) from err
             raise
         finally:
             finish_wandb()
@@ -120,7 +131,8 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
     """Fit, load the best dev checkpoint (the last epoch's model when checkpointing is off), and return its dev
     metrics and which model that is."""
     dm.setup("fit")  # here, not only in spawned DDP workers, so the caller can count examples
-    t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
+    with requeue.fitting():
+        t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
     selector = best_checkpoint(t)
     best = selector.best_model_path if selector else ""
     if best:
@@ -138,11 +150,11 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
     return evaluate(cfg, t, system, dm), selected
 
 
-def tidy_checkpoints(cfg: DictConfig, t: pl.Trainer, since: float) -> None:
-    """After a stage's results are saved (teacher stored, student exported): its resume points go, unless
-    ``keep_last_ckpt``."""
+def tidy_checkpoints(cfg: DictConfig, t: pl.Trainer, since: float, ckpt_path: str | None) -> None:
+    """After a stage's results are saved (teacher stored, student exported): its resume points go (the one it
+    resumed from, ``ckpt_path``, too), unless ``keep_last_ckpt``."""
     if not cfg.keep_last_ckpt:
-        for path in remove_resumable(t, since, cfg.ckpt_path):
+        for path in remove_resumable(t, since, ckpt_path):
             log.info("Removed %s: the stage ended well (keep_last_ckpt=true keeps it)", path)
 
 
@@ -172,9 +184,12 @@ def stored_teacher(source: TeacherSource) -> dict:
 def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers: list,
                      ckpt_path: str | None = None) -> dict:
     """Fine-tune the ``source.role`` teacher on the task into the teacher store, under its lock; a run that waited for
-    the lock finds the teacher stored by the other run and reuses it."""
+    the lock finds the teacher stored by the other run and reuses it. A requeued job resumes the fine-tuning its
+    earlier attempt was in."""
     store = TeacherStore(cfg.paths.teachers_dir)
-    with store.building(source.folder):
+    name, run_dir = f"teacher-{source.role}", teacher_run_dir(cfg, source.role)
+    ckpt_path = requeue.resume_from(name, ckpt_path)
+    with store.building(source.folder), requeue.stage(name, stage_checkpoints(run_dir, ckpt_path)):
         if agree(source.ready):
             log.info("The %s teacher was stored meanwhile by another run: %s", source.role, source.folder)
             return stored_teacher(source)
@@ -187,7 +202,6 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
         dm = datamodule(cfg, plan, {source.role: tokenizer}, hp.batch_size)
         system = FineTuneSystem(model, source.role, list(spec.metrics), dm.dev_splits, spec.num_labels,
                                 lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio)
-        run_dir = teacher_run_dir(cfg, source.role)
         t = build_trainer(cfg, run_dir, hp.epochs, loggers, ckpt_path)
         dev, selected = fit_and_evaluate(cfg, t, system, dm, ckpt_path)
         if t.is_global_zero:
@@ -201,7 +215,7 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
             })
             plot_run(t, run_dir)
         t.strategy.barrier()  # other DDP ranks load the stored teacher next
-        tidy_checkpoints(cfg, t, start)
+        tidy_checkpoints(cfg, t, start, ckpt_path)
     finish_wandb()
     log.info("Teacher %s stored in %s: %s", short_name(source.model), source.folder, dev)
     return {"dir": str(source.folder), "dev": dev, "source": "store (fine-tuned now)"}
@@ -221,7 +235,7 @@ def ensure_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers: 
         log.info("  stored %s differs in %s (to use it anyway: teacher.dirs.%s=%s)", folder, ", ".join(keys),
                  source.role, folder)
     if loggers is None:
-        loggers = [CSVLogger(teacher_run_dir(cfg, source.role), name="csv", version="")]
+        loggers = [CSVLog(teacher_run_dir(cfg, source.role), name="csv", version="")]
     return finetune_teacher(cfg, plan, source, loggers, ckpt_path)
 
 
@@ -263,9 +277,11 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
         warmup_ratio=hp.warmup_ratio,
     )
     out = Path(cfg.paths.output_dir)
-    t = build_trainer(cfg, out, hp.epochs, make_loggers(cfg), cfg.ckpt_path)
+    ckpt_path = requeue.resume_from("distill", cfg.ckpt_path)
+    t = build_trainer(cfg, out, hp.epochs, make_loggers(cfg), ckpt_path)
     start = time.time()
-    dev, selected = fit_and_evaluate(cfg, t, system, dm, cfg.ckpt_path)
+    with requeue.stage("distill", stage_checkpoints(out, ckpt_path)):
+        dev, selected = fit_and_evaluate(cfg, t, system, dm, ckpt_path)
     cache = cache_summary(plan.teacher_cache, outputs, t.callback_metrics)
     for role, c in cache.items():
         log.info("Teacher-output cache (%s) of the %s teacher: %s hits, %s misses%s", c["mode"], role, c["hits"],
@@ -275,7 +291,8 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
         student.save_pretrained(export)
         tokenizer.save_pretrained(export)
         plot_run(t, out)
-    tidy_checkpoints(cfg, t, start)
+    requeue.finishing()  # the student is exported: a requeue signal from now on lets the job end
+    tidy_checkpoints(cfg, t, start, ckpt_path)
     return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),
             "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
             "train_examples": len(dm.datasets["train"]), "pool_examples": len(plan.splits["train"].labels),
@@ -326,13 +343,18 @@ def run(cfg: DictConfig) -> float | None:
         else:
             result = distill(cfg, plan)
     result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id, checked_in_s=checked_s,
-                  total_wall_time_s=round(time.time() - start, 1), code=code_version(),
+                  total_wall_time_s=round(time.time() - start, 1), attempts=requeue.attempts(), code=code_version(),
                   config=OmegaConf.to_container(cfg, resolve=True))
     if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script
         out = Path(cfg.paths.output_dir)
+        requeue.clear_marker(out)
         write_json(out / "metrics.json", result)
         print(summary(result), f"\nmetrics: {out / 'metrics.json'}", flush=True)
         if cfg.stage.name == "distill" and cfg.compress.enabled:
-            report(out, cfg.compress)
+            if requeue.pending():
+                log.warning("The compression report is skipped: the job was asked to stop. Write it later with "
+                            "python -m dkd.compress %s", out)
+            else:
+                report(out, cfg.compress)
     metric = cfg.get("optimized_metric")
     return result["dev"].get(metric) if metric else None

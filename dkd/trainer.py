@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 from dkd.callbacks import InterruptCheckpoint, RngState, Throughput
 from dkd.errors import UserError, one_line
 from dkd.flops import FlopCounter
+from dkd.requeue import StopAtBatchEnd
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,12 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
         if not any(isinstance(callback, kinds) and off for kinds, off in dropped.items()):
             callbacks.append(callback)
     # DKD's own first: a batch's counts are in before any other callback can stop the run at that batch's end
-    return [Throughput(), FlopCounter(), RngState(), *callbacks]
+    return [Throughput(), FlopCounter(), RngState(), *callbacks, StopAtBatchEnd()]
+
+
+def stage_checkpoints(run_dir: Path, ckpt_path: str | None) -> Path:
+    """Where a stage's checkpoints go: beside the one it resumes from, else ``<run_dir>/checkpoints``."""
+    return Path(ckpt_path).parent if ckpt_path else run_dir / "checkpoints"
 
 
 def build_trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list, ckpt_path: str | None = None
@@ -76,8 +82,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, max_epochs: int, loggers: list
     """The configured ``Trainer``. On resume, checkpoints go on in the resumed run's folder so that its best dev score
     is restored with it (ModelCheckpoint forgets it when the folder changes). DKD shards the data itself
     (:class:`dkd.data.EpochSampler`), so Lightning's sampler replacement is off."""
-    ckpt_dir = Path(ckpt_path).parent if ckpt_path else out_dir / "checkpoints"
-    callbacks = build_callbacks(cfg, ckpt_dir, has_logger=bool(loggers))
+    callbacks = build_callbacks(cfg, stage_checkpoints(out_dir, ckpt_path), has_logger=bool(loggers))
     try:
         return instantiate(cfg.trainer, max_epochs=max_epochs, logger=loggers or False, callbacks=callbacks,
                            default_root_dir=str(out_dir), use_distributed_sampler=False,

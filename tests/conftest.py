@@ -175,3 +175,21 @@ class InterruptAt(pl.Callback):
         self._maybe_stop(trainer, "end")
         if self.hook == "sigterm" and trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler stops the loop after this batch
+
+
+class SignalAt(pl.Callback):
+    """Sends this process a signal after the training batch that ends at a global step of a stage, as a cluster does
+    before a time-out or a preemption. Driven by the environment, so that a requeued job's overrides stay the same:
+    ``DKD_SIGNAL_AT="student:3,student:6"`` (``teacher:<step>`` for a teacher's fine-tuning), ``DKD_SIGNAL=USR2``;
+    ``DKD_STEPS_LOG=<file>``: each trained step as ``<pid> <stage> <step>``, to tell a resume from a restart. For
+    requeue tests: ``+callbacks.signal._target_=tests.conftest.SignalAt``."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from dkd.module import FineTuneSystem
+
+        stage = "teacher" if isinstance(pl_module, FineTuneSystem) else "student"
+        if os.environ.get("DKD_STEPS_LOG"):
+            with open(os.environ["DKD_STEPS_LOG"], "a") as log:
+                log.write(f"{os.getpid()} {stage} {trainer.global_step}\n")
+        if f"{stage}:{trainer.global_step}" in os.environ.get("DKD_SIGNAL_AT", "").split(","):
+            os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("DKD_SIGNAL", "USR2")))

@@ -1,0 +1,238 @@
+"""Preemption and time-outs on a cluster: the job stops after the training batch it is in, saves where it is,
+requeues itself, and the requeued job resumes in the same folder from ``<output dir>/.resume.json``.
+
+The signals:
+
+- ``USR2`` inside a submitit job (``hydra/launcher=slurm`` or ``local``): submitit's signal before a time-out or a
+  preemption (``--signal=USR2@120``). After DKD has saved, submitit's own handler runs: it calls the launcher's
+  ``checkpoint()``, which resubmits the same overrides, and requeues the job (``scontrol requeue``; the local
+  launcher restarts it). Hydra puts the requeued job in the same folder, where it finds the marker.
+- ``USR1`` inside a plain ``sbatch`` job (``#SBATCH --signal=USR1@120 --requeue``, Lightning's SLURM convention):
+  DKD saves and runs ``scontrol requeue``; the run folder is named after the SLURM job (``${run_name:}``), so the
+  requeued job finds its marker. DKD's handler replaces Lightning's, which would save in the middle of a step.
+- ``SIGTERM``: saves and exits with 143, as before; a cluster that requeues the job (``PreemptMode=REQUEUE``)
+  resumes it from the marker.
+
+While a model trains, the stop waits for the end of the training batch (the path the exact-resume tests cover:
+Lightning's SIGTERM handling and :class:`dkd.callbacks.InterruptCheckpoint`); a signal at any other time stops the
+job at once (its work before training is redone), except after the final model is exported, when the job finishes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytorch_lightning import Callback
+
+log = logging.getLogger(__name__)
+
+MARKER = ".resume.json"
+
+
+class Preempted(BaseException):
+    """A requeue signal that arrived while no model was training."""
+
+
+@dataclass
+class _State:
+    signum: int | None = None  # the requeue signal received, if any
+    fitting: bool = False
+    finishing: bool = False  # the final model is exported: a signal now is logged, the job finishes
+    stage: tuple[str, Path] | None = None  # the running stage's name and checkpoint folder
+    previous: dict = field(default_factory=dict)  # the handlers DKD's replaced (submitit's, to requeue with)
+    attempt_start: float = 0.0
+    resumed: dict | None = None  # the marker this attempt started from
+    wandb_ids: dict = field(default_factory=dict)  # save_dir -> W&B run id, kept across attempts
+
+
+STATE = _State()
+
+
+def requeue_signals() -> dict[int, str]:
+    """The signals that ask this job to save and requeue, by where it runs."""
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        from submitit import JobEnvironment
+
+        return {JobEnvironment._usr_sig(): "submitit"}
+    if plain_slurm_job():
+        return {signal.SIGUSR1: "slurm"}
+    return {}
+
+
+def plain_slurm_job() -> bool:
+    """A batch job of SLURM started by ``sbatch`` running ``python train.py`` (not an interactive allocation)."""
+    return bool(os.environ.get("SLURM_JOB_ID")) and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def _on_signal(signum, frame) -> None:
+    name = signal.Signals(signum).name
+    if STATE.finishing:
+        log.warning("%s received while the job finishes: it ends now, nothing to resume", name)
+        return
+    STATE.signum = signum
+    if STATE.fitting:
+        log.warning("%s received: stopping after this training batch to save and requeue", name)
+        return
+    log.warning("%s received outside training: stopping now to requeue (the work since the last stage is redone)",
+                name)
+    raise Preempted(name)
+
+
+@contextmanager
+def installed(output_dir: str):
+    """DKD's requeue handlers for this job's run, restored afterwards; reads a marker left by an earlier attempt."""
+    STATE.__init__()
+    STATE.attempt_start = time.time()
+    STATE.resumed = read_marker(Path(output_dir))
+    if STATE.resumed:
+        STATE.wandb_ids = dict(STATE.resumed.get("wandb_ids", {}))
+    signals = requeue_signals()
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if "slurm" in signals.values() and job not in Path(output_dir).name:
+        log.warning("A plain sbatch job in %s: once requeued it would start over in a new folder. Give it the job's "
+                    "own: python train.py hydra.run.dir=outputs/runs/slurm-$SLURM_JOB_ID ...", output_dir)
+    for signum in signals:
+        STATE.previous[signum] = signal.signal(signum, _on_signal)
+    try:
+        yield STATE.resumed
+    finally:
+        for signum, handler in STATE.previous.items():
+            signal.signal(signum, handler)
+
+
+def read_marker(output_dir: Path) -> dict | None:
+    path = output_dir / MARKER
+    if not path.is_file():
+        return None
+    marker = json.loads(path.read_text())
+    ckpt = marker.get("ckpt")
+    if ckpt and not Path(ckpt).is_file():
+        from dkd.errors import UserError
+
+        raise UserError(f"{path}: attempt {marker['attempt']} left checkpoint {ckpt}, which is gone; delete "
+                        f"{path} to run this job from its start.")
+    log.warning("Attempt %d of this job: resuming %s from %s", marker["attempt"] + 1, marker["stage"],
+                ckpt or "its start (no checkpoint was saved)")
+    return marker
+
+
+def resume_from(stage: str, given: str | None = None) -> str | None:
+    """The checkpoint the stage ``stage`` resumes from: an earlier attempt's, else ``given`` (``ckpt_path``)."""
+    marker = STATE.resumed
+    return marker["ckpt"] if marker and marker["stage"] == stage and marker.get("ckpt") else given
+
+
+@contextmanager
+def stage(name: str, ckpt_dir: Path):
+    """A stage whose checkpoints in ``ckpt_dir`` a requeue resumes from (kept when the stage is stopped, for the
+    marker)."""
+    before, STATE.stage = STATE.stage, (name, Path(ckpt_dir))
+    yield
+    STATE.stage = before
+
+
+@contextmanager
+def fitting():
+    """Training: a requeue signal waits for the end of the training batch (:class:`StopAtBatchEnd`)."""
+    STATE.fitting = True
+    try:
+        yield
+    finally:
+        STATE.fitting = False
+    if STATE.signum is not None:  # it came during the last validation: the epoch's last.ckpt holds the whole fit
+        raise Preempted(signal.Signals(STATE.signum).name)
+
+
+def finishing() -> None:
+    """The final model is exported: a signal from now on lets the job finish."""
+    STATE.finishing = True
+
+
+def pending() -> bool:
+    return STATE.signum is not None
+
+
+class StopAtBatchEnd(Callback):
+    """After the training batch in which a requeue signal arrived, Lightning's SIGTERM handling stops the fit and
+    :class:`dkd.callbacks.InterruptCheckpoint` saves the exact state."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if STATE.signum is not None and STATE.fitting:
+            signal.raise_signal(signal.SIGTERM)
+
+
+def wandb_id(save_dir: str) -> str:
+    """The W&B run id of the run logging under ``save_dir``: an earlier attempt's (the run resumes), else a new one."""
+    if save_dir not in STATE.wandb_ids:  # secrets, not random: the seeded RNG streams stay as they were
+        STATE.wandb_ids[save_dir] = secrets.token_hex(4)
+    return STATE.wandb_ids[save_dir]
+
+
+def resuming() -> bool:
+    return STATE.resumed is not None
+
+
+def attempts() -> int:
+    return (STATE.resumed or {}).get("attempt", 0) + 1
+
+
+def _checkpoint_to_resume() -> tuple[str | None, str | None]:
+    if STATE.stage is None:
+        return None, None
+    name, folder = STATE.stage
+    interrupt, last = folder / "on_exception.ckpt", folder / "last.ckpt"
+    if interrupt.is_file() and interrupt.stat().st_mtime >= STATE.attempt_start:
+        return name, str(interrupt)
+    if last.is_file():
+        return name, str(last)
+    earlier = resume_from(name)
+    return name, earlier
+
+
+def save_marker(output_dir: Path, why: str) -> dict:
+    """``.resume.json``: where the requeued job resumes (rank 0 writes it; atomic)."""
+    stage_name, ckpt = _checkpoint_to_resume()
+    marker = {"attempt": attempts(), "signal": why, "stage": stage_name, "ckpt": ckpt,
+              "wandb_ids": STATE.wandb_ids, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2))
+    os.replace(tmp, output_dir / MARKER)
+    log.warning("Saved %s: the requeued job resumes %s from %s", output_dir / MARKER, stage_name,
+                ckpt or "its start")
+    return marker
+
+
+def clear_marker(output_dir: Path) -> None:
+    (output_dir / MARKER).unlink(missing_ok=True)
+
+
+def requeue(output_dir: Path) -> None:
+    """Save the marker and hand the job back to the scheduler; returns only where nothing requeues (SIGTERM)."""
+    signum = STATE.signum or signal.SIGTERM
+    save_marker(output_dir, signal.Signals(signum).name)
+    how = requeue_signals().get(signum)
+    if how == "submitit":  # submitit's handler: the launcher's checkpoint(), the requeue, and the exit
+        handler = STATE.previous[signum]
+        if callable(handler):
+            handler(signum, None)
+        else:
+            log.error("submitit's %s handler is not installed: nothing requeues this job", signal.Signals(signum).name)
+    elif how == "slurm":
+        job = os.environ["SLURM_JOB_ID"]
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if done.returncode:
+            log.error("scontrol requeue %s failed: %s", job, done.stderr.strip())
+        else:
+            log.warning("Requeued SLURM job %s", job)
+        raise SystemExit(128 + signum)

@@ -182,10 +182,15 @@ class SignalAt(pl.Callback):
     before a time-out or a preemption. Driven by the environment, so that a requeued job's overrides stay the same:
     ``DKD_SIGNAL_AT="student:3,student:6"`` (``teacher:<step>`` for a teacher's fine-tuning), ``DKD_SIGNAL=USR2``;
     ``DKD_STEPS_LOG=<file>``: each trained step as ``<pid> <stage> <step>``, to tell a resume from a restart. For
-    requeue tests: ``+callbacks.signal._target_=tests.conftest.SignalAt``."""
+    requeue tests: ``+callbacks.signal._target_=tests.conftest.SignalAt``; ``DKD_SIGNAL_JOB=0``: in that job of a
+    multirun only."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         from dkd.module import FineTuneSystem
+
+        only = os.environ.get("DKD_SIGNAL_JOB")
+        if only is not None and only != str(HydraConfig.get().job.num):
+            return
 
         stage = "teacher" if isinstance(pl_module, FineTuneSystem) else "student"
         if os.environ.get("DKD_STEPS_LOG"):
@@ -193,3 +198,10 @@ class SignalAt(pl.Callback):
                 log.write(f"{os.getpid()} {stage} {trainer.global_step}\n")
         if f"{stage}:{trainer.global_step}" in os.environ.get("DKD_SIGNAL_AT", "").split(","):
             os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("DKD_SIGNAL", "USR2")))
+
+
+def asked_flops(flops: dict) -> dict:
+    """The FLOPs the method asked for, out of ``metrics.json``'s ``flops`` (teacher forwards a cache spared included:
+    runs side by side share the disk cache, so what each spent depends on which filled it first)."""
+    return {k: ({kk: vv for kk, vv in v.items() if "spent" not in kk} if isinstance(v, dict) else v)
+            for k, v in flops.items() if "spent" not in k}

@@ -8,7 +8,7 @@ import torch
 from torch.multiprocessing.spawn import ProcessRaisedException  # an exception in a DDP worker
 
 from dkd.run import run
-from tests.conftest import gloo_teardown_flaky, make_tiny_model
+from tests.conftest import asked_flops, gloo_teardown_flaky, make_tiny_model
 
 
 @pytest.fixture
@@ -30,10 +30,7 @@ def dev(cfg) -> dict:
 
 
 def method_flops(cfg) -> dict:
-    """The FLOPs the method asked for (teacher forwards that a cache spared included: runs share the disk cache)."""
-    f = metrics(cfg)["flops"]
-    return {k: ({kk: vv for kk, vv in v.items() if "spent" not in kk} if isinstance(v, dict) else v)
-            for k, v in f.items() if "spent" not in k}
+    return asked_flops(metrics(cfg)["flops"])
 
 
 def stored_teacher(make_cfg, *overrides, role: str = "base") -> str:

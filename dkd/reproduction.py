@@ -195,13 +195,46 @@ def variant_of(study: Study, job: dict) -> str:
                     f"(known: {', '.join(study.variants)}).")
 
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_values(group: str, choice: str) -> dict:
+    """The values a config group's choice sets, flattened, with those of the groups its defaults override
+    (``variant=kd_pt_uncertainty`` sets the ``objective`` and ``weighting`` groups)."""
+    path = CONF / group / f"{choice}.yaml"
+    text = path.read_text()
+    data = yaml.safe_load(text) or {}
+    out = {}
+    for entry in data.pop("defaults", []):
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if value is not None:
+                    out.update(group_values(key.split()[-1].lstrip("/"), value))
+    package = "" if text.startswith("# @package _global_") else f"{group}."
+    out.update({f"{package}{k}": v for k, v in flatten(data).items()})
+    return out
+
+
+def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
+    """Config keys whose values differ between the studied group choices of these jobs (their group files say so)."""
+    varying = set()
+    for key in study.keys:
+        if "." in key or not (CONF / key).is_dir():
+            continue
+        sets = [group_values(key, c) for c in sorted({str(j["choices"].get(key)) for j in jobs}) if c != "None"]
+        varying |= {k for k in set().union(*sets) if any(v.get(k) != sets[0].get(k) for v in sets)}
+    return varying
+
+
 def check_same_setting(study: Study, jobs: list[dict]) -> None:
-    """Every job's config equals the first's outside the studied options, the seed and the run-only settings."""
+    """Every job's config equals the first's outside the studied options (and the keys their choices set), the seed
+    and the run-only settings."""
     skip = (*IGNORED, *study.keys)
+    chosen = set_by_choices(study, jobs)
 
     def rest(job: dict) -> dict:
         return {k: v for k, v in flatten(job["config"]).items()
-                if not any(k == s or k.startswith(f"{s}.") for s in skip)}
+                if k not in chosen and not any(k == s or k.startswith(f"{s}.") for s in skip)}
 
     first = rest(jobs[0])
     for job in jobs[1:]:

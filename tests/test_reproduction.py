@@ -137,10 +137,13 @@ def test_cli_says_what_is_wrong_without_a_traceback(tmp_path):
 def test_objective_study_shows_the_alignment_term_beside_the_kd_term(tmp_path):
     """The α_pt choice is checked from the jobs themselves: each loss term's mean over epoch 0, times its α."""
     folder = tmp_path / "multirun"
+    weighting = {"kd_pt": {"_target_": "dkd.weighting.StaticWeights"},  # what each variant's group files set
+                 "kd_pt_uncertainty": {"_target_": "dkd.weighting.UncertaintyWeights", "rule": "uncertainty",
+                                       "measure": "entropy", "detach": True}}
     for i, (variant, seed) in enumerate((v, s) for v in ("kd_pt", "kd_pt_uncertainty") for s in SEEDS):
         j = job("none", seed, 0.40 + 0.01 * i)
         j["choices"]["variant"] = variant
-        config = {**j.pop("config"), "weighting": {"alpha_kd": 1.0, "alpha_pt": 100.0}}
+        config = {**j.pop("config"), "weighting": {**weighting[variant], "alpha_kd": 1.0, "alpha_pt": 100.0}}
         d = folder / str(i)
         (d / ".hydra").mkdir(parents=True)
         (d / "metrics.json").write_text(json.dumps({**j["metrics"], "config": config, "teachers": j["teachers"]}))
@@ -151,3 +154,8 @@ def test_objective_study_shows_the_alignment_term_beside_the_kd_term(tmp_path):
     text = report("objective", [folder])
     assert "| kd_pt | 0.3000 | 0.00400 | 0.3000 | 0.4000 |" in text
     assert "kd_pt_uncertainty − kd_pt | +5.00 [+5.00, +5.00]" in text
+    metrics = json.loads((folder / "9" / "metrics.json").read_text())  # a job whose α_pt differs is another study
+    metrics["config"]["weighting"]["alpha_pt"] = 1.0
+    (folder / "9" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(UserError, match="weighting.alpha_pt: 100.0 vs 1.0"):
+        report("objective", [folder])

@@ -1,18 +1,14 @@
-"""Sweeps through Hydra's submitit launcher: a real local multirun, and the SLURM option checked by composing it and
-by rendering the sbatch script submitit would submit."""
-import json
+"""Sweeps through Hydra's submitit launcher: the SLURM option checked by composing it and by rendering the sbatch
+script submitit would submit (a real local multirun: tests/test_requeue.py)."""
 from pathlib import Path
 
 import pytest
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from dkd.cluster import main as preview_main
 from dkd.cluster import sbatch_script
-from dkd.report import collect, sweep_table
 from tests.conftest import compose_cfg
-from tests.test_train import tiny_cli
 
 
 @pytest.fixture(autouse=True)
@@ -20,28 +16,6 @@ def no_hydra_config_left():
     """These tests set the global HydraConfig (as a job sees it); later tests must not resolve against it."""
     yield
     HydraConfig.instance().cfg = None
-
-
-def test_local_launcher_runs_each_job_as_a_submitit_job(assets, tmp_path):
-    tiny_cli(assets, tmp_path, "-m", "hydra/launcher=local", "seed=1,2", "logger=csv",
-             "hydra.launcher.cpus_per_task=1")
-    (sweep,) = (tmp_path / "multiruns").iterdir()
-    submitted = {p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()}
-    rows = collect(sweep)
-    assert [r["job"] for r in rows] == ["0", "1"]
-    for row in rows:
-        job = sweep / row["job"]
-        hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
-        assert hydra_cfg["launcher"]["_target_"].endswith("LocalLauncher")
-        assert str(hydra_cfg["job"]["id"]) in submitted  # submitit's job id, set by the launcher in the job
-        assert row["result"]["seed"] == int(row["overrides"]["seed"])
-        assert row["result"]["config"]["trainer"]["num_nodes"] == 1 == row["result"]["config"]["trainer"]["devices"]
-        assert row["result"]["config"]["threads"] == 1  # the launcher's cpus_per_task
-        assert "threads=1: torch's CPU threads in each process" in (job / "train.log").read_text()
-    table, summary = sweep_table(rows)
-    assert summary[0]["n"] == 2 and set(summary[0]["scores"]) == {"1", "2"}
-    assert json.loads((sweep / "summary.json").read_text()) == summary  # written by the multirun's end callback
-    assert table in (sweep / "summary.md").read_text()
 
 
 def slurm_cfg(*overrides: str):

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from dkd import requeue
+from dkd.report import collect, sweep_table
 from dkd.run import run
 from tests.conftest import ROOT, asked_flops
 
@@ -29,9 +31,10 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 
 
-def files(job: Path) -> set[str]:
-    """What a job leaves on disk, less the logs that a requeue appends to."""
-    skip = ("train.log", ".hydra")
+def files(job: Path, teacher: bool = True) -> set[str]:
+    """What a job leaves on disk, less the logs that a requeue appends to (and, ``teacher=False``, less the fine-tuning
+    of a teacher: of two jobs needing one teacher, the first to take the store's lock fine-tunes it)."""
+    skip = ("train.log", ".hydra") + (() if teacher else ("teacher-",))
     names = (str(p.relative_to(job)) for p in job.rglob("*") if p.is_file())
     return {n for n in names if not n.startswith(skip)}
 
@@ -64,55 +67,52 @@ def steps_by_attempt(log: Path, stage: str) -> list[list[int]]:
     return list(attempts.values())
 
 
-@pytest.fixture(scope="module")
-def teacher(assets, tmp_path_factory) -> str:
-    """One teacher for the two-job multiruns: jobs side by side that fine-tune it themselves race for the store's
-    lock, and the stored teacher would be the winner's (fine-tuned under its seed)."""
-    log_dir = tmp_path_factory.mktemp("teacher")
-    train(assets, log_dir, {}, "stage=teacher")
-    (folder,) = (log_dir / "teachers").glob("*/*/")
-    return f"teacher.dirs.base={folder}"
-
-
-@pytest.fixture(scope="module")
-def reference(assets, tmp_path_factory, teacher) -> Path:
-    """The uninterrupted jobs (seeds 1 and 2); the tests interrupt job 0."""
-    return local_multirun(assets, tmp_path_factory.mktemp("reference"), {}, "1,2", teacher) / "0"
-
-
-def interrupted(assets, tmp_path, at: str, seeds: str = "1,2", *overrides: str) -> tuple[Path, Path]:
-    """The same multirun with job 0 signalled at ``at``: its job 0 and the log of the steps each attempt trained."""
+def interrupted(assets, tmp_path, at: str, seeds: str = "1,1") -> tuple[Path, Path]:
+    """A multirun with job 0 signalled at ``at``: its job 0 and the log of the steps each attempt trained. By
+    default two copies of one job (``seed=1,1``): job 1, never signalled, is the uninterrupted reference, and both
+    jobs end with the same teacher whichever of them fine-tunes it."""
     steps = tmp_path / "steps.txt"
     env = {"DKD_SIGNAL_AT": at, "DKD_SIGNAL_JOB": "0", "DKD_STEPS_LOG": str(steps)}
-    return local_multirun(assets, tmp_path, env, seeds, *overrides) / "0", steps
+    return local_multirun(assets, tmp_path, env, seeds) / "0", steps
 
 
-def check_resumed(job: Path, reference: Path, attempts: int) -> dict:
+def check_resumed(job: Path, attempts: int) -> None:
+    """Job 0 of the sweep, interrupted, against job 1, the same job untouched."""
+    reference = job.parent / "1"
     result = json.loads((job / "metrics.json").read_text())
     expected = json.loads((reference / "metrics.json").read_text())
     assert result["attempts"] == attempts and expected["attempts"] == 1
     assert result["dev"] == expected["dev"]
     assert asked_flops(result["flops"]) == asked_flops(expected["flops"])  # counted once, whatever was redone
     assert same_weights(job / "student", reference / "student")  # bit for bit
-    assert files(job) == files(reference)  # no marker, no interruption checkpoint left
+    assert files(job, teacher=False) == files(reference, teacher=False)  # no marker, no interruption checkpoint
     with open(job / "csv" / "metrics.csv", newline="") as fh:  # one log of the whole run, every attempt in it
         logged = [int(r["step"]) for r in csv.DictReader(fh) if r.get("train/loss")]
     assert logged == sorted(set(logged)) and logged[0] < 3 and logged[-1] >= 14
     sweep = job.parent
     assert sorted(p.name for p in sweep.glob("[0-9]*")) == ["0", "1"]
-    other = json.loads((sweep / "1" / "metrics.json").read_text())
-    untouched = json.loads((reference.parent / "1" / "metrics.json").read_text())
-    assert other["attempts"] == 1 and other["dev"] == untouched["dev"]
-    summary = json.loads((sweep / "summary.json").read_text())
-    assert summary[0]["n"] == 2 and set(summary[0]["scores"]) == {"1", "2"}  # each job once
-    return result
+    (row,) = json.loads((sweep / "summary.json").read_text())
+    assert row["n"] == 2  # each job listed once
 
 
-def test_a_job_preempted_mid_epoch_resumes_in_its_folder(assets, tmp_path, reference, teacher):
-    """A multirun of two jobs, one sent USR2 at step 3 of 16: both end once, the interrupted one resumed."""
-    job, steps = interrupted(assets, tmp_path, "student:3", "1,2", teacher)
+def test_a_job_preempted_mid_epoch_resumes_in_its_folder(assets, tmp_path):
+    """A multirun of two submitit jobs through the local launcher, one sent USR2 at step 3 of 16: both end once, the
+    interrupted one resumed; each job ran as a submitit job with the launcher's CPUs as its threads."""
+    job, steps = interrupted(assets, tmp_path, "student:3")
     sweep = job.parent
-    check_resumed(job, reference, attempts=2)
+    check_resumed(job, attempts=2)
+    submitted = {p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()}
+    for row in collect(sweep):
+        folder = sweep / row["job"]
+        hydra_cfg = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        assert hydra_cfg["launcher"]["_target_"].endswith("LocalLauncher")
+        assert str(hydra_cfg["job"]["id"]) in submitted  # submitit's job id, set by the launcher in the job
+        config = row["result"]["config"]
+        assert config["trainer"]["num_nodes"] == 1 == config["trainer"]["devices"]
+        assert config["threads"] == 1  # the launcher's cpus_per_task
+        assert "threads=1: torch's CPU threads in each process" in (folder / "train.log").read_text()
+    table, _ = sweep_table(collect(sweep))
+    assert table in (sweep / "summary.md").read_text()  # written by the multirun's end callback
     first, second = steps_by_attempt(steps, "student")
     assert first == [1, 2, 3] and second == list(range(4, 17))  # resumed at step 4, mid-epoch: not from step 0
     log = (job / "train.log").read_text()
@@ -121,10 +121,10 @@ def test_a_job_preempted_mid_epoch_resumes_in_its_folder(assets, tmp_path, refer
     assert any("Requeued job" in p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
 
 
-@pytest.mark.slow  # 40 s: three attempts
-def test_requeued_twice_still_one_run(assets, tmp_path, reference, teacher):
-    job, steps = interrupted(assets, tmp_path, "student:3,student:9", "1,2", teacher)
-    check_resumed(job, reference, attempts=3)
+@pytest.mark.slow  # 20 s: three attempts
+def test_requeued_twice_still_one_run(assets, tmp_path):
+    job, steps = interrupted(assets, tmp_path, "student:3,student:9")
+    check_resumed(job, attempts=3)
     assert steps_by_attempt(steps, "student") == [[1, 2, 3], [4, 5, 6, 7, 8, 9], list(range(10, 17))]
 
 

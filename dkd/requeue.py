@@ -8,8 +8,9 @@ The signals:
   ``checkpoint()``, which resubmits the same overrides, and requeues the job (``scontrol requeue``; the local
   launcher restarts it). Hydra puts the requeued job in the same folder, where it finds the marker.
 - ``USR1`` inside a plain ``sbatch`` job (``#SBATCH --signal=USR1@120 --requeue``, Lightning's SLURM convention):
-  DKD saves and runs ``scontrol requeue``; the run folder is named after the SLURM job (``${run_name:}``), so the
-  requeued job finds its marker. DKD's handler replaces Lightning's, which would save in the middle of a step.
+  DKD saves and runs ``scontrol requeue``; the run folder is the job's own
+  (``hydra.run.dir=outputs/runs/slurm-$SLURM_JOB_ID``; a warning says so when it is not), so the requeued job finds
+  its marker. DKD's handler replaces Lightning's, which would save in the middle of a step.
 - ``SIGTERM``: saves and exits with 143, as before; a cluster that requeues the job (``PreemptMode=REQUEUE``)
   resumes it from the marker.
 
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytorch_lightning import Callback
+
+from dkd.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +118,6 @@ def read_marker(output_dir: Path) -> dict | None:
     marker = json.loads(path.read_text())
     ckpt = marker.get("ckpt")
     if ckpt and not Path(ckpt).is_file():
-        from dkd.errors import UserError
-
         raise UserError(f"{path}: attempt {marker['attempt']} left checkpoint {ckpt}, which is gone; delete "
                         f"{path} to run this job from its start.")
     log.warning("Attempt %d of this job: resuming %s from %s", marker["attempt"] + 1, marker["stage"],

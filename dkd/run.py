@@ -280,17 +280,17 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
     ckpt_path = requeue.resume_from("distill", cfg.ckpt_path)
     t = build_trainer(cfg, out, hp.epochs, make_loggers(cfg), ckpt_path)
     start = time.time()
-    with requeue.stage("distill", stage_checkpoints(out, ckpt_path)):
+    with requeue.stage("distill", stage_checkpoints(out, ckpt_path)):  # until exported: a stop resumes from here
         dev, selected = fit_and_evaluate(cfg, t, system, dm, ckpt_path)
-    cache = cache_summary(plan.teacher_cache, outputs, t.callback_metrics)
-    for role, c in cache.items():
-        log.info("Teacher-output cache (%s) of the %s teacher: %s hits, %s misses%s", c["mode"], role, c["hits"],
-                 c["misses"], f"; {c['folder']}" if c["folder"] else "")
-    export = out / "student"
-    if t.is_global_zero:
-        student.save_pretrained(export)
-        tokenizer.save_pretrained(export)
-        plot_run(t, out)
+        cache = cache_summary(plan.teacher_cache, outputs, t.callback_metrics)
+        for role, c in cache.items():
+            log.info("Teacher-output cache (%s) of the %s teacher: %s hits, %s misses%s", c["mode"], role,
+                     c["hits"], c["misses"], f"; {c['folder']}" if c["folder"] else "")
+        export = out / "student"
+        if t.is_global_zero:
+            student.save_pretrained(export)
+            tokenizer.save_pretrained(export)
+            plot_run(t, out)
     requeue.finishing()  # the student is exported: a requeue signal from now on lets the job end
     tidy_checkpoints(cfg, t, start, ckpt_path)
     return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),

@@ -1,6 +1,7 @@
 """Task data: read (local GLUE layout, hub, or custom files), validate, tokenize once per tokenizer, batch."""
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -33,27 +34,86 @@ class Split:
 
 
 # ----------------------------------------------------------------------------------------------------- reading
-def read_table(path: Path, header: bool = True) -> pd.DataFrame:
-    """Read a CSV/TSV/JSON(L) file as strings. TSV is read with no quoting, as GLUE files need."""
+def read_table(path: Path, header: bool = True, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV/TSV/JSON(L) file as strings in ``encoding`` (``task.encoding``; a UTF-8 file may start with a byte
+    order mark). TSV is read with no quoting, as GLUE files need."""
     if not path.is_file():
         raise DataError(f"Missing data file {path}.")
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    if codec != "utf-8-sig":
+        warn_if_utf8(path, encoding)
     suffix = path.suffix.lower()
     try:
         if suffix in {".json", ".jsonl"}:
-            frame = pd.read_json(path, lines=suffix == ".jsonl" or _is_json_lines(path), dtype=False)
-            return frame.astype(str)
+            lines = suffix == ".jsonl" or _is_json_lines(path, codec)
+            return pd.read_json(path, lines=lines, dtype=False, encoding=codec).astype(str)
         sep = "," if suffix == ".csv" else "\t"
         return pd.read_csv(
-            path, sep=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL, encoding="utf-8-sig",
+            path, sep=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL, encoding=codec,
             header=0 if header else None, dtype=str, keep_default_na=False,
         )
+    except UnicodeDecodeError as err:  # before ValueError, its base class: the fault is the encoding, not the layout
+        raise DataError(not_decodable(path, encoding) or f"Could not decode {path} as {encoding}: {err}. Set "
+                        f"task.encoding= to the file's encoding.") from err
     except (ValueError, pd.errors.ParserError) as err:
         raise DataError(f"Could not parse {path}: {err}. Expected a {suffix or 'TSV'} file with a header row.") from err
 
 
-def _is_json_lines(path: Path) -> bool:
-    with open(path, encoding="utf-8") as fh:
+def _is_json_lines(path: Path, codec: str) -> bool:
+    with open(path, encoding=codec) as fh:
         return not fh.read(1).lstrip().startswith("[")
+
+
+def likely_encoding(data: bytes) -> str:
+    """A cheap guess at the encoding of ``data``: a UTF-16 byte order mark, valid UTF-8, else cp1252 when the file
+    has bytes 0x80-0x9F that cp1252 maps to characters (curly quotes, dashes, €), else latin-1 (which decodes any
+    bytes, and reads 0x80-0x9F as control characters that text rarely holds)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    for guess in ("utf-8", "cp1252"):
+        if guess == "cp1252" and not any(0x80 <= b <= 0x9F for b in data):
+            return "latin-1"  # no byte where the two differ: latin-1 and cp1252 read it alike
+        try:
+            data.decode(guess)
+            return guess
+        except UnicodeDecodeError:
+            continue
+    return "latin-1"
+
+
+def not_decodable(path: Path, encoding: str) -> str | None:
+    """Where ``path`` stops decoding as ``encoding`` (byte offset, line, the text around it) and what it likely is;
+    None if it decodes after all."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+        return None
+    except UnicodeDecodeError as err:
+        start = err.start
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line_end = data.find(b"\n", start)
+    context = data[max(line_start, start - 40):start + 40 if line_end < 0 else min(line_end, start + 40)]
+    line, likely = data.count(b"\n", 0, start) + 1, likely_encoding(data)
+    fix = (f"It looks like {likely}: set task.encoding={likely}." if likely != encoding else
+           "Set task.encoding= to the file's encoding (e.g. latin-1, cp1252, utf-16).")
+    return (f"{path} is not {encoding} text: byte {start} (0x{data[start]:02x}, line {line}, in "
+            f"\"{context.decode(encoding, errors='backslashreplace')}\") does not decode as {encoding}, the encoding "
+            f"task.encoding names. {fix}")
+
+
+def warn_if_utf8(path: Path, encoding: str) -> None:
+    """A single-byte encoding reads any file, UTF-8 too, into the wrong characters without an error: say so when the
+    file is in fact UTF-8 with non-ASCII text."""
+    data = path.read_bytes()
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    log.warning("%s is valid UTF-8, but task.encoding=%s reads its non-ASCII bytes as other characters (é becomes "
+                "%r): if the file is UTF-8, drop task.encoding.", path, encoding,
+                "é".encode().decode(encoding, errors="replace"))
 
 
 def frame_to_split(frame: pd.DataFrame, spec: TaskSpec, columns, label_column, source: str) -> Split:
@@ -104,7 +164,7 @@ def load_local(spec: TaskSpec, data_dir: Path) -> dict[str, Split]:
                 f"Task '{spec.name}': missing {split} file {path} (the folder holds {shown}). "
                 f"Point task.data_dir at a folder with {', '.join(files.values())}."
             )
-        frame = read_table(path, header=spec.header)
+        frame = read_table(path, spec.header, spec.encoding)
         splits[split] = frame_to_split(frame, spec, spec.columns, spec.label_column, str(path))
     return splits
 
@@ -150,7 +210,8 @@ def load_test_split(spec: TaskSpec, data_dir: str | None) -> Split:
         if not path.is_file():
             raise DataError(f"Task '{spec.name}': missing test file {path}; point task.data_dir at a folder with "
                             f"{spec.test_file}.")
-        return frame_to_split(read_table(path, header=spec.header), spec, spec.columns, spec.label_column, str(path))
+        frame = read_table(path, spec.header, spec.encoding)
+        return frame_to_split(frame, spec, spec.columns, spec.label_column, str(path))
     from dkd.hub import hub_reachable
 
     hub_reachable()
@@ -161,7 +222,8 @@ def load_splits(spec: TaskSpec, data_dir: str | None, custom_files: dict | None 
     """Local folder if it exists, else the hub; ``custom_files`` (train/dev paths) for ``task=custom``."""
     if custom_files is not None:
         return {
-            split: frame_to_split(read_table(Path(path)), spec, spec.columns, spec.label_column, str(path))
+            split: frame_to_split(read_table(Path(path), encoding=spec.encoding), spec, spec.columns,
+                                  spec.label_column, str(path))
             for split, path in custom_files.items()
         }
     if data_dir and Path(data_dir).is_dir():

@@ -9,7 +9,9 @@ weights are loaded; what was read (the data) is handed on in the :class:`Plan`.
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -113,13 +115,21 @@ def check_numbers(cfg: DictConfig) -> None:
 
 
 def task_spec(cfg: DictConfig) -> TaskSpec:
+    """The task of the run, its files read in ``task.encoding``."""
+    encoding = cfg.task.get("encoding") or "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UserError(f"task.encoding={encoding}: Python knows no such encoding. Name the encoding of the task's "
+                        f"files, e.g. utf-8 (the default), latin-1, cp1252 or utf-16.") from None
     if cfg.task.name != "custom":
-        return get_task(cfg.task.name)
+        return dataclasses.replace(get_task(cfg.task.name), encoding=encoding)
     t = cfg.task
     for key in ("train_file", "dev_file", "labels"):
         if OmegaConf.is_missing(t, key):
             raise UserError(f"task=custom needs task.{key}= (see conf/task/custom.yaml for an example).")
-    return custom_task(t.text_columns, t.label_column, t.labels, t.metrics, t.train_file, t.dev_file)
+    spec = custom_task(t.text_columns, t.label_column, t.labels, t.metrics, t.train_file, t.dev_file)
+    return dataclasses.replace(spec, encoding=encoding)
 
 
 def check_resume(cfg: DictConfig) -> None:

@@ -33,6 +33,7 @@ class TaskSpec:
     # a labelled test split, read only after training (``python -m dkd.evaluate``), never to choose a model
     test_file: str | None = None
     hub_test_split: str | None = None
+    encoding: str = "utf-8"  # of the local files (``task.encoding``); the hub's copies are decoded by ``datasets``
 
     @property
     def is_regression(self) -> bool:

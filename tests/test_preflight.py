@@ -143,3 +143,66 @@ def test_a_weights_only_checkpoint_is_refused_as_a_resume_point(make_cfg, no_fit
     torch.save({"hyper_parameters": {"role": "student"}, "state_dict": {}}, best)
     with pytest.raises(UserError, match="holds the model's weights only.*last.ckpt.*keep_last_ckpt=true"):
         run(make_cfg(f"ckpt_path={best}"))
+
+
+# A row of a spreadsheet export: é and è exist in latin-1 and cp1252; the dash and curly quotes (bytes 0x93, 0x94,
+# 0x97) only in cp1252, so a cp1252 file holds bytes 0x80-0x9F and a latin-1 one does not.
+ROW = {"latin-1": "Café crème - a great film,pos", "cp1252": "Café crème — a “great” film,pos"}
+
+
+def encoded_files(tmp_path: Path, encoding: str) -> list[str]:
+    rows = ["text,label"] + [f"good plot {i},pos" if i % 2 else f"bad plot {i},neg" for i in range(12)]
+    rows.insert(9, ROW[encoding])
+    (tmp_path / "train.csv").write_bytes("\n".join(rows).encode(encoding))
+    (tmp_path / "dev.csv").write_bytes("\n".join(rows[:6]).encode(encoding))
+    return ["task=custom", f"task.train_file={tmp_path / 'train.csv'}", f"task.dev_file={tmp_path / 'dev.csv'}",
+            "task.labels=[neg,pos]"]
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252"])
+def test_a_file_in_another_encoding_names_its_fault_and_runs_with_task_encoding(make_cfg, no_fit, tmp_path, encoding):
+    """The error names the file, the byte offset and line of the first byte that is not UTF-8, the encoding tried,
+    the likely one and the option; with that option the run reads the text as written."""
+    from dkd.preflight import check
+
+    files = encoded_files(tmp_path, encoding)
+    offset = (tmp_path / "train.csv").read_bytes().index("é".encode(encoding))
+    with pytest.raises(UserError) as err:
+        check(make_cfg(*files))
+    assert str(err.value).startswith(f"{tmp_path / 'train.csv'} is not utf-8 text: byte {offset} (0xe9, line 10, ")
+    assert str(err.value).endswith(f"It looks like {encoding}: set task.encoding={encoding}.")
+    assert "Expected a" not in str(err.value)  # not the old advice about the file's layout
+    plan = check(make_cfg(*files, f"task.encoding={encoding}"))
+    assert ROW[encoding].removesuffix(",pos") in plan.splits["train"].texts[0]
+    assert not no_fit
+
+
+def test_glue_layout_files_take_task_encoding_too(make_cfg, tmp_path):
+    from dkd.preflight import check
+
+    rows = [["Café crème", 1], ["plain", 0]]
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "SST-2").mkdir(exist_ok=True)
+        (tmp_path / "SST-2" / name).write_bytes(
+            ("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows)).encode("latin-1"))
+    with pytest.raises(UserError, match=r"SST-2/train.tsv is not utf-8 text: byte 18 \(0xe9, line 2, in \"Caf\\xe9 "):
+        check(make_cfg(f"task.data_dir={tmp_path / 'SST-2'}"))
+    plan = check(make_cfg(f"task.data_dir={tmp_path / 'SST-2'}", "task.encoding=latin-1"))
+    assert plan.splits["dev"].texts[0] == ["Café crème", "plain"]
+
+
+def test_an_unknown_encoding_is_refused_by_name(make_cfg):
+    from dkd.preflight import check
+
+    with pytest.raises(UserError, match=r"task.encoding=latin-9x: Python knows no such encoding.*latin-1, cp1252"):
+        check(make_cfg("task.encoding=latin-9x"))
+
+
+def test_a_single_byte_encoding_on_a_utf8_file_is_warned_about(make_cfg, tmp_path, caplog):
+    from dkd.preflight import check
+
+    (tmp_path / "train.csv").write_text("text,label\nCafé,pos\nplain,neg\n")
+    (tmp_path / "dev.csv").write_text("text,label\nplain,neg\n")
+    check(make_cfg("task=custom", f"task.train_file={tmp_path / 'train.csv'}", f"task.dev_file={tmp_path / 'dev.csv'}",
+                   "task.labels=[neg,pos]", "task.encoding=cp1252"))
+    assert f"{tmp_path / 'train.csv'} is valid UTF-8, but task.encoding=cp1252" in caplog.text

@@ -207,6 +207,9 @@ def compress(run_dir: str | Path, batch_sizes=(1, 32), repeats: int = 20, warmup
     (run_dir / "compression.json").write_text(json.dumps(report, indent=2))
     (run_dir / "compression.md").write_text(markdown(report))
     plot(report, run_dir / "compression.png")
+    from dkd.card import refresh_compression  # the card module reads runs through this one
+
+    refresh_compression(run_dir, report)
     return report
 
 
@@ -259,8 +262,8 @@ def _measure(run_dir: Path, metrics: dict, cfg: DictConfig, batch_sizes: list[in
                          "parameters": count_parameters(student),
                          "weights_bytes": weights_bytes(path), "dev": dev, "max_abs_logit_diff": round(diff, 6),
                          "timing": timed(lambda b, s=session, f=feeds: lambda: s.run(None, f[b]))})
-    return {"run": str(run_dir), "task": spec.name, "max_seq_length": max_length, "threads": threads,
-            "repeats": repeats, "warmup": warmup, "batch_sizes": batch_sizes,
+    return {"run": str(run_dir), "task": spec.name, "example": list(texts[0]), "max_seq_length": max_length,
+            "threads": threads, "repeats": repeats, "warmup": warmup, "batch_sizes": batch_sizes,
             "machine": f"{platform.processor() or platform.machine()}, {available_cpus()} CPUs available, "
                        f"torch {torch.__version__}",
             "models": rows, "onnx_check": check, "ratios": ratios(rows, batch_sizes)}
@@ -335,12 +338,14 @@ def markdown(report: dict) -> str:
         lines += ["", f"ONNX check: the fp32 ONNX student's logits differ from PyTorch's by at most "
                       f"{check['max_abs_logit_diff']:.2g} over {check['examples']} dev examples (tolerance "
                       f"{check['tolerance']:g}): {'passed' if check['passed'] else 'FAILED'}.",
-                  "", "Load it with ONNX Runtime (the student's tokenizer is in its `student/` folder):", "",
+                  "", "Load it with ONNX Runtime (the student's tokenizer is in its `student/` folder); the input is "
+                      f"the first dev row, in the task's text column{'s' if len(report['example']) > 1 else ''}:", "",
                   "```python",
                   "import onnxruntime as ort; from transformers import AutoTokenizer",
                   f"tokenizer, session = AutoTokenizer.from_pretrained('{Path(report['run']) / 'student'}'), "
                   f"ort.InferenceSession('{Path(report['run']) / ONNX_FILES['onnx']}')",
-                  "logits = session.run(None, dict(tokenizer(['a gripping, funny film'], return_tensors='np')))[0]",
+                  "logits = session.run(None, dict(tokenizer(" + ", ".join(repr([t]) for t in report["example"])
+                  + ", return_tensors='np')))[0]",
                   "```"]
     return "\n".join(lines) + "\n"
 

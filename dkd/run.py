@@ -22,6 +22,7 @@ from dkd import requeue
 from dkd.cache import summary as cache_summary
 from dkd.cache import teacher_outputs
 from dkd.callbacks import Throughput
+from dkd.card import write_card
 from dkd.compress import compress
 from dkd.data import TaskDataModule, subsample
 from dkd.errors import UserError
@@ -30,7 +31,7 @@ from dkd.loggers import CSVLog, finish_wandb
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
-from dkd.provenance import code_version
+from dkd.provenance import code_version, invocation
 from dkd.quiet import quiet_libraries
 from dkd.report import plot_curves
 from dkd.teachers import TeacherSource, TeacherStore, agree
@@ -312,6 +313,15 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def card(out: Path, plan: Plan) -> None:
+    """The student's model card; its failure is logged, not raised: the run's results stand."""
+    dev = plan.splits[next(iter(plan.spec.dev_files))]
+    try:
+        print(f"model card: {write_card(out, example=[column[0] for column in dev.texts])}", flush=True)
+    except Exception:  # noqa: BLE001 - any failure of the card
+        log.exception("The model card failed; the run's results stand. Write it later with python -m dkd.card %s", out)
+
+
 def report(out: Path, c: DictConfig) -> None:
     """The compression report of a finished run; its failure is logged, not raised: the run's results stand (and a
     sweeper still gets its metric)."""
@@ -344,12 +354,14 @@ def run(cfg: DictConfig) -> float | None:
             result = distill(cfg, plan)
     result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id, checked_in_s=checked_s,
                   total_wall_time_s=round(time.time() - start, 1), attempts=requeue.attempts(), code=code_version(),
-                  config=OmegaConf.to_container(cfg, resolve=True))
+                  **invocation(), config=OmegaConf.to_container(cfg, resolve=True))
     if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script
         out = Path(cfg.paths.output_dir)
         requeue.clear_marker(out)
         write_json(out / "metrics.json", result)
         print(summary(result), f"\nmetrics: {out / 'metrics.json'}", flush=True)
+        if cfg.stage.name == "distill":
+            card(out, plan)
         if cfg.stage.name == "distill" and cfg.compress.enabled:
             if requeue.pending():
                 log.warning("The compression report is skipped: the job was asked to stop. Write it later with "

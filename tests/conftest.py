@@ -107,32 +107,47 @@ def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
         return compose("train", overrides=overrides or [], return_hydra_config=True)
 
 
+def shrunk_cfg(assets: dict, root: Path, *overrides: str, out: str = "run") -> DictConfig:
+    """The real config, shrunk: tiny models, fixture data, one epoch, outputs under ``root``."""
+    base = [
+        f"paths.glue_dir={assets['glue']}", f"paths.imdb_dir={assets['imdb']}",
+        f"paths.sst5_dir={assets['sst5']}", f"paths.log_dir={root}",
+        f"backbone.teachers.base={assets['teacher']}", f"backbone.teachers.large={assets['large']}",
+        f"backbone.student.name_or_path={assets['student']}", "backbone.student.layers=2",
+        "task.train_limit=null", "finetune.epochs=1", "distill.epochs=1", "finetune.batch_size=8",
+        "distill.batch_size=8", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+        "finetune.lr=1e-3", "distill.lr=1e-3", "trainer.log_every_n_steps=1",
+    ]
+    if not any(o.startswith("compress.enabled=") for o in overrides):  # tests/test_compress.py measures it
+        base.append("compress.enabled=false")
+    cfg = compose_cfg(base + list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(root / out)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra  # as in a real run, the job's config holds no hydra node
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(assets, tmp_path):
-    """The real config, shrunk: tiny models, fixture data, one epoch, outputs under tmp_path."""
-
-    def make(*overrides: str, out: str = "run") -> DictConfig:
-        base = [
-            f"paths.glue_dir={assets['glue']}", f"paths.imdb_dir={assets['imdb']}",
-            f"paths.sst5_dir={assets['sst5']}", f"paths.log_dir={tmp_path}",
-            f"backbone.teachers.base={assets['teacher']}", f"backbone.teachers.large={assets['large']}",
-            f"backbone.student.name_or_path={assets['student']}", "backbone.student.layers=2",
-            "task.train_limit=null", "finetune.epochs=1", "distill.epochs=1", "finetune.batch_size=8",
-            "distill.batch_size=8", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-            "finetune.lr=1e-3", "distill.lr=1e-3", "trainer.log_every_n_steps=1",
-        ]
-        if not any(o.startswith("compress.enabled=") for o in overrides):  # tests/test_compress.py measures it
-            base.append("compress.enabled=false")
-        cfg = compose_cfg(base + list(overrides))
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / out)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            del cfg.hydra  # as in a real run, the job's config holds no hydra node
-        return cfg
-
-    yield make
+    """:func:`shrunk_cfg` under the test's own folder."""
+    yield lambda *overrides, out="run": shrunk_cfg(assets, tmp_path, *overrides, out=out)
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def distilled(assets, tmp_path_factory) -> Path:
+    """One finished distillation of a pair task (MRPC) with its compression report and model card, shared by the
+    tests that only read it (copy it before changing it)."""
+    from dkd.run import run
+
+    cfg = shrunk_cfg(assets, tmp_path_factory.mktemp("distilled"), "task=mrpc", "task.train_limit=24",
+                     "compress.enabled=true", "compress.repeats=2", "compress.warmup=1", "compress.batch_sizes=[1,4]",
+                     "data.max_seq_length=32")
+    run(cfg)
+    GlobalHydra.instance().clear()
+    return Path(cfg.paths.output_dir)
 
 
 @pytest.fixture(scope="session")

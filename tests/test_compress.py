@@ -1,6 +1,7 @@
 """The compression report: its numbers are measured (sizes are the files', parameters the models'), and the ONNX
 student gives PyTorch's logits."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,14 +11,6 @@ from dkd.compress import compress, export_onnx, latency, main, onnx_session, run
 from dkd.errors import UserError
 from dkd.models import count_parameters, load_classifier, load_tokenizer
 from dkd.run import run
-
-
-@pytest.fixture
-def distilled(make_cfg):
-    cfg = make_cfg("task=sst2", "task.train_limit=24", "compress.enabled=true", "compress.repeats=2",
-                   "compress.warmup=1", "compress.batch_sizes=[1,4]", "data.max_seq_length=32")
-    run(cfg)
-    return Path(cfg.paths.output_dir)
 
 
 def test_the_report_after_a_run_is_measured(distilled):
@@ -49,6 +42,26 @@ def test_the_report_after_a_run_is_measured(distilled):
     text = (distilled / "compression.md").read_text()
     assert "| student | student | ONNX int8 |" in text and "passed" in text
     assert (distilled / "compression.png").stat().st_size > 0
+
+
+def test_the_onnx_snippet_runs_as_printed_and_feeds_the_pair(distilled):
+    """compression.md's snippet, executed as printed, gives the student's logits for the first dev row of MRPC as a
+    sentence pair (not for its first sentence alone)."""
+    from omegaconf import OmegaConf
+
+    from dkd.compress import run_dev_splits
+
+    code = re.search(r"```python\n(.*?)```", (distilled / "compression.md").read_text(), re.S).group(1)
+    scope = {}
+    exec(code, scope)  # noqa: S102 - the point of the test
+    metrics = json.loads((distilled / "metrics.json").read_text())
+    first, second = (column[0] for column in run_dev_splits(OmegaConf.create(metrics["config"]))[1]["dev"].texts)
+    model, tokenizer = load_classifier(str(distilled / "student"), 2).eval(), load_tokenizer(str(distilled / "student"))
+    with torch.no_grad():
+        pair = model(**tokenizer([first], [second], return_tensors="pt")).logits
+        alone = model(**tokenizer([first], return_tensors="pt")).logits
+    assert torch.allclose(torch.from_numpy(scope["logits"]), pair, atol=1e-4)
+    assert not torch.allclose(pair, alone, atol=1e-4)
 
 
 def test_onnx_logits_equal_pytorch_for_any_batch_and_length(assets, tmp_path):

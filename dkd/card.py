@@ -1,0 +1,286 @@
+"""The model card of an exported student, ``student/README.md``: what it is, for whoever receives the folder or finds
+it on the Hugging Face Hub.
+
+    python -m dkd.card outputs/runs/<date>      # written after every distillation; this writes it again
+
+Written with ``huggingface_hub``'s model-card API from the run's ``metrics.json`` (and ``compression.json`` when the
+compression report ran): the Hub's metadata (library, pipeline tag, base model, datasets, metrics, the dev results
+as a model index, the source model's license where its own card names one) and a body: results, teachers,
+strategies, data, training, FLOPs, compression, the command that reproduces the run, and a ``pipeline(...)``
+example for the task's inputs. ``python -m dkd.compress`` rewrites only the compression part, between
+:data:`BEGIN` and :data:`END`, so edits elsewhere in the card stay.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from omegaconf import OmegaConf
+
+from dkd.errors import UserError
+from dkd.models import resolve, short_name
+
+log = logging.getLogger(__name__)
+
+CARD = "README.md"
+BEGIN, END = "<!-- dkd:compression -->", "<!-- /dkd:compression -->"
+# DKD's metric names -> the Hub's metric ids (those of the `evaluate` library) and their display names
+HUB_METRICS = {"acc": ("accuracy", "Accuracy"), "f1": ("f1", "F1"), "mcc": ("matthews_correlation", "MCC"),
+               "pearson": ("pearsonr", "Pearson r"), "spearman": ("spearmanr", "Spearman rho")}
+STRATEGY_GROUPS = ("sampler", "adoption", "objective", "weighting")
+
+
+def source_metadata(name_or_path: str) -> dict:
+    """The license and language of the source model's own card, when one is at hand: in its folder (a packaged
+    model, a local folder) or in the local Hugging Face cache. Nothing is downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        folder = Path(resolve(name_or_path))
+    except UserError:
+        return {}
+    readme = folder / CARD
+    if not readme.is_file() and hub_id(name_or_path):
+        try:
+            cached = try_to_load_from_cache(name_or_path, CARD)
+        except HFValidationError:
+            cached = None
+        readme = Path(cached) if isinstance(cached, str) else readme
+    if not readme.is_file():
+        return {}
+    data = ModelCard.load(readme, ignore_metadata_errors=True).data
+    return {k: getattr(data, k) for k in ("license", "language") if getattr(data, k, None)}
+
+
+def hub_id(name_or_path: str) -> str | None:
+    """``name_or_path`` when it names a Hub model (``org/name`` or a bare id), None for a folder on disk."""
+    if Path(name_or_path).exists() or name_or_path.startswith((".", "/", "~")):
+        return None
+    return name_or_path
+
+
+def model_name(metrics: dict, layers: int) -> str:
+    student = metrics["config"]["backbone"]["student"]["name_or_path"]
+    return f"dkd-{metrics['task']}-{short_name(student)}-{layers}L"
+
+
+def student_layers(run_dir: Path) -> int:
+    return json.loads((run_dir / "student" / "config.json").read_text())["num_hidden_layers"]
+
+
+def task_facts(metrics: dict) -> dict:
+    """The task's Hub dataset, text columns and dev split names, as the run read them."""
+    from dkd.preflight import task_spec
+
+    spec = task_spec(OmegaConf.create(metrics["config"]))
+    return {"spec": spec, "dataset": spec.hub_path or None, "config": spec.hub_config,
+            "splits": spec.hub_dev_splits if spec.hub_path else {}}
+
+
+def card_data(metrics: dict, layers: int) -> ModelCardData:
+    facts = task_facts(metrics)
+    spec, source = facts["spec"], metrics["config"]["backbone"]["student"]["name_or_path"]
+    results = []
+    for key, value in metrics["dev"].items():
+        split, metric = key.split("/", 1)
+        if metric not in HUB_METRICS:  # dev/score: DKD's mean of the task's metrics
+            continue
+        results.append(EvalResult(
+            task_type="text-classification", task_name="Text Classification",
+            dataset_type=facts["dataset"] or "custom", dataset_name=f"{spec.name} ({split})",
+            dataset_config=facts["config"], dataset_split=facts["splits"].get(split, split),
+            metric_type=HUB_METRICS[metric][0], metric_name=HUB_METRICS[metric][1], metric_value=value))
+    return ModelCardData(
+        library_name="transformers", pipeline_tag="text-classification", base_model=hub_id(source),
+        datasets=[facts["dataset"]] if facts["dataset"] else None,
+        metrics=[HUB_METRICS[m][0] for m in spec.metrics], tags=["knowledge-distillation", "dkd"],
+        model_name=model_name(metrics, layers), eval_results=results or None, **source_metadata(source))
+
+
+# ------------------------------------------------------------------------------------------------ the body
+def fmt(values: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in values.items()) or "not recorded"
+
+
+def usage(student: str, spec, example: list[str]) -> str:
+    """Three lines of ``pipeline(...)`` for the task's inputs: a text, or a text pair as ``text`` / ``text_pair``."""
+    texts = [t.replace("\n", " ") for t in example]
+    arg = (repr(texts[0]) if len(texts) == 1 else
+           "{" + f"'text': {texts[0]!r}, 'text_pair': {texts[1]!r}" + "}")
+    return "\n".join(["```python", "from transformers import pipeline",
+                      f"classifier = pipeline('text-classification', model={student!r})",
+                      f"print(classifier({arg}))", "```"])
+
+
+def settings(group: dict) -> str:
+    """A strategy's class and settings, as its config gives them."""
+    items = {k: v for k, v in group.items() if k != "_target_"}
+    return f"`{group['_target_'].rsplit('.', 1)[-1]}`" + (
+        " (" + ", ".join(f"{k}={v}" for k, v in items.items()) + ")" if items else "")
+
+
+def flops_lines(flops: dict | None) -> list[str]:
+    if not flops:
+        return ["FLOPs were not counted in this run."]
+    per = flops["gflops_per_example"]
+    return [f"Training cost, counted as the run went (forward 2·N·L FLOPs per token and layer, backward twice that): "
+            f"{per['total']:.4g} GFLOPs per training example, of which the teachers {per['teacher']:.4g}; full KD "
+            f"(every teacher on every row) on the same batches: {per['full_kd']:.4g}, so this run cost "
+            f"**{flops['ratio_to_full_kd']:.1%} of full KD** ({flops['ratio_spent_to_full_kd']:.1%} with the "
+            f"teacher-output cache's hits spared), over {flops['examples']} training examples."]
+
+
+def compression_part(report: dict | None, run_dir: Path) -> str:
+    """The card's compression part, from ``compression.json``."""
+    if not report:
+        return (f"Not measured in this run: `python -m dkd.compress {run_dir}` measures the student against its "
+                f"teachers (size, CPU latency, ONNX fp32 and int8) and fills this part in.")
+    sizes = report["batch_sizes"]
+    lines = [f"Measured by `python -m dkd.compress` on {report['machine']}, {report['threads']} thread(s), "
+             f"sequences of {report['max_seq_length']} tokens, median of {report['repeats']} timed forwards.", "",
+             "| model | format | parameters | weights MiB | dev score | " +
+             " | ".join(f"latency b{b} (ms)" for b in sizes) + " |", "|---|---|---|---|---|" + "---|" * len(sizes)]
+    for r in report["models"]:
+        lines.append(f"| {r['role'] if r['role'] == 'student' else 'teacher ' + r['role']} | {r['format']} | "
+                     f"{r['parameters'] / 1e6:.2f}M | {r['weights_bytes'] / 2**20:.1f} | "
+                     f"{r['dev'].get('dev/score', float('nan')):.4f} | " +
+                     " | ".join(f"{r['timing'][str(b)]['latency_ms']:.1f}" for b in sizes) + " |")
+    for pair, r in report["ratios"].items():
+        if pair.endswith("PyTorch fp32"):
+            lines += ["", f"{pair.split(' / ')[0].capitalize()} teacher ÷ student: {r['parameters']:.2f}× the "
+                          f"parameters, {r['weights_bytes']:.2f}× the weights on disk, " +
+                      ", ".join(f"{r[f'speed_up_batch_{b}']:.2f}× the latency at batch {b}" for b in sizes) + "."]
+    check = report.get("onnx_check")
+    if check:
+        lines += ["", f"ONNX export (`student.onnx`, `student-int8.onnx` in the run folder, not in this one): the "
+                      f"fp32 model's logits "
+                      f"differ from PyTorch's by at most {check['max_abs_logit_diff']:.2g} over {check['examples']} "
+                      f"dev examples (tolerance {check['tolerance']:g}): "
+                      f"{'passed' if check['passed'] else 'FAILED'}."]
+    return "\n".join(lines)
+
+
+ORIGIN = {"store": "from the teacher store", "store (fine-tuned now)": "fine-tuned by this run into the teacher store",
+          "teacher.dirs": "a folder given by teacher.dirs"}
+
+
+def card_license(source: str) -> str:
+    known = source_metadata(source).get("license")
+    return (f"That of the source model `{source}`: {known}." if known else
+            f"Not known: the card of the source model `{source}` was not at hand. Set `license:` in the metadata "
+            f"above to the source model's license before you publish this model.")
+
+
+def data_line(metrics: dict, spec) -> str:
+    cfg = metrics["config"]
+    limit, subset, rows = cfg["task"].get("train_limit"), cfg["distill"].get("train_limit"), metrics["pool_examples"]
+    read = f"a fixed random {rows} of its training rows (task.train_limit)" if limit else f"its {rows} training rows"
+    student = (f"the student on a fixed random {metrics['train_examples']} of them (distill.train_limit)" if subset
+               else f"the student on all {metrics['train_examples']}")
+    return (f"Data: {spec.name}, {read}, {student}; sequences cut to "
+            f"{cfg['data']['max_seq_length']} tokens; scored on the task's dev split.")
+
+
+def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str]) -> str:
+    cfg, spec = metrics["config"], task_facts(metrics)["spec"]
+    student, hp = cfg["backbone"]["student"], cfg["distill"]
+    choices, layers = metrics.get("choices") or {}, student_layers(run_dir)
+    teachers = [f"- **{role}**: `{Path(t['dir']).name}`, `{cfg['backbone']['teachers'][role]}` fine-tuned on the task "
+                f"({ORIGIN.get(t.get('source'), t.get('source'))}); dev: {fmt(t.get('dev') or {})}"
+                for role, t in metrics["teachers"].items()]
+    license = card_license(cfg["backbone"]["student"]["name_or_path"])
+    strategies = [f"- {group}: **{choices.get(group, '?')}**, {settings(cfg[group])}" for group in STRATEGY_GROUPS]
+    code = metrics.get("code") or {}
+    commit = (f" at commit `{code['commit'][:7]}`" + (" (with local changes)" if code.get("dirty") else "")
+              if code else "")
+    command = metrics.get("command") or "python train.py  # the run's overrides were not recorded"
+    return "\n".join([
+        f"# {model_name(metrics, layers)}", "",
+        f"A {layers}-layer student of `{student['name_or_path']}` for **{spec.name}** "
+        f"(text column{'s' if len(spec.columns) > 1 else ''} {', '.join(spec.columns)}; "
+        f"{'labels ' + ', '.join(spec.labels) if spec.labels else 'a score'}), distilled with "
+        f"[DKD](https://github.com/lancopku/DynamicKD) (*Dynamic Knowledge Distillation for Pre-trained Language "
+        f"Models*, Li et al., EMNLP 2021): the student's uncertainty may choose which rows to query the teacher on, "
+        f"which teacher to learn from and how to weight the objectives.", "",
+        "## Results", "",
+        f"- student, dev: {fmt(metrics['dev'])} ({metrics['selected']})",
+        *[f"- teacher {role}, dev: {fmt(t.get('dev') or {})}" for role, t in metrics["teachers"].items()], "",
+        "## Usage", "",
+        "Labels are the task's label values as written in its data files. From this folder, or from its Hub repo "
+        "id once pushed:", "",
+        usage(str(run_dir / "student"), spec, example), "",
+        "## Training", "",
+        "Teachers:", "", *teachers, "",
+        "Strategies (the config groups of DKD):", "", *strategies, "",
+        data_line(metrics, spec), "",
+        f"Training: {hp['epochs']} epoch{'s' if hp['epochs'] > 1 else ''}, lr {hp['lr']}, batch {hp['batch_size']}, "
+        f"warm-up {hp['warmup_ratio']}, weight decay {hp['weight_decay']}, seed {metrics['seed']}; the checkpoint "
+        f"with the best dev score kept.", "",
+        *flops_lines(metrics.get("flops")), "",
+        "## Compression", "", BEGIN, compression_part(report, run_dir), END, "",
+        "## Reproduce", "",
+        f"With the DKD checkout{commit}, after its `setup.sh`:", "", "```bash", command, "```", "",
+        "## License", "", license, "",
+    ])
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def first_dev_example(metrics: dict) -> list[str]:
+    """The texts of the run's first dev row, as the usage example."""
+    from dkd.compress import run_dev_splits
+
+    _, dev = run_dev_splits(OmegaConf.create(metrics["config"]))
+    split = next(iter(dev.values()))
+    return [column[0] for column in split.texts]
+
+
+def write_card(run_dir: str | Path, example: list[str] | None = None) -> Path:
+    """Write ``student/README.md`` of a finished distillation run from its metrics.json (and compression.json)."""
+    from dkd.compress import run_config
+
+    run_dir = Path(run_dir)
+    metrics, _ = run_config(run_dir)
+    report = read_json(run_dir / "compression.json")
+    text = body(metrics, report, run_dir, example or first_dev_example(metrics))
+    card = ModelCard(f"---\n{card_data(metrics, student_layers(run_dir)).to_yaml()}\n---\n\n{text}")
+    path = run_dir / "student" / CARD
+    card.save(path)
+    return path
+
+
+def refresh_compression(run_dir: str | Path, report: dict) -> Path | None:
+    """Rewrite the card's compression part only; write the whole card if the student has none yet."""
+    path = Path(run_dir) / "student" / CARD
+    if not path.is_file():
+        return write_card(run_dir)
+    text = path.read_text()
+    part = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not part.search(text):
+        log.warning("%s has no compression part (between %s and %s) to refresh: left as it is; python -m dkd.card %s "
+                    "writes the card anew", path, BEGIN, END, run_dir)
+        return None
+    path.write_text(part.sub(lambda _: f"{BEGIN}\n{compression_part(report, Path(run_dir))}\n{END}", text))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m dkd.card", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, help="a distillation run's folder (holds metrics.json and student/)")
+    args = p.parse_args(argv)
+    try:
+        print(f"model card: {write_card(args.run_dir)}")
+    except UserError as err:
+        raise SystemExit(f"Error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The README and the docs pages: every `python train.py …` line of their code blocks composes as written, every
+relative link and anchor resolves, and the README stays one screen of overview with the reference in docs/."""
+import re
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from tests.conftest import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHELL = {"&", "&&", "|", "||", ";", ">", ">>", "2>&1"}
+REFERENCE = ["configuration.md", "strategies.md", "paper_vs_code.md", "teachers_and_cache.md",
+             "cluster_and_compression.md", "results.md"]
+
+
+def train_commands(page: Path) -> list[tuple[int, list[str]]]:
+    """(line, arguments) of each `python train.py` command in the page's fenced code blocks, continuation lines joined
+    and comments dropped."""
+    commands, fenced, pending, start = [], False, "", 0
+    for number, line in enumerate(page.read_text().splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if not fenced:
+            continue
+        if not pending:
+            start = number
+        pending += line.rstrip().removesuffix("\\") + " "
+        if line.rstrip().endswith("\\"):
+            continue
+        command, pending = pending, ""
+        if re.search(r"(^|\s)python train\.py(\s|$)", command):  # a shell line, not Python or a log
+            words = shlex.split(command, comments=True)
+            words = words[words.index("train.py") + 1:]
+            end = next((i for i, w in enumerate(words) if w in SHELL), len(words))  # `… &`, `… | tee log`
+            commands.append((start, words[:end]))
+    return commands
+
+
+def as_one_job(arguments: list[str]) -> list[str]:
+    """The overrides of a command's (first) job: ``-m`` and ``--cfg <part>`` dropped and each sweep (``seed=1,2,3``)
+    cut to its first value, since ``--cfg job`` composes one job."""
+    overrides, rest = [], iter(arguments)
+    for arg in rest:
+        if arg in ("--cfg", "-c"):
+            next(rest)
+        elif arg not in ("-m", "--multirun"):
+            overrides.append(arg)
+    out = []
+    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        if parsed.is_sweep_override():
+            value = next(iter(parsed.sweep_string_iterator()))
+            text = f"{parsed.get_key_element()}={value}"
+        out.append(text)
+    return out
+
+
+COMMANDS = [(page, line, args) for page in PAGES for line, args in train_commands(page)]
+
+
+def test_the_readme_and_docs_commands_are_found():
+    readme = [args for page, _, args in COMMANDS if page.name == "README.md"]
+    assert len(readme) >= 10 and [] in readme  # the two commands of the first screen: setup.sh, then `python train.py`
+    pages = {page.name for page, _, _ in COMMANDS}
+    assert pages >= {"README.md", "strategies.md", "paper_vs_code.md", "cluster_and_compression.md"}
+
+
+def cfg_job(command: tuple[Path, int, list[str]]) -> str | None:
+    """Runs `python train.py --cfg job <overrides>`; the failure, if any."""
+    page, line, args = command
+    out = subprocess.run([sys.executable, "train.py", "--cfg", "job", *as_one_job(args)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0 or "task:" not in out.stdout:
+        return f"{page.relative_to(ROOT)}:{line}: python train.py {shlex.join(args)}\n{out.stderr[-600:]}"
+    return None
+
+
+def test_every_train_command_of_the_readme_and_docs_composes_with_cfg_job():
+    """Each command run as written, `--cfg job` added (a multirun as its first job)."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        failures = [f for f in pool.map(cfg_job, COMMANDS) if f]
+    assert not failures, "\n".join(failures)
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    for line in page.read_text().splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_relative_link_and_anchor_resolves(page):
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+            broken.append(target)
+    assert not broken, f"{page.name}: {broken}"
+
+
+def test_the_readme_is_an_overview_that_links_the_reference():
+    """The first screen: what DKD is, the two commands, the verdicts, where to go next; the reference in docs/."""
+    text = (ROOT / "README.md").read_text()
+    first_screen = "\n".join(text.splitlines()[:50])
+    assert "bash setup.sh" in first_screen and "\npython train.py " in first_screen
+    assert "| the paper's finding | verdict here |" in first_screen and "docs/reproduction.md#" in first_screen
+    for name in REFERENCE:
+        assert f"(docs/{name})" in first_screen, name
+    assert len(text.splitlines()) <= 150
+    for name in REFERENCE:
+        assert len((ROOT / "docs" / name).read_text().splitlines()) <= 300, name

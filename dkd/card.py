@@ -22,6 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from omegaconf import OmegaConf
 
 from dkd.errors import UserError
+from dkd.metrics import describe
 from dkd.models import resolve, short_name
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def student_layers(run_dir: Path) -> int:
 
 
 def task_facts(metrics: dict) -> dict:
-    """The task's Hub dataset, text columns and dev split names, as the run read them."""
+    """The run's task, its Hub dataset and config, and the Hub's names of its dev splits."""
     from dkd.preflight import task_spec
 
     spec = task_spec(OmegaConf.create(metrics["config"]))
@@ -103,18 +104,20 @@ def card_data(metrics: dict, layers: int) -> ModelCardData:
 
 
 # ------------------------------------------------------------------------------------------------ the body
-def fmt(values: dict) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in values.items()) or "not recorded"
-
-
-def usage(student: str, spec, example: list[str]) -> str:
+def usage(student: str, example: list[str]) -> str:
     """Three lines of ``pipeline(...)`` for the task's inputs: a text, or a text pair as ``text`` / ``text_pair``."""
-    texts = [t.replace("\n", " ") for t in example]
+    texts = [" ".join(t.split()) for t in example]
     arg = (repr(texts[0]) if len(texts) == 1 else
            "{" + f"'text': {texts[0]!r}, 'text_pair': {texts[1]!r}" + "}")
     return "\n".join(["```python", "from transformers import pipeline",
                       f"classifier = pipeline('text-classification', model={student!r})",
                       f"print(classifier({arg}))", "```"])
+
+
+def selected(which: str) -> str:
+    """metrics.json's ``selected`` without the run's local paths: ``best dev checkpoint, epoch2-score0.8394``."""
+    return f"best dev checkpoint, {Path(which.removeprefix('checkpoint ')).stem}" if which.startswith("checkpoint ") \
+        else which
 
 
 def settings(group: dict) -> str:
@@ -153,8 +156,8 @@ def compression_part(report: dict | None, run_dir: Path) -> str:
     for pair, r in report["ratios"].items():
         if pair.endswith("PyTorch fp32"):
             lines += ["", f"{pair.split(' / ')[0].capitalize()} teacher ÷ student: {r['parameters']:.2f}× the "
-                          f"parameters, {r['weights_bytes']:.2f}× the weights on disk, " +
-                      ", ".join(f"{r[f'speed_up_batch_{b}']:.2f}× the latency at batch {b}" for b in sizes) + "."]
+                          f"parameters, {r['weights_bytes']:.2f}× the weights on disk; the student runs " +
+                      ", ".join(f"{r[f'speed_up_batch_{b}']:.2f}× faster at batch {b}" for b in sizes) + "."]
     check = report.get("onnx_check")
     if check:
         lines += ["", f"ONNX export (`student.onnx`, `student-int8.onnx` in the run folder, not in this one): the "
@@ -191,7 +194,7 @@ def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str]) 
     student, hp = cfg["backbone"]["student"], cfg["distill"]
     choices, layers = metrics.get("choices") or {}, student_layers(run_dir)
     teachers = [f"- **{role}**: `{Path(t['dir']).name}`, `{cfg['backbone']['teachers'][role]}` fine-tuned on the task "
-                f"({ORIGIN.get(t.get('source'), t.get('source'))}); dev: {fmt(t.get('dev') or {})}"
+                f"({ORIGIN.get(t.get('source'), t.get('source'))}); dev: {describe(t.get('dev') or {})}"
                 for role, t in metrics["teachers"].items()]
     license = card_license(cfg["backbone"]["student"]["name_or_path"])
     strategies = [f"- {group}: **{choices.get(group, '?')}**, {settings(cfg[group])}" for group in STRATEGY_GROUPS]
@@ -208,12 +211,12 @@ def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str]) 
         f"Models*, Li et al., EMNLP 2021): the student's uncertainty may choose which rows to query the teacher on, "
         f"which teacher to learn from and how to weight the objectives.", "",
         "## Results", "",
-        f"- student, dev: {fmt(metrics['dev'])} ({metrics['selected']})",
-        *[f"- teacher {role}, dev: {fmt(t.get('dev') or {})}" for role, t in metrics["teachers"].items()], "",
+        f"- student, dev: {describe(metrics['dev'])} ({selected(metrics['selected'])})",
+        *[f"- teacher {role}, dev: {describe(t.get('dev') or {})}" for role, t in metrics["teachers"].items()], "",
         "## Usage", "",
         "Labels are the task's label values as written in its data files. From this folder, or from its Hub repo "
         "id once pushed:", "",
-        usage(str(run_dir / "student"), spec, example), "",
+        usage(str(run_dir / "student"), example), "",
         "## Training", "",
         "Teachers:", "", *teachers, "",
         "Strategies (the config groups of DKD):", "", *strategies, "",

@@ -28,6 +28,7 @@ from dkd.data import TaskDataModule, subsample
 from dkd.errors import UserError
 from dkd.flops import summary as flops_summary
 from dkd.loggers import CSVLog, finish_wandb
+from dkd.metrics import describe
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
@@ -305,10 +306,10 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
 
 
 def summary(result: dict) -> str:
-    fmt = lambda d: ", ".join(f"{k} {v:.4f}" for k, v in d.items()) or "not recorded"  # noqa: E731
-    lines = [f"teacher {role} ({Path(t['dir']).name}) dev: {fmt(t['dev'])}" for role, t in result["teachers"].items()]
+    lines = [f"teacher {role} ({Path(t['dir']).name}) dev: {describe(t['dev'])}"
+             for role, t in result["teachers"].items()]
     if "student_dir" in result:
-        lines += [f"student dev: {fmt(result['dev'])} ({result['selected']})",
+        lines += [f"student dev: {describe(result['dev'])} ({result['selected']})",
                   f"student exported to {result['student_dir']}"]
     return "\n".join(lines)
 

@@ -14,7 +14,6 @@ from transformers.pipelines import SUPPORTED_TASKS
 from dkd.card import BEGIN, END, card_data, compression_part, main, source_metadata, usage
 from dkd.compress import main as compress_main
 from dkd.models import MINILM, load_classifier, load_tokenizer, minilm_dir
-from dkd.tasks import get_task
 
 
 def read(run: Path) -> tuple[ModelCard, dict, dict]:
@@ -75,7 +74,7 @@ def test_the_usage_example_runs_as_printed_with_the_pair(distilled, capsys):
 
 
 def test_a_single_text_task_gets_a_single_text_example(assets, capsys):
-    snippet = usage(str(assets["student"]), get_task("sst2"), ["a gripping , funny film"])
+    snippet = usage(str(assets["student"]), ["a gripping , funny film"])
     exec(re.search(r"```python\n(.*?)```", snippet, re.S).group(1), {})  # noqa: S102
     assert "classifier('a gripping , funny film')" in snippet and "'score': " in capsys.readouterr().out
 

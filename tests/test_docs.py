@@ -1,10 +1,10 @@
 """The README and the docs pages: every `python train.py …` line of their code blocks composes as written, every
 relative link and anchor resolves, and the README stays one screen of overview with the reference in docs/."""
+import json
 import re
 import shlex
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -70,21 +70,49 @@ def test_the_readme_and_docs_commands_are_found():
     assert pages >= {"README.md", "strategies.md", "paper_vs_code.md", "cluster_and_compression.md"}
 
 
-def cfg_job(command: tuple[Path, int, list[str]]) -> str | None:
-    """Runs `python train.py --cfg job <overrides>`; the failure, if any."""
-    page, line, args = command
-    out = subprocess.run([sys.executable, "train.py", "--cfg", "job", *as_one_job(args)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    if out.returncode != 0 or "task:" not in out.stdout:
-        return f"{page.relative_to(ROOT)}:{line}: python train.py {shlex.join(args)}\n{out.stderr[-600:]}"
-    return None
+# Runs `python train.py --cfg job <overrides>` for each command given as JSON: train.py as __main__ under that argv,
+# as `python` runs it, a process importing Hydra once for many commands. Prints the failures as JSON.
+CFG_JOB = """
+import io, json, runpy, sys
+from contextlib import redirect_stderr, redirect_stdout
+from hydra.core.global_hydra import GlobalHydra
+
+failures = []
+for args in json.loads(sys.argv[1]):
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    GlobalHydra.instance().clear()
+    sys.argv = ["train.py", "--cfg", "job", *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            runpy.run_path("train.py", run_name="__main__")
+    except SystemExit as stop:
+        code = stop.code
+    if code or "task:" not in out.getvalue():
+        failures.append([args, err.getvalue()[-600:]])
+print(json.dumps(failures))
+"""
 
 
 def test_every_train_command_of_the_readme_and_docs_composes_with_cfg_job():
-    """Each command run as written, `--cfg job` added (a multirun as its first job)."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        failures = [f for f in pool.map(cfg_job, COMMANDS) if f]
-    assert not failures, "\n".join(failures)
+    """Each command run as written, `--cfg job` added (a multirun as its first job); two processes share them."""
+    jobs = [as_one_job(args) for _, _, args in COMMANDS]
+    halves = [subprocess.Popen([sys.executable, "-c", CFG_JOB, json.dumps(jobs[i::2])], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    failures = []
+    for half in halves:
+        stdout, stderr = half.communicate(timeout=300)
+        assert half.returncode == 0, stderr[-2000:]
+        failures += json.loads(stdout.strip().splitlines()[-1])
+    where = {json.dumps(as_one_job(args)): f"{page.relative_to(ROOT)}:{line}" for page, line, args in COMMANDS}
+    report = [f"{where[json.dumps(args)]}: python train.py {shlex.join(args)}\n{error}" for args, error in failures]
+    assert not failures, "\n".join(report)
+
+
+def test_a_command_that_does_not_compose_is_reported():
+    out = subprocess.run([sys.executable, "-c", CFG_JOB, json.dumps([["sampler=nonsense"], ["seed=1"]])], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    (failure,) = json.loads(out.stdout.strip().splitlines()[-1])
+    assert failure[0] == ["sampler=nonsense"] and "Could not find 'sampler/nonsense'" in failure[1]
 
 
 def anchors(page: Path) -> set[str]:

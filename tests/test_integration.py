@@ -36,6 +36,7 @@ def test_real_minilm_on_real_sst2_slice(glue_dir, make_cfg):
         f"backbone.student.name_or_path={models.MINILM}", "backbone.student.layers=3", "task.train_limit=512",
         "finetune.epochs=1", "distill.epochs=3",
         "task.dev_limit=128", "finetune.lr=3e-4", "distill.lr=5e-4", "finetune.batch_size=32", "distill.batch_size=32",
+        "data.max_seq_length=32",  # SST-2 phrases: 63 s -> 51 s here, dev 0.711 / 0.766 against 0.719 / 0.781 at 128
     )
     run(cfg)
     out = Path(cfg.paths.output_dir)

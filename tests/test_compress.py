@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dkd.compress import compress, export_onnx, latency, main, onnx_session, run_onnx, weights_bytes
+from dkd.compress import compress, latency, main, onnx_session, run_onnx, weights_bytes
 from dkd.errors import UserError
 from dkd.models import count_parameters, load_classifier, load_tokenizer
 from dkd.run import run
@@ -64,12 +64,12 @@ def test_the_onnx_snippet_runs_as_printed_and_feeds_the_pair(distilled):
     assert not torch.allclose(pair, alone, atol=1e-4)
 
 
-def test_onnx_logits_equal_pytorch_for_any_batch_and_length(assets, tmp_path):
-    model = load_classifier(str(assets["student"]), 2).eval()
-    tokenizer = load_tokenizer(str(assets["student"]))
+def test_onnx_logits_equal_pytorch_for_any_batch_and_length(distilled):
+    """The run's student.onnx (exported from one example) against PyTorch on other batch sizes and lengths."""
+    model = load_classifier(str(distilled / "student"), 2).eval()
+    tokenizer = load_tokenizer(str(distilled / "student"))
+    session = onnx_session(distilled / "student.onnx", threads=1)
     texts = ["a fine film", "the plot is dull and slow , the actors are bad"]
-    path = export_onnx(model, dict(tokenizer(texts[:1], return_tensors="pt")), tmp_path / "m.onnx")
-    session = onnx_session(path, threads=1)
     for batch in (texts, texts[1:] * 3):  # padding, and another batch size and length than the export's example
         inputs = dict(tokenizer(batch, padding=True, return_tensors="pt"))
         with torch.no_grad():

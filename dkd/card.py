@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from dkd.errors import UserError
 from dkd.metrics import describe
-from dkd.models import resolve, short_name
+from dkd.models import load_config, resolve, short_name
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,15 @@ def model_name(metrics: dict, layers: int) -> str:
 
 
 def student_layers(run_dir: Path) -> int:
-    return json.loads((run_dir / "student" / "config.json").read_text())["num_hidden_layers"]
+    return load_config(str(run_dir / "student")).num_hidden_layers  # also where a config names it n_layers
+
+
+def teacher_source(folder: Path) -> str:
+    """What a teacher was fine-tuned from: its store recipe's model, else the folder's own config."""
+    recipe = folder / "recipe.json"
+    if recipe.is_file():
+        return f"`{json.loads(recipe.read_text())['model']}` fine-tuned on the task"
+    return f"a fine-tuned `{load_config(str(folder)).name_or_path or folder.name}`"
 
 
 def task_facts(metrics: dict) -> dict:
@@ -104,14 +112,15 @@ def card_data(metrics: dict, layers: int) -> ModelCardData:
 
 
 # ------------------------------------------------------------------------------------------------ the body
-def usage(student: str, example: list[str]) -> str:
-    """Three lines of ``pipeline(...)`` for the task's inputs: a text, or a text pair as ``text`` / ``text_pair``."""
+def usage(student: str, example: list[str], max_length: int) -> str:
+    """Three lines of ``pipeline(...)`` for the task's inputs: a text, or a text pair as ``text`` / ``text_pair``, cut
+    to the run's ``data.max_seq_length`` as it was trained and scored."""
     texts = [" ".join(t.split()) for t in example]
     arg = (repr(texts[0]) if len(texts) == 1 else
            "{" + f"'text': {texts[0]!r}, 'text_pair': {texts[1]!r}" + "}")
     return "\n".join(["```python", "from transformers import pipeline",
                       f"classifier = pipeline('text-classification', model={student!r})",
-                      f"print(classifier({arg}))", "```"])
+                      f"print(classifier({arg}, truncation=True, max_length={max_length}))", "```"])
 
 
 def selected(which: str) -> str:
@@ -134,8 +143,9 @@ def flops_lines(flops: dict | None) -> list[str]:
     return [f"Training cost, counted as the run went (forward 2·N·L FLOPs per token and layer, backward twice that): "
             f"{per['total']:.4g} GFLOPs per training example, of which the teachers {per['teacher']:.4g}; full KD "
             f"(every teacher on every row) on the same batches: {per['full_kd']:.4g}, so this run cost "
-            f"**{flops['ratio_to_full_kd']:.1%} of full KD** ({flops['ratio_spent_to_full_kd']:.1%} with the "
-            f"teacher-output cache's hits spared), over {flops['examples']} training examples."]
+            f"**{flops['ratio_to_full_kd']:.1%} of full KD**" + (
+                f" ({flops['ratio_spent_to_full_kd']:.1%} with the teacher-output cache's hits spared)"
+                if "ratio_spent_to_full_kd" in flops else "") + f", over {flops['examples']} training examples."]
 
 
 def compression_part(report: dict | None, run_dir: Path) -> str:
@@ -181,19 +191,22 @@ def card_license(source: str) -> str:
 
 def data_line(metrics: dict, spec) -> str:
     cfg = metrics["config"]
-    limit, subset, rows = cfg["task"].get("train_limit"), cfg["distill"].get("train_limit"), metrics["pool_examples"]
-    read = f"a fixed random {rows} of its training rows (task.train_limit)" if limit else f"its {rows} training rows"
+    limit, subset = cfg["task"].get("train_limit"), cfg["distill"].get("train_limit")
+    rows = metrics.get("pool_examples", metrics["train_examples"])
+    read = (f"a fixed random {rows} of its training rows (task.train_limit)" if limit == rows else
+            f"its {rows} training rows")
     student = (f"the student on a fixed random {metrics['train_examples']} of them (distill.train_limit)" if subset
                else f"the student on all {metrics['train_examples']}")
-    return (f"Data: {spec.name}, {read}, {student}; sequences cut to "
-            f"{cfg['data']['max_seq_length']} tokens; scored on the task's dev split.")
+    dev = "its dev splits" if len(spec.dev_files) > 1 else "its dev split"
+    return (f"Data: {spec.name}, {read}, {student}; sequences cut to {cfg['data']['max_seq_length']} tokens; scored "
+            f"on {dev}.")
 
 
 def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str]) -> str:
     cfg, spec = metrics["config"], task_facts(metrics)["spec"]
     student, hp = cfg["backbone"]["student"], cfg["distill"]
     choices, layers = metrics.get("choices") or {}, student_layers(run_dir)
-    teachers = [f"- **{role}**: `{Path(t['dir']).name}`, `{cfg['backbone']['teachers'][role]}` fine-tuned on the task "
+    teachers = [f"- **{role}**: `{Path(t['dir']).name}`, {teacher_source(Path(t['dir']))} "
                 f"({ORIGIN.get(t.get('source'), t.get('source'))}); dev: {describe(t.get('dev') or {})}"
                 for role, t in metrics["teachers"].items()]
     license = card_license(cfg["backbone"]["student"]["name_or_path"])
@@ -214,9 +227,10 @@ def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str]) 
         f"- student, dev: {describe(metrics['dev'])} ({selected(metrics['selected'])})",
         *[f"- teacher {role}, dev: {describe(t.get('dev') or {})}" for role, t in metrics["teachers"].items()], "",
         "## Usage", "",
-        "Labels are the task's label values as written in its data files. From this folder, or from its Hub repo "
-        "id once pushed:", "",
-        usage(str(run_dir / "student"), example), "",
+        ("The output `score` is the predicted value on the task's scale (a regression: one output, LABEL_0). "
+         if spec.is_regression else "Labels are the task's label values as written in its data files. ")
+        + "From this folder, or from its Hub repo id once pushed:", "",
+        usage(str(run_dir / "student"), example, cfg["data"]["max_seq_length"]), "",
         "## Training", "",
         "Teachers:", "", *teachers, "",
         "Strategies (the config groups of DKD):", "", *strategies, "",
@@ -265,13 +279,14 @@ def refresh_compression(run_dir: str | Path, report: dict) -> Path | None:
     path = Path(run_dir) / "student" / CARD
     if not path.is_file():
         return write_card(run_dir)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     part = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     if not part.search(text):
         log.warning("%s has no compression part (between %s and %s) to refresh: left as it is; python -m dkd.card %s "
                     "writes the card anew", path, BEGIN, END, run_dir)
         return None
-    path.write_text(part.sub(lambda _: f"{BEGIN}\n{compression_part(report, Path(run_dir))}\n{END}", text))
+    path.write_text(part.sub(lambda _: f"{BEGIN}\n{compression_part(report, Path(run_dir))}\n{END}", text),
+                    encoding="utf-8")
     return path
 
 

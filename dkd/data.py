@@ -42,6 +42,13 @@ def read_table(path: Path, header: bool = True, encoding: str = "utf-8") -> pd.D
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     if codec != "utf-8-sig":
         warn_if_utf8(path, encoding)
+    if not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        if head.count(0) > len(head) // 4:  # UTF-16 text decodes as UTF-8 or latin-1 without error, NULs and all
+            likely = likely_encoding(head)
+            raise DataError(f"{path} holds NUL bytes between its characters: it is UTF-16 (or UTF-32) text, not "
+                            f"{encoding}. It looks like {likely}: set task.encoding={likely}.")
     suffix = path.suffix.lower()
     try:
         if suffix in {".json", ".jsonl"}:
@@ -65,11 +72,17 @@ def _is_json_lines(path: Path, codec: str) -> bool:
 
 
 def likely_encoding(data: bytes) -> str:
-    """A cheap guess at the encoding of ``data``: a UTF-16 byte order mark, valid UTF-8, else cp1252 when the file
-    has bytes 0x80-0x9F that cp1252 maps to characters (curly quotes, dashes, €), else latin-1 (which decodes any
-    bytes, and reads 0x80-0x9F as control characters that text rarely holds)."""
+    """A cheap guess at the encoding of ``data``: a UTF-32 or UTF-16 byte order mark, NUL bytes (UTF-16 without a
+    mark), valid UTF-8, else cp1252 when the file has bytes 0x80-0x9F that cp1252 maps to characters (curly quotes,
+    dashes, €), else latin-1 (which decodes any bytes, and reads 0x80-0x9F as control characters that text rarely
+    holds)."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    head = data[:4096]
+    if head.count(0) > len(head) // 4:  # ASCII text in UTF-16: every other byte is 0
+        return "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
     for guess in ("utf-8", "cp1252"):
         if guess == "cp1252" and not any(0x80 <= b <= 0x9F for b in data):
             return "latin-1"  # no byte where the two differ: latin-1 and cp1252 read it alike
@@ -94,11 +107,28 @@ def not_decodable(path: Path, encoding: str) -> str | None:
     line_end = data.find(b"\n", start)
     context = data[max(line_start, start - 40):start + 40 if line_end < 0 else min(line_end, start + 40)]
     line, likely = data.count(b"\n", 0, start) + 1, likely_encoding(data)
-    fix = (f"It looks like {likely}: set task.encoding={likely}." if likely != encoding else
-           "Set task.encoding= to the file's encoding (e.g. latin-1, cp1252, utf-16).")
+    before = data[:start]
+    if codecs.lookup(encoding).name == "utf-8" and not before.isascii() and _decodes(before, "utf-8"):
+        fix = ("The text before it is UTF-8 with non-ASCII characters, so the file mixes encodings: no single "
+               "task.encoding reads it right; re-save it as UTF-8 from its source.")
+    elif likely in ("cp1252", "latin-1") and likely != encoding:
+        fix = (f"It looks like {likely}: set task.encoding={likely} (Western European text; for other languages "
+               f"name the file's own encoding, e.g. cp1251 or shift_jis).")
+    elif likely != encoding:
+        fix = f"It looks like {likely}: set task.encoding={likely}."
+    else:
+        fix = "Set task.encoding= to the file's encoding (e.g. latin-1, cp1252, utf-16)."
     return (f"{path} is not {encoding} text: byte {start} (0x{data[start]:02x}, line {line}, in "
             f"\"{context.decode(encoding, errors='backslashreplace')}\") does not decode as {encoding}, the encoding "
             f"task.encoding names. {fix}")
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def warn_if_utf8(path: Path, encoding: str) -> None:

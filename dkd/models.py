@@ -137,6 +137,8 @@ def load_classifier(name_or_path: str, num_labels: int, labels: list[str] | None
     """A sequence classifier from a pretrained encoder; a new head is reported, not hidden."""
     check_labels(_pretrained(AutoConfig, name_or_path), name_or_path, num_labels)
     kwargs = {"num_labels": num_labels}
+    if num_labels == 1:  # so that pipeline("text-classification") returns the score itself, not its sigmoid
+        kwargs["problem_type"] = "regression"
     if labels:
         kwargs["id2label"] = dict(enumerate(labels))
         kwargs["label2id"] = {name: i for i, name in enumerate(labels)}

@@ -116,7 +116,7 @@ def check_numbers(cfg: DictConfig) -> None:
 
 def task_spec(cfg: DictConfig) -> TaskSpec:
     """The task of the run, its files read in ``task.encoding``."""
-    encoding = cfg.task.get("encoding") or "utf-8"
+    encoding = str(cfg.task.get("encoding") or "utf-8")  # task.encoding=1252 arrives as an int
     try:
         codecs.lookup(encoding)
     except LookupError:

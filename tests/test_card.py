@@ -66,7 +66,8 @@ def test_the_usage_example_runs_as_printed_with_the_pair(distilled, capsys):
     exec(code, {})  # noqa: S102 - the point of the test
     printed = capsys.readouterr().out
     label, score = re.search(r"'label': '(\d)', 'score': ([\d.e-]+)", printed).groups()
-    pair = eval(re.search(r"classifier\((\{.*\})\)", code).group(1))  # noqa: S307 - the snippet's own literal
+    literal = re.search(r"classifier\((\{.*\}), truncation=True", code).group(1)
+    pair = eval(literal)  # noqa: S307 - the snippet's own literal
     model, tokenizer = load_classifier(str(distilled / "student"), 2).eval(), load_tokenizer(str(distilled / "student"))
     with torch.no_grad():
         probs = model(**tokenizer(pair["text"], pair["text_pair"], return_tensors="pt")).logits.softmax(-1)[0]
@@ -74,9 +75,24 @@ def test_the_usage_example_runs_as_printed_with_the_pair(distilled, capsys):
 
 
 def test_a_single_text_task_gets_a_single_text_example(assets, capsys):
-    snippet = usage(str(assets["student"]), ["a gripping , funny film"])
+    snippet = usage(str(assets["student"]), ["a gripping , funny film"], max_length=16)
     exec(re.search(r"```python\n(.*?)```", snippet, re.S).group(1), {})  # noqa: S102
-    assert "classifier('a gripping , funny film')" in snippet and "'score': " in capsys.readouterr().out
+    assert "classifier('a gripping , funny film', truncation=True, max_length=16)" in snippet
+    assert "'score': " in capsys.readouterr().out
+
+
+def test_a_regression_students_pipeline_gives_its_score_itself(assets, tmp_path):
+    """One output and problem_type regression: the pipeline's score is the model's output, not its sigmoid."""
+    from transformers import pipeline
+
+    model, tokenizer = load_classifier(str(assets["student"]), 1), load_tokenizer(str(assets["student"]))
+    with torch.no_grad():
+        model.classifier.bias.fill_(3.0)  # far from what a sigmoid could give
+        expected = float(model.eval()(**tokenizer(["a b"], ["c d"], return_tensors="pt")).logits)
+    model.save_pretrained(tmp_path / "stsb")
+    tokenizer.save_pretrained(tmp_path / "stsb")
+    scored = pipeline("text-classification", model=str(tmp_path / "stsb"))({"text": "a b", "text_pair": "c d"})
+    assert expected > 1 and scored["score"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_python_m_dkd_compress_refreshes_only_the_compression_part(distilled, tmp_path):

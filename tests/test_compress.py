@@ -57,7 +57,7 @@ def test_the_onnx_snippet_runs_as_printed_and_feeds_the_pair(distilled):
     metrics = json.loads((distilled / "metrics.json").read_text())
     first, second = (column[0] for column in run_dev_splits(OmegaConf.create(metrics["config"]))[1]["dev"].texts)
     model, tokenizer = load_classifier(str(distilled / "student"), 2).eval(), load_tokenizer(str(distilled / "student"))
-    assert f"tokenizer({[first]!r}, {[second]!r}, return_tensors='np')" in code  # both columns, as a pair
+    assert f"tokenizer({[first]!r}, {[second]!r}, truncation=True, max_length=32" in code  # both columns, a pair
     with torch.no_grad():
         pair = model(**tokenizer([first], [second], return_tensors="pt")).logits
     assert torch.allclose(torch.from_numpy(scope["logits"]), pair, atol=1e-4)

@@ -14,19 +14,24 @@ from tests.conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"&", "&&", "|", "||", ";", ">", ">>", "2>&1"}
+INLINE = {"README.md", "configuration.md", "strategies.md", "paper_vs_code.md", "teachers_and_cache.md",
+          "cluster_and_compression.md"}
 REFERENCE = ["configuration.md", "strategies.md", "paper_vs_code.md", "teachers_and_cache.md",
              "cluster_and_compression.md", "results.md"]
 
 
 def train_commands(page: Path) -> list[tuple[int, list[str]]]:
-    """(line, arguments) of each `python train.py` command in the page's fenced code blocks, continuation lines joined
-    and comments dropped."""
+    """(line, arguments) of each `python train.py` command of the page: the lines of its fenced code blocks
+    (continuation lines joined, comments and what follows a shell operator dropped) and, on the README and the
+    reference pages, its inline code spans (the results pages' spans record what ran at their commits)."""
     commands, fenced, pending, start = [], False, "", 0
     for number, line in enumerate(page.read_text().splitlines(), 1):
         if line.lstrip().startswith("```"):
             fenced = not fenced
             continue
         if not fenced:
+            if page.name in INLINE:
+                commands += [(number, shlex.split(span)) for span in re.findall(r"`python train\.py ([^`]*)`", line)]
             continue
         if not pending:
             start = number
@@ -42,22 +47,28 @@ def train_commands(page: Path) -> list[tuple[int, list[str]]]:
     return commands
 
 
-def as_one_job(arguments: list[str]) -> list[str]:
-    """The overrides of a command's (first) job: ``-m`` and ``--cfg <part>`` dropped and each sweep (``seed=1,2,3``)
-    cut to its first value, since ``--cfg job`` composes one job."""
+def jobs(arguments: list[str]) -> list[list[str]]:
+    """The overrides of each job `--cfg job` composes for a command, ``<placeholders>`` filled in: for a multirun,
+    one job per option of each swept config group (``sampler=none,margin``; a value of another key, as in
+    ``seed=1,2,3``, composes alike, so its first stands for all); ``--cfg <part>`` and ``-m`` dropped. A sweep
+    without ``-m`` stays as written, which fails as it would for the user."""
     overrides, rest = [], iter(arguments)
     for arg in rest:
         if arg in ("--cfg", "-c"):
             next(rest)
         elif arg not in ("-m", "--multirun"):
-            overrides.append(arg)
-    out = []
+            overrides.append(re.sub(r"<[^<>]+>", "placeholder", arg))
+    if not {"-m", "--multirun"} & set(arguments):
+        return [overrides]
+    values = []
     for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
-        if parsed.is_sweep_override():
-            value = next(iter(parsed.sweep_string_iterator()))
-            text = f"{parsed.get_key_element()}={value}"
-        out.append(text)
-    return out
+        if not parsed.is_sweep_override():
+            values.append([text])
+            continue
+        key, options = parsed.get_key_element(), list(parsed.sweep_string_iterator())
+        group = (ROOT / "conf" / key.lstrip("+~")).is_dir()
+        values.append([f"{key}={v}" for v in (options if group else options[:1])])
+    return [[v[min(i, len(v) - 1)] for v in values] for i in range(max(map(len, values), default=1))]
 
 
 COMMANDS = [(page, line, args) for page in PAGES for line, args in train_commands(page)]
@@ -94,16 +105,16 @@ print(json.dumps(failures))
 
 
 def test_every_train_command_of_the_readme_and_docs_composes_with_cfg_job():
-    """Each command run as written, `--cfg job` added (a multirun as its first job); two processes share them."""
-    jobs = [as_one_job(args) for _, _, args in COMMANDS]
-    halves = [subprocess.Popen([sys.executable, "-c", CFG_JOB, json.dumps(jobs[i::2])], cwd=ROOT, text=True,
+    """Each command run as written, `--cfg job` added (a multirun as each of its jobs); two processes share them."""
+    todo = list({json.dumps(job): job for _, _, args in COMMANDS for job in jobs(args)}.values())
+    halves = [subprocess.Popen([sys.executable, "-c", CFG_JOB, json.dumps(todo[i::2])], cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
     failures = []
     for half in halves:
         stdout, stderr = half.communicate(timeout=300)
         assert half.returncode == 0, stderr[-2000:]
         failures += json.loads(stdout.strip().splitlines()[-1])
-    where = {json.dumps(as_one_job(args)): f"{page.relative_to(ROOT)}:{line}" for page, line, args in COMMANDS}
+    where = {json.dumps(job): f"{page.relative_to(ROOT)}:{line}" for page, line, args in COMMANDS for job in jobs(args)}
     report = [f"{where[json.dumps(args)]}: python train.py {shlex.join(args)}\n{error}" for args, error in failures]
     assert not failures, "\n".join(report)
 

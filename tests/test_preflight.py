@@ -170,7 +170,7 @@ def test_a_file_in_another_encoding_names_its_fault_and_runs_with_task_encoding(
     with pytest.raises(UserError) as err:
         check(make_cfg(*files))
     assert str(err.value).startswith(f"{tmp_path / 'train.csv'} is not utf-8 text: byte {offset} (0xe9, line 10, ")
-    assert str(err.value).endswith(f"It looks like {encoding}: set task.encoding={encoding}.")
+    assert f"It looks like {encoding}: set task.encoding={encoding} (Western European text;" in str(err.value)
     assert "Expected a" not in str(err.value)  # not the old advice about the file's layout
     plan = check(make_cfg(*files, f"task.encoding={encoding}"))
     assert ROW[encoding].removesuffix(",pos") in plan.splits["train"].texts[0]
@@ -206,3 +206,31 @@ def test_a_single_byte_encoding_on_a_utf8_file_is_warned_about(make_cfg, tmp_pat
     check(make_cfg("task=custom", f"task.train_file={tmp_path / 'train.csv'}", f"task.dev_file={tmp_path / 'dev.csv'}",
                    "task.labels=[neg,pos]", "task.encoding=cp1252"))
     assert f"{tmp_path / 'train.csv'} is valid UTF-8, but task.encoding=cp1252" in caplog.text
+
+
+def test_utf16_without_a_byte_order_mark_is_named_not_read_as_nul_riddled_text(make_cfg, tmp_path):
+    from dkd.preflight import check
+
+    for name in ("train.csv", "dev.csv"):
+        (tmp_path / name).write_bytes("text,label\nplain,neg\ngood,pos\n".encode("utf-16-le"))
+    files = ["task=custom", f"task.train_file={tmp_path / 'train.csv'}", f"task.dev_file={tmp_path / 'dev.csv'}",
+             "task.labels=[neg,pos]"]
+    with pytest.raises(UserError, match=r"train.csv holds NUL bytes .* set task.encoding=utf-16-le\.$"):
+        check(make_cfg(*files))
+    assert check(make_cfg(*files, "task.encoding=utf-16-le")).splits["train"].texts[0] == ["plain", "good"]
+
+
+def test_a_file_that_mixes_utf8_and_latin1_is_said_to_mix_them(make_cfg, tmp_path):
+    from dkd.preflight import check
+
+    (tmp_path / "train.csv").write_bytes("text,label\nnaïve,pos\n".encode() + "Café,neg\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"line 3.* the file mixes encodings: no single task.encoding reads it right"):
+        check(make_cfg("task=custom", f"task.train_file={tmp_path / 'train.csv'}",
+                       f"task.dev_file={tmp_path / 'train.csv'}", "task.labels=[neg,pos]"))
+
+
+def test_a_numeric_encoding_name_is_taken_as_its_name(make_cfg, tmp_path):
+    from dkd.preflight import check
+
+    files = encoded_files(tmp_path, "cp1252")
+    assert "Café crème — a “great” film" in check(make_cfg(*files, "task.encoding=1252")).splits["train"].texts[0]

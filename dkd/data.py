@@ -39,13 +39,14 @@ def read_table(path: Path, header: bool = True, encoding: str = "utf-8") -> pd.D
     order mark). TSV is read with no quoting, as GLUE files need."""
     if not path.is_file():
         raise DataError(f"Missing data file {path}.")
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    name = codecs.lookup(encoding).name
+    codec = "utf-8-sig" if name == "utf-8" else encoding
     if codec != "utf-8-sig":
         warn_if_utf8(path, encoding)
-    if not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+    if not name.startswith(("utf-16", "utf-32")):
         with open(path, "rb") as fh:
             head = fh.read(4096)
-        if head.count(0) > len(head) // 4:  # UTF-16 text decodes as UTF-8 or latin-1 without error, NULs and all
+        if _nul_heavy(head):  # UTF-16 text decodes as UTF-8 or latin-1 without error, NULs and all
             likely = likely_encoding(head)
             raise DataError(f"{path} holds NUL bytes between its characters: it is UTF-16 (or UTF-32) text, not "
                             f"{encoding}. It looks like {likely}: set task.encoding={likely}.")
@@ -81,17 +82,18 @@ def likely_encoding(data: bytes) -> str:
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     head = data[:4096]
-    if head.count(0) > len(head) // 4:  # ASCII text in UTF-16: every other byte is 0
+    if _nul_heavy(head):
         return "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
-    for guess in ("utf-8", "cp1252"):
-        if guess == "cp1252" and not any(0x80 <= b <= 0x9F for b in data):
-            return "latin-1"  # no byte where the two differ: latin-1 and cp1252 read it alike
-        try:
-            data.decode(guess)
-            return guess
-        except UnicodeDecodeError:
-            continue
-    return "latin-1"
+    if _decodes(data, "utf-8"):
+        return "utf-8"
+    if not any(0x80 <= b <= 0x9F for b in data):
+        return "latin-1"  # no byte where the two differ: latin-1 and cp1252 read it alike
+    return "cp1252" if _decodes(data, "cp1252") else "latin-1"
+
+
+def _nul_heavy(head: bytes) -> bool:
+    """ASCII text in UTF-16 (or UTF-32): every other byte (or three in four) is 0."""
+    return head.count(0) > len(head) // 4
 
 
 def not_decodable(path: Path, encoding: str) -> str | None:
@@ -135,11 +137,7 @@ def warn_if_utf8(path: Path, encoding: str) -> None:
     """A single-byte encoding reads any file, UTF-8 too, into the wrong characters without an error: say so when the
     file is in fact UTF-8 with non-ASCII text."""
     data = path.read_bytes()
-    if data.isascii():
-        return
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
+    if data.isascii() or not _decodes(data, "utf-8"):
         return
     log.warning("%s is valid UTF-8, but task.encoding=%s reads its non-ASCII bytes as other characters (é becomes "
                 "%r): if the file is UTF-8, drop task.encoding.", path, encoding,

@@ -182,8 +182,7 @@ ORIGIN = {"store": "from the teacher store", "store (fine-tuned now)": "fine-tun
           "teacher.dirs": "a folder given by teacher.dirs"}
 
 
-def card_license(source: str) -> str:
-    known = source_metadata(source).get("license")
+def card_license(source: str, known: str | None) -> str:
     return (f"That of the source model `{source}`: {known}." if known else
             f"Not known: the card of the source model `{source}` was not at hand. Set `license:` in the metadata "
             f"above to the source model's license before you publish this model.")
@@ -202,14 +201,15 @@ def data_line(metrics: dict, spec) -> str:
             f"on {dev}.")
 
 
-def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str]) -> str:
+def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str], layers: int,
+         license: str | None) -> str:
+    """The card's text; ``layers`` the student's depth, ``license`` the source model's (None: unknown)."""
     cfg, spec = metrics["config"], task_facts(metrics)["spec"]
     student, hp = cfg["backbone"]["student"], cfg["distill"]
-    choices, layers = metrics.get("choices") or {}, student_layers(run_dir)
+    choices = metrics.get("choices") or {}
     teachers = [f"- **{role}**: `{Path(t['dir']).name}`, {teacher_source(Path(t['dir']))} "
                 f"({ORIGIN.get(t.get('source'), t.get('source'))}); dev: {describe(t.get('dev') or {})}"
                 for role, t in metrics["teachers"].items()]
-    license = card_license(cfg["backbone"]["student"]["name_or_path"])
     strategies = [f"- {group}: **{choices.get(group, '?')}**, {settings(cfg[group])}" for group in STRATEGY_GROUPS]
     code = metrics.get("code") or {}
     commit = (f" at commit `{code['commit'][:7]}`" + (" (with local changes)" if code.get("dirty") else "")
@@ -242,7 +242,7 @@ def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str]) 
         "## Compression", "", BEGIN, compression_part(report, run_dir), END, "",
         "## Reproduce", "",
         f"With the DKD checkout{commit}, after its `setup.sh`:", "", "```bash", command, "```", "",
-        "## License", "", license, "",
+        "## License", "", card_license(student["name_or_path"], license), "",
     ])
 
 
@@ -266,9 +266,11 @@ def write_card(run_dir: str | Path, example: list[str] | None = None) -> Path:
 
     run_dir = Path(run_dir)
     metrics, _ = run_config(run_dir)
-    report = read_json(run_dir / "compression.json")
-    text = body(metrics, report, run_dir, example or first_dev_example(metrics))
-    card = ModelCard(f"---\n{card_data(metrics, student_layers(run_dir)).to_yaml()}\n---\n\n{text}")
+    layers = student_layers(run_dir)
+    data = card_data(metrics, layers)
+    text = body(metrics, read_json(run_dir / "compression.json"), run_dir, example or first_dev_example(metrics),
+                layers, data.license)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
     path = run_dir / "student" / CARD
     card.save(path)
     return path

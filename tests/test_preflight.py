@@ -11,12 +11,14 @@ from dkd.run import run
 from tests.conftest import ROOT, write_tsv
 
 
-def custom_files(tmp_path: Path, bad_row: str | None = None, header: str = "text,label") -> list[str]:
+def custom_files(tmp_path: Path, bad_row: str | None = None, header: str = "text,label", at: int = 5,
+                 encoding: str = "utf-8") -> list[str]:
+    """A custom task's train and dev CSV files (``bad_row`` inserted as row ``at`` of train), and its options."""
     rows = [header] + [f"good plot {i},pos" if i % 2 else f"bad plot {i},neg" for i in range(12)]
     if bad_row:
-        rows.insert(5, bad_row)
-    (tmp_path / "train.csv").write_text("\n".join(rows))
-    (tmp_path / "dev.csv").write_text("\n".join(rows[:6]))
+        rows.insert(at, bad_row)
+    (tmp_path / "train.csv").write_bytes("\n".join(rows).encode(encoding))
+    (tmp_path / "dev.csv").write_bytes("\n".join(rows[:6]).encode(encoding))
     return ["task=custom", f"task.train_file={tmp_path / 'train.csv'}", f"task.dev_file={tmp_path / 'dev.csv'}",
             "task.labels=[neg,pos]"]
 
@@ -150,22 +152,13 @@ def test_a_weights_only_checkpoint_is_refused_as_a_resume_point(make_cfg, no_fit
 ROW = {"latin-1": "Café crème - a great film,pos", "cp1252": "Café crème — a “great” film,pos"}
 
 
-def encoded_files(tmp_path: Path, encoding: str) -> list[str]:
-    rows = ["text,label"] + [f"good plot {i},pos" if i % 2 else f"bad plot {i},neg" for i in range(12)]
-    rows.insert(9, ROW[encoding])
-    (tmp_path / "train.csv").write_bytes("\n".join(rows).encode(encoding))
-    (tmp_path / "dev.csv").write_bytes("\n".join(rows[:6]).encode(encoding))
-    return ["task=custom", f"task.train_file={tmp_path / 'train.csv'}", f"task.dev_file={tmp_path / 'dev.csv'}",
-            "task.labels=[neg,pos]"]
-
-
 @pytest.mark.parametrize("encoding", ["latin-1", "cp1252"])
 def test_a_file_in_another_encoding_names_its_fault_and_runs_with_task_encoding(make_cfg, no_fit, tmp_path, encoding):
     """The error names the file, the byte offset and line of the first byte that is not UTF-8, the encoding tried,
     the likely one and the option; with that option the run reads the text as written."""
     from dkd.preflight import check
 
-    files = encoded_files(tmp_path, encoding)
+    files = custom_files(tmp_path, ROW[encoding], at=9, encoding=encoding)
     offset = (tmp_path / "train.csv").read_bytes().index("é".encode(encoding))
     with pytest.raises(UserError) as err:
         check(make_cfg(*files))
@@ -232,5 +225,5 @@ def test_a_file_that_mixes_utf8_and_latin1_is_said_to_mix_them(make_cfg, tmp_pat
 def test_a_numeric_encoding_name_is_taken_as_its_name(make_cfg, tmp_path):
     from dkd.preflight import check
 
-    files = encoded_files(tmp_path, "cp1252")
+    files = custom_files(tmp_path, ROW["cp1252"], at=9, encoding="cp1252")
     assert "Café crème — a “great” film" in check(make_cfg(*files, "task.encoding=1252")).splits["train"].texts[0]

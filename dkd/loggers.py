@@ -1,16 +1,17 @@
-"""Experiment loggers that need more than a ``_target_``."""
+"""Experiment loggers that need more than a ``_target_``, and the training curves of a run's CSV log as a PNG."""
 from __future__ import annotations
 
 import csv
 import logging
 import netrc
 import os
+from pathlib import Path
 
 from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from dkd.requeue import resuming, wandb_id
+from dkd.jobs.requeue import resuming, wandb_id
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def finish_wandb(preempting: bool = False) -> None:
 
 
 class CSVLog(CSVLogger):
-    """Lightning's ``CSVLogger``, except that in a requeued job (:mod:`dkd.requeue`) the new attempt continues the
+    """Lightning's ``CSVLogger``, except that in a requeued job (:mod:`dkd.jobs.requeue`) the new attempt continues the
     ``metrics.csv`` of the earlier ones (Lightning's writer deletes it), so curves and reports hold the whole run."""
 
     @property
@@ -68,3 +69,43 @@ class _ContinuedWriter(ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):  # the earlier attempt's columns: new rows extend its header
             with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
                 self.metrics_keys = sorted(csv.DictReader(fh).fieldnames or [])
+
+
+def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
+    """Training losses per step and dev metrics per epoch from a Lightning CSV log, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    with open(metrics_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return None
+    columns = rows[0].keys()
+    losses = [c for c in columns if c in ("train/loss", "train/ce") or c.startswith(("train/kd", "train/pt"))]
+    decided = [c for c in columns if c.startswith(("train/adoption_", "train/sampler_", "train/weighting_"))]
+    dev = [c for c in columns if c.startswith("dev")]
+    fig, axes = plt.subplots(1, 3 if decided else 2, figsize=(16 if decided else 11, 4))
+    left, right = axes[0], axes[-1]
+    for ax, names, title in ((left, losses, "training"), *([(axes[1], decided, "strategies")] if decided else [])):
+        for name in names:
+            points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
+            if points:
+                ax.plot(*zip(*points), label=name.removeprefix("train/"), linewidth=1)
+        ax.set(xlabel="step", ylabel="loss" if ax is left else "share, weight, u", title=title)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    for name in dev:
+        points = sorted({int(r["epoch"]): float(r[name]) for r in rows if r.get(name)}.items())
+        if points:
+            right.plot(*zip(*points), marker="o", label=name)
+    right.set(xlabel="epoch", ylabel="metric", title="dev")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if right.lines:
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

@@ -17,8 +17,8 @@ from dkd.callbacks import own_rank, per_rank
 from dkd.data import select_rows
 from dkd.metrics import TaskMetrics
 from dkd.models import count_parameters, freeze
-from dkd.objectives import task_loss
-from dkd.weighting import instance_mean
+from dkd.strategies.objectives import task_loss
+from dkd.strategies.weighting import instance_mean
 
 
 class ClassifierSystem(LightningModule):
@@ -87,7 +87,7 @@ class DistillSystem(ClassifierSystem):
             it has the rows (``distill.teacher_cache``); by default every query runs the teacher.
         sampler: which rows the student trains on and which of them the teachers are queried on (``sampler=``).
         adoption: student logits (with their gradient: the adoption detaches unless told not to), KD rows, teacher
-            names from the smallest to the largest → :class:`dkd.adoption.Route` list (``adoption=``).
+            names from the smallest to the largest → :class:`dkd.strategies.adoption.Route` list (``adoption=``).
         objective: per-instance loss terms (``kd``, ``pt``) between student and teacher outputs (``objective=``); an
             ``nn.Module``, so that what it learns (projections between hidden sizes) trains and is checkpointed with
             the student.

@@ -9,9 +9,7 @@ weights are loaded; what was read (the data) is handed on in the :class:`Plan`.
 """
 from __future__ import annotations
 
-import codecs
 import contextlib
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -28,7 +26,7 @@ from dkd.cache import resolve_mode
 from dkd.data import PADDING, Split, fingerprint, load_task_data
 from dkd.errors import UserError, one_line
 from dkd.models import check_layers, inspect_model, load_config, same_tokenizer, short_name
-from dkd.tasks import TaskSpec, custom_task, get_task
+from dkd.tasks import TaskSpec, task_spec
 from dkd.teachers import TeacherSource, TeacherStore, recipe
 from dkd.trainer import build_trainer
 
@@ -112,24 +110,6 @@ def check_numbers(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise UserError(f"{key}={value!r}: must be {wanted}.")
-
-
-def task_spec(cfg: DictConfig) -> TaskSpec:
-    """The task of the run, its files read in ``task.encoding``."""
-    encoding = str(cfg.task.get("encoding") or "utf-8")  # task.encoding=1252 arrives as an int
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise UserError(f"task.encoding={encoding}: Python knows no such encoding. Name the encoding of the task's "
-                        f"files, e.g. utf-8 (the default), latin-1, cp1252 or utf-16.") from None
-    if cfg.task.name != "custom":
-        return dataclasses.replace(get_task(cfg.task.name), encoding=encoding)
-    t = cfg.task
-    for key in ("train_file", "dev_file", "labels"):
-        if OmegaConf.is_missing(t, key):
-            raise UserError(f"task=custom needs task.{key}= (see conf/task/custom.yaml for an example).")
-    spec = custom_task(t.text_columns, t.label_column, t.labels, t.metrics, t.train_file, t.dev_file)
-    return dataclasses.replace(spec, encoding=encoding)
 
 
 def check_resume(cfg: DictConfig) -> None:

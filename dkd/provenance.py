@@ -6,7 +6,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from dkd.paths import ROOT
 
 
 def code_version(root: Path = ROOT) -> dict | None:

@@ -18,25 +18,25 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from dkd import requeue
 from dkd.cache import summary as cache_summary
 from dkd.cache import teacher_outputs
 from dkd.callbacks import Throughput
-from dkd.card import write_card
-from dkd.compress import compress
 from dkd.data import TaskDataModule, subsample
 from dkd.errors import UserError
 from dkd.flops import summary as flops_summary
-from dkd.loggers import CSVLog, finish_wandb
+from dkd.jobs import requeue
+from dkd.loggers import CSVLog, finish_wandb, plot_curves
 from dkd.metrics import describe
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
 from dkd.provenance import code_version, invocation
 from dkd.quiet import quiet_libraries
-from dkd.report import plot_curves
+from dkd.ship.card import write_card
+from dkd.ship.compress import compress
 from dkd.teachers import TeacherSource, TeacherStore, agree
-from dkd.trainer import best_checkpoint, build_trainer, cpu_threads, remove_resumable, stage_checkpoints
+from dkd.threads import cpu_threads
+from dkd.trainer import best_checkpoint, build_trainer, remove_resumable, stage_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,8 @@ def card(out: Path, plan: Plan) -> None:
     try:
         print(f"model card: {write_card(out, example=[column[0] for column in dev.texts])}", flush=True)
     except Exception:  # noqa: BLE001 - any failure of the card
-        log.exception("The model card failed; the run's results stand. Write it later with python -m dkd.card %s", out)
+        log.exception("The model card failed; the run's results stand. Write it later with "
+                      "python -m dkd.ship.card %s", out)
 
 
 def report(out: Path, c: DictConfig) -> None:
@@ -332,7 +333,7 @@ def report(out: Path, c: DictConfig) -> None:
         print(f"compression report: {out / 'compression.md'}", flush=True)
     except Exception:  # noqa: BLE001 - any failure of the report
         log.exception("The compression report failed; the run's results stand. Write it later with "
-                      "python -m dkd.compress %s (or compress.enabled=false)", out)
+                      "python -m dkd.ship.compress %s (or compress.enabled=false)", out)
 
 
 @task_wrapper
@@ -366,7 +367,7 @@ def run(cfg: DictConfig) -> float | None:
         if cfg.stage.name == "distill" and cfg.compress.enabled:
             if requeue.pending():
                 log.warning("The compression report is skipped: the job was asked to stop. Write it later with "
-                            "python -m dkd.compress %s", out)
+                            "python -m dkd.ship.compress %s", out)
             else:
                 report(out, cfg.compress)
     metric = cfg.get("optimized_metric")

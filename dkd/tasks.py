@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
 
 from dkd.errors import UserError
 
@@ -30,7 +34,7 @@ class TaskSpec:
     dev_files: dict[str, str] = field(default_factory=lambda: {"dev": "dev.tsv"})
     hub_dev_splits: dict[str, str] = field(default_factory=lambda: {"dev": "validation"})
     header: bool = True
-    # a labelled test split, read only after training (``python -m dkd.evaluate``), never to choose a model
+    # a labelled test split, read only after training (``python -m dkd.ship.evaluate``), never to choose a model
     test_file: str | None = None
     hub_test_split: str | None = None
     encoding: str = "utf-8"  # of the local files (``task.encoding``); the hub's copies are decoded by ``datasets``
@@ -106,3 +110,21 @@ def custom_task(columns, label_column, labels, metrics, train_file, dev_file) ->
         "custom", None, tuple(columns), label_column, None if labels is None else tuple(str(x) for x in labels),
         metrics, hub_path="", hub_config=None, hub_columns=(), train_file=train_file, dev_files={"dev": dev_file},
     )
+
+
+def task_spec(cfg: DictConfig) -> TaskSpec:
+    """The task of the run, its files read in ``task.encoding``."""
+    encoding = str(cfg.task.get("encoding") or "utf-8")  # task.encoding=1252 arrives as an int
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise UserError(f"task.encoding={encoding}: Python knows no such encoding. Name the encoding of the task's "
+                        f"files, e.g. utf-8 (the default), latin-1, cp1252 or utf-16.") from None
+    if cfg.task.name != "custom":
+        return dataclasses.replace(get_task(cfg.task.name), encoding=encoding)
+    t = cfg.task
+    for key in ("train_file", "dev_file", "labels"):
+        if OmegaConf.is_missing(t, key):
+            raise UserError(f"task=custom needs task.{key}= (see conf/task/custom.yaml for an example).")
+    spec = custom_task(t.text_columns, t.label_column, t.labels, t.metrics, t.train_file, t.dev_file)
+    return dataclasses.replace(spec, encoding=encoding)

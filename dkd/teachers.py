@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from dkd.models import model_identity, short_name
+from dkd.paths import ROOT
 from dkd.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def agree(stored: bool) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """``python -m dkd.teachers [teachers_dir]``: one line per stored teacher."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    default = Path(os.environ.get("DKD_ROOT", Path(__file__).resolve().parents[1])) / "outputs" / "teachers"
+    default = Path(os.environ.get("DKD_ROOT", ROOT)) / "outputs" / "teachers"
     parser.add_argument("teachers_dir", nargs="?", default=str(default), help=f"default: {default}")
     args = parser.parse_args(argv)
     rows = TeacherStore(args.teachers_dir).list()

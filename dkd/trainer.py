@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
@@ -17,31 +14,9 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 from dkd.callbacks import InterruptCheckpoint, RngState, Throughput
 from dkd.errors import UserError, one_line
 from dkd.flops import FlopCounter
-from dkd.requeue import StopAtBatchEnd
+from dkd.jobs.requeue import StopAtBatchEnd
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def cpu_threads(threads: int | None):
-    """``threads=N``: torch's CPU threads in this process and, through ``OMP_NUM_THREADS``, in the processes a DDP
-    launcher starts (Lightning sets its own count, CPUs ÷ processes, only where that variable is unset). Both are
-    restored afterwards. ``None``: torch's and Lightning's defaults."""
-    if not threads:
-        yield
-        return
-    before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    log.info("threads=%d: torch's CPU threads in each process of this run", threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-        if variable is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = variable
 
 
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[Callback]:

@@ -8,11 +8,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from dkd.adoption import Ensemble, HardSplit, SingleTeacher, SoftBatch, SoftInstance, interpolation_weights
 from dkd.errors import UserError
-from dkd.objectives import LogitKD
-from dkd.uncertainty import uncertainty
-from dkd.weighting import instance_mean
+from dkd.strategies.adoption import Ensemble, HardSplit, SingleTeacher, SoftBatch, SoftInstance, interpolation_weights
+from dkd.strategies.objectives import LogitKD
+from dkd.strategies.uncertainty import uncertainty
+from dkd.strategies.weighting import instance_mean
 
 # u by row (entropy): row 4 most uncertain, then 1, 2, 0, 3
 S = torch.tensor([[3.0, -1.0], [0.2, 0.0], [1.0, 0.5], [-2.0, 2.5], [0.0, 0.1]])

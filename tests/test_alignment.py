@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from transformers import BertConfig
 
 from dkd.errors import UserError
-from dkd.objectives import LogitAndHiddenKD, hidden_alignment, uniform_layer_map
 from dkd.run import run
+from dkd.strategies.objectives import LogitAndHiddenKD, hidden_alignment, uniform_layer_map
 from tests.conftest import make_tiny_model
 
 # (n=2 rows, 2 layer pairs, 3 positions, hidden 2); row 0's last position is padding
@@ -183,12 +183,12 @@ def test_the_three_strategies_combine_in_one_run(make_cfg, tmp_path):
 
 
 def test_hidden_states_are_asked_for_only_when_the_objective_aligns_them():
-    from dkd.adoption import SingleTeacher
     from dkd.cache import TeacherOutputs
     from dkd.module import DistillSystem
-    from dkd.objectives import LogitKD
-    from dkd.samplers import AllInstances
-    from dkd.weighting import StaticWeights
+    from dkd.strategies.adoption import SingleTeacher
+    from dkd.strategies.objectives import LogitKD
+    from dkd.strategies.samplers import AllInstances
+    from dkd.strategies.weighting import StaticWeights
     from tests.test_cache import batch, tiny_teacher
 
     asked = []
@@ -214,10 +214,10 @@ def test_hidden_states_are_asked_for_only_when_the_objective_aligns_them():
 def test_the_projection_trains_with_the_student():
     from types import SimpleNamespace
 
-    from dkd.adoption import SingleTeacher
     from dkd.module import DistillSystem
-    from dkd.samplers import AllInstances
-    from dkd.weighting import StaticWeights
+    from dkd.strategies.adoption import SingleTeacher
+    from dkd.strategies.samplers import AllInstances
+    from dkd.strategies.weighting import StaticWeights
     from tests.test_cache import tiny_teacher
 
     student, teacher = tiny_teacher(1), tiny_teacher(2)

@@ -4,7 +4,7 @@ import json
 import pytest
 from transformers import BertConfig
 
-from dkd import bench
+from dkd.studies import bench
 
 
 def tiny(layers: int) -> BertConfig:
@@ -19,7 +19,7 @@ def test_cases_cover_the_grid():
     assert "entropy r=0.1 efficient+pool10 (cache)" in labels and "full KD (cache)" in labels
 
 
-@pytest.mark.slow  # about 10 s; python -m dkd.bench itself is a benchmark
+@pytest.mark.slow  # about 10 s; python -m dkd.studies.bench itself is a benchmark
 def test_bench_writes_table_record_and_plot(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "PAPER", {"student": tiny(1), "base": tiny(2), "large": tiny(3)})
     out = tmp_path / "b.md"

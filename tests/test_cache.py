@@ -12,7 +12,6 @@ from dkd.cache import OutputStore, TeacherOutputs, entries, main, resolve_mode, 
 from dkd.errors import UserError
 from dkd.run import run
 
-
 LOGITS = {"logits": (2,)}
 
 

@@ -1,5 +1,5 @@
 """The student's model card: Hub metadata that parses and validates offline, numbers that are the run's, a usage
-example that runs as printed, and a compression part that `python -m dkd.compress` refreshes alone."""
+example that runs as printed, and a compression part that `python -m dkd.ship.compress` refreshes alone."""
 import json
 import re
 import shutil
@@ -11,9 +11,9 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers.pipelines import SUPPORTED_TASKS
 
-from dkd.card import BEGIN, END, card_data, compression_part, main, source_metadata, usage
-from dkd.compress import main as compress_main
 from dkd.models import MINILM, load_classifier, load_tokenizer, minilm_dir
+from dkd.ship.card import BEGIN, END, card_data, compression_part, main, source_metadata, usage
+from dkd.ship.compress import main as compress_main
 
 
 def read(run: Path) -> tuple[ModelCard, dict, dict]:
@@ -114,7 +114,7 @@ def test_a_card_without_its_compression_part_is_left_alone(distilled, tmp_path, 
     path.write_text("---\nlicense: mit\n---\nmy own card\n")
     compress_main([str(run), "--no-onnx", "--repeats", "1", "--warmup", "0", "--batch-sizes", "1"])
     assert path.read_text() == "---\nlicense: mit\n---\nmy own card\n" and "has no compression part" in caplog.text
-    main([str(run)])  # python -m dkd.card writes it anew
+    main([str(run)])  # python -m dkd.ship.card writes it anew
     assert BEGIN in path.read_text() and "latency b1 (ms)" in path.read_text()
 
 

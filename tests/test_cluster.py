@@ -6,8 +6,8 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from dkd.cluster import main as preview_main
-from dkd.cluster import sbatch_script
+from dkd.jobs.cluster import main as preview_main
+from dkd.jobs.cluster import sbatch_script
 from tests.conftest import compose_cfg
 
 
@@ -91,7 +91,7 @@ def test_cpu_threads_hold_under_a_ddp_launcher_and_are_restored(monkeypatch):
     import torch
     from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
 
-    from dkd.trainer import cpu_threads
+    from dkd.threads import cpu_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dkd.compress import compress, latency, main, onnx_session, run_onnx, weights_bytes
 from dkd.errors import UserError
 from dkd.models import count_parameters, load_classifier, load_tokenizer
 from dkd.run import run
+from dkd.ship.compress import compress, latency, main, onnx_session, run_onnx, weights_bytes
 
 
 def test_the_report_after_a_run_is_measured(distilled):
@@ -49,7 +49,7 @@ def test_the_onnx_snippet_runs_as_printed_and_feeds_the_pair(distilled):
     the student's logits for it."""
     from omegaconf import OmegaConf
 
-    from dkd.compress import run_dev_splits
+    from dkd.ship.compress import run_dev_splits
 
     code = re.search(r"```python\n(.*?)```", (distilled / "compression.md").read_text(), re.S).group(1)
     scope = {}

@@ -59,7 +59,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_prints_job_config():
     out = run_cli("--cfg", "job", "teacher=large", "sampler=none")
     assert out.returncode == 0, out.stderr
-    assert "names:\n  - large" in out.stdout and "dkd.samplers.AllInstances" in out.stdout
+    assert "names:\n  - large" in out.stdout and "dkd.strategies.samplers.AllInstances" in out.stdout
 
 
 def test_cli_rejects_unknown_option():

@@ -5,8 +5,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from dkd.data import (Collator, DataError, EpochSampler, TaskDataModule, UserError, fingerprint, load_local,
-                      load_splits, load_task_data, read_table)
+from dkd.data import (
+    Collator,
+    DataError,
+    EpochSampler,
+    TaskDataModule,
+    UserError,
+    fingerprint,
+    load_local,
+    load_splits,
+    load_task_data,
+    read_table,
+)
 from dkd.models import load_tokenizer
 from dkd.tasks import custom_task, get_task
 from tests.conftest import WORDS, write_tsv

@@ -160,3 +160,31 @@ def test_the_readme_is_an_overview_that_links_the_reference():
     assert len(text.splitlines()) <= 150
     for name in REFERENCE:
         assert len((ROOT / "docs" / name).read_text().splitlines()) <= 300, name
+
+
+RECORDS = ("results_dropout_off_selection.md", "results_dropout_off_studies.md")  # what ran at their commits
+
+
+def module_commands() -> list[tuple[str, int, str]]:
+    """(file, line, module) of every ``python -m dkd.…`` in the README, the docs, the configs' comments and the
+    package's own messages; a record of what ran (the record pages, the benchmark's "Produced by" line) is left as
+    it ran."""
+    files = [*PAGES, *sorted((ROOT / "conf").rglob("*.yaml")), *sorted((ROOT / "dkd").rglob("*.py"))]
+    found = []
+    for path in files:
+        if path.name in RECORDS or path.name == "moved.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.startswith("Produced by"):
+                found += [(str(path.relative_to(ROOT)), number, m) for m in re.findall(r"python -m (dkd[\w.]*)", line)]
+    return found
+
+
+def test_every_python_m_entry_point_names_a_module_of_today():
+    from dkd.moved import MOVED
+
+    found = module_commands()
+    assert {m for _, _, m in found} >= {"dkd.ship.compress", "dkd.ship.card", "dkd.studies.report"}
+    stale = [f"{f}:{n}: {m}" for f, n, m in found
+             if m in MOVED or not (ROOT / (m.replace(".", "/") + ".py")).is_file()]
+    assert not stale, "python -m names that are not modules of today:\n" + "\n".join(stale)

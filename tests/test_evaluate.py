@@ -1,4 +1,4 @@
-"""python -m dkd.evaluate: each example's prediction of a finished run on dev and the labelled test split, checked
+"""python -m dkd.ship.evaluate: each example's prediction of a finished run on dev and the labelled test split, checked
 against the run's own dev metrics; and distill.train_limit, the fixed-subset baseline it is used with."""
 import json
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from dkd.errors import UserError
-from dkd.evaluate import evaluate_job, jobs_under, main
 from dkd.run import run
+from dkd.ship.evaluate import evaluate_job, jobs_under, main
 
 
 def test_predictions_on_dev_and_test_match_the_run_and_the_labels(make_cfg, capsys):

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from dkd.adoption import SingleTeacher
 from dkd.models import load_classifier
 from dkd.module import DistillSystem
-from dkd.objectives import LogitKD
-from dkd.samplers import AllInstances
-from dkd.weighting import StaticWeights
+from dkd.strategies.adoption import SingleTeacher
+from dkd.strategies.objectives import LogitKD
+from dkd.strategies.samplers import AllInstances
+from dkd.strategies.weighting import StaticWeights
 
 
 def make_system(assets):
@@ -108,14 +108,14 @@ class RowByRow:
     stats: dict = {}
 
     def __call__(self, student_logits, rows, teachers):
-        from dkd.adoption import Route
+        from dkd.strategies.adoption import Route
 
         return [Route((teachers[0],), rows[i:i + 1]) for i in range(rows.numel())]
 
 
 def test_the_loss_scale_does_not_depend_on_how_routes_cut_the_rows(assets):
-    """The per-row terms are reduced in one place (dkd.weighting.instance_mean, over the KD rows): a new route rule
-    that splits the rows and forgets any share gives the loss of one route over all rows."""
+    """The per-row terms are reduced in one place (dkd.strategies.weighting.instance_mean, over the KD rows): a new
+    route rule that splits the rows and forgets any share gives the loss of one route over all rows."""
     losses = []
     for adoption in (SingleTeacher(), RowByRow()):
         torch.manual_seed(0)
@@ -129,7 +129,7 @@ def test_the_loss_scale_does_not_depend_on_how_routes_cut_the_rows(assets):
 
 
 def test_instance_mean_is_pinned():
-    from dkd.weighting import instance_mean
+    from dkd.strategies.weighting import instance_mean
 
     weighted = [torch.tensor([0.5, 1.0]), torch.tensor([2.0])]
     assert instance_mean(weighted, 4).item() == pytest.approx(0.875)  # (0.5 + 1 + 2) / 4: a row without KD counts 0

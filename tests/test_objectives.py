@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from dkd.adoption import Route, SingleTeacher
-from dkd.objectives import LogitKD, kl_kd, mse_kd, task_loss
-from dkd.samplers import AllInstances
-from dkd.weighting import StaticWeights
+from dkd.strategies.adoption import Route, SingleTeacher
+from dkd.strategies.objectives import LogitKD, kl_kd, mse_kd, task_loss
+from dkd.strategies.samplers import AllInstances
+from dkd.strategies.weighting import StaticWeights
 
 STUDENT = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]])
 TEACHER = torch.tensor([[2.0, 1.0, 0.0], [0.5, 0.5, -0.5]])

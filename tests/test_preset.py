@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from dkd.adoption import HardSplit, SoftBatch
-from dkd.objectives import LogitAndHiddenKD
 from dkd.run import run
-from dkd.samplers import MostUncertain
-from dkd.weighting import UncertaintyWeights
+from dkd.strategies.adoption import HardSplit, SoftBatch
+from dkd.strategies.objectives import LogitAndHiddenKD
+from dkd.strategies.samplers import MostUncertain
+from dkd.strategies.weighting import UncertaintyWeights
 from tests.conftest import compose_cfg
 
 # (key, value) as their scripts and code have them; shared by the three entry points

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dkd.report import collect, main, sweep_table
+from dkd.studies.report import collect, main, sweep_table
 
 
 def job(folder: Path, num: int, overrides: list[str], score: float, wall: float) -> None:

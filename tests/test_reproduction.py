@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from dkd.errors import UserError
-from dkd.reproduction import STUDIES, gflops_per_instance, load_jobs, report, summarise, variant_of
+from dkd.studies.reproduction import STUDIES, gflops_per_instance, load_jobs, report, summarise, variant_of
 
 SEEDS = (42, 1, 2, 3, 4)
 
@@ -113,7 +113,7 @@ def test_report_cli_refuses_an_empty_folder(tmp_path):
 
 
 def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
-    from dkd.report import main
+    from dkd.studies.report import main
 
     saved = tmp_path / "s.json"
     saved.write_text(json.dumps({"study": "selection", "jobs": sweep({"entropy": -0.02})}))
@@ -125,20 +125,20 @@ def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
 
 
 def test_cli_says_what_is_wrong_without_a_traceback(tmp_path):
-    from dkd.evaluate import main as evaluate
-    from dkd.report import main
+    from dkd.ship.evaluate import main as evaluate
+    from dkd.studies.report import main
 
-    with pytest.raises(SystemExit, match="python -m dkd.report: --study nope: known studies are selection"):
+    with pytest.raises(SystemExit, match="python -m dkd.studies.report: --study nope: known studies are selection"):
         main(["--study", "nope", str(tmp_path)])
-    with pytest.raises(SystemExit, match="python -m dkd.evaluate: .* neither a finished run"):
+    with pytest.raises(SystemExit, match="python -m dkd.ship.evaluate: .* neither a finished run"):
         evaluate([str(tmp_path)])
 
 
 def test_objective_study_shows_the_alignment_term_beside_the_kd_term(tmp_path):
     """The α_pt choice is checked from the jobs themselves: each loss term's mean over epoch 0, times its α."""
     folder = tmp_path / "multirun"
-    weighting = {"kd_pt": {"_target_": "dkd.weighting.StaticWeights"},  # what each variant's group files set
-                 "kd_pt_uncertainty": {"_target_": "dkd.weighting.UncertaintyWeights", "rule": "uncertainty",
+    weighting = {"kd_pt": {"_target_": "dkd.strategies.weighting.StaticWeights"},  # what each variant's group files set
+                 "kd_pt_uncertainty": {"_target_": "dkd.strategies.weighting.UncertaintyWeights", "rule": "uncertainty",
                                        "measure": "entropy", "detach": True}}
     for i, (variant, seed) in enumerate((v, s) for v in ("kd_pt", "kd_pt_uncertainty") for s in SEEDS):
         j = job("none", seed, 0.40 + 0.01 * i)

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from dkd import requeue
-from dkd.report import collect, sweep_table
+from dkd.jobs import requeue
 from dkd.run import run
+from dkd.studies.report import collect, sweep_table
 from tests.conftest import ROOT, asked_flops
 
 SIGNAL_AT = "+callbacks.signal._target_=tests.conftest.SignalAt"

@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from dkd.adoption import SingleTeacher
 from dkd.errors import UserError
 from dkd.models import load_classifier
 from dkd.module import DistillSystem
-from dkd.objectives import LogitKD
-from dkd.samplers import AllInstances, MostUncertain, RandomInstances, keep_count
-from dkd.uncertainty import uncertainty
-from dkd.weighting import StaticWeights
+from dkd.strategies.adoption import SingleTeacher
+from dkd.strategies.objectives import LogitKD
+from dkd.strategies.samplers import AllInstances, MostUncertain, RandomInstances, keep_count
+from dkd.strategies.uncertainty import uncertainty
+from dkd.strategies.weighting import StaticWeights
 from tests.conftest import gloo_teardown_flaky
 
 # rows: sure of class 0, unsure, fairly sure of 1, uniform, sure of 1

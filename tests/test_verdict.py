@@ -1,7 +1,7 @@
 """The reproduction report's paired interval and verdict rule, pinned on fixed numbers."""
 import pytest
 
-from dkd.verdict import paired_bootstrap, paired_difference, verdict
+from dkd.studies.verdict import paired_bootstrap, paired_difference, verdict
 
 
 def test_paired_interval_is_pinned():

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from dkd.errors import UserError
-from dkd.objectives import LogitAndHiddenKD, LogitKD
-from dkd.weighting import StaticWeights, UncertaintyWeights
+from dkd.strategies.objectives import LogitAndHiddenKD, LogitKD
+from dkd.strategies.weighting import StaticWeights, UncertaintyWeights
 
 # row 0: the student is sure (u ≈ 0.02), row 1: unsure (u ≈ 0.99)
 LOGITS = torch.tensor([[4.0, -2.0], [0.1, 0.0]])

@@ -1,15 +1,16 @@
-"""``python -m dkd.cluster [overrides]``: the sbatch script that ``python train.py -m hydra/launcher=slurm
+"""``python -m dkd.jobs.cluster [overrides]``: the sbatch script that ``python train.py -m hydra/launcher=slurm
 [overrides]`` would submit for each run, printed without submitting (submitit has no dry run of its own): the same
 config, hydra-submitit-launcher's parameter mapping and submitit's own sbatch writer. Inside the job the trainer
-follows the launcher (``${launcher:...}``, :mod:`dkd.resolvers`)."""
+follows the launcher (``${launcher:...}``, :mod:`dkd.jobs.resolvers`)."""
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from unittest import mock
 
 from omegaconf import OmegaConf
+
+from dkd.paths import CONF
 
 
 def sbatch_script(launcher: dict, jobs: int = 1, job_name: str = "train") -> str:
@@ -17,8 +18,8 @@ def sbatch_script(launcher: dict, jobs: int = 1, job_name: str = "train") -> str
     mapped to submitit's parameters as hydra-submitit-launcher maps them; a sweep of ``jobs`` runs is one job array
     (``--array=0-<jobs-1>%<array_parallelism>``)."""
     import submitit
-    from submitit.slurm.slurm import _make_sbatch_string
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from submitit.slurm.slurm import _make_sbatch_string
 
     params = {k: v for k, v in launcher.items() if k not in ("_target_", "submitit_folder", "max_num_timeout")}
     base = set(OmegaConf.structured(BaseQueueConf).keys())
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides, jobs = first_of_each_sweep(list(sys.argv[1:] if argv is None else argv))
     if not any(o.startswith("hydra/launcher=") for o in overrides):
         overrides.append("hydra/launcher=slurm")
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):

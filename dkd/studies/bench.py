@@ -1,4 +1,4 @@
-"""``python -m dkd.bench``: time DKD's distillation step side by side, in one process, for full KD and for data
+"""``python -m dkd.studies.bench``: time DKD's distillation step side by side, in one process, for full KD and for data
 selection at r ∈ {0.5, 0.1} × {entropy, random} × {faithful, efficient, efficient + pool}, with the teacher-output
 cache off and warm, for each teacher; write a Markdown table, a JSON record and a PNG plot.
 
@@ -10,8 +10,8 @@ student is all-MiniLM-L6-v2's first 3 layers, the teachers all-MiniLM-L6-v2 as `
 ``task.data_dir``); ``--models paper`` random-initialised bert-base / bert-large shapes and a 6-layer student on random
 128-token sequences (the GPU check: nothing has to travel).
 
-    python -m dkd.bench                                   # CPU, SST-2, both teachers, into docs/
-    python -m dkd.bench --models paper --precision bf16-mixed --examples 32000 --out docs/benchmarks-gpu
+    python -m dkd.studies.bench                                   # CPU, SST-2, both teachers, into docs/
+    python -m dkd.studies.bench --models paper --precision bf16-mixed --examples 32000 --out docs/benchmarks-gpu
 """
 from __future__ import annotations
 
@@ -33,17 +33,18 @@ from pytorch_lightning.utilities import move_data_to_device
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForSequenceClassification
 
-from dkd.adoption import SingleTeacher
 from dkd.cache import OutputStore, TeacherOutputs
 from dkd.data import TaskDataModule, load_task_data
 from dkd.flops import FlopCounter, forward_flops
 from dkd.models import load_classifier, load_tokenizer, truncate
 from dkd.module import DistillSystem
-from dkd.objectives import LogitKD
+from dkd.paths import CONF
 from dkd.quiet import quiet_libraries
-from dkd.samplers import AllInstances, MostUncertain, RandomInstances
+from dkd.strategies.adoption import SingleTeacher
+from dkd.strategies.objectives import LogitKD
+from dkd.strategies.samplers import AllInstances, MostUncertain, RandomInstances
+from dkd.strategies.weighting import StaticWeights
 from dkd.tasks import get_task
-from dkd.weighting import StaticWeights
 
 PAPER = {"student": BertConfig(num_hidden_layers=6), "base": BertConfig(),
          "large": BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)}
@@ -76,7 +77,7 @@ def compose_cfg(overrides: list[str]):
     """DKD's config (``conf/train.yaml``) with ``overrides``, resolved as ``train.py`` resolves it."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     return cfg
 
@@ -368,7 +369,7 @@ def plot(rows: list[dict], png: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dkd.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dkd.studies.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", choices=["offline", "paper"], default="offline")
     parser.add_argument("--teachers", default="base,large", help="comma-separated: base, large")
     parser.add_argument("--task", default="sst2")
@@ -382,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--png", default="docs/img/benchmark.png")
     parser.add_argument("--only", default=None, help="comma-separated case labels to run (for a quick look)")
     args = parser.parse_args(argv)
-    args.command = "python -m dkd.bench" + (" " + " ".join(argv if argv is not None else os.sys.argv[1:])).rstrip()
+    given = argv if argv is not None else os.sys.argv[1:]
+    args.command = "python -m dkd.studies.bench" + (" " + " ".join(given)).rstrip()
     quiet_libraries()
     ratios = tuple(float(r) for r in args.ratios.split(","))
     plan = cases(ratios)

@@ -1,8 +1,8 @@
 """Objective weighting (config group ``weighting``): how the loss terms add up to one scalar.
 
 The objective gives per-instance terms ℓ^KD_i (and ℓ^PT_i with ``objective=kd_pt``); a weighting gives each row i a
-weight per term from the student's uncertainty u_i (:func:`dkd.uncertainty.uncertainty`, normalised entropy by
-default), and the loss is
+weight per term from the student's uncertainty u_i (:func:`dkd.strategies.uncertainty.uncertainty`, normalised entropy
+by default), and the loss is
 
     L = α_ce · CE + α_kd · mean_i w_kd(u_i) ℓ^KD_i + α_pt · mean_i w_pt(u_i) ℓ^PT_i
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from dkd.errors import UserError
-from dkd.uncertainty import MEASURES, uncertainty
+from dkd.strategies.uncertainty import MEASURES, uncertainty
 
 
 def instance_mean(weighted: list[torch.Tensor], rows: int) -> torch.Tensor:

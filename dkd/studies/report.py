@@ -1,58 +1,19 @@
-"""Reports: plots of a run, for people who would rather look than read, and the summary of a multirun
-(``python -m dkd.report <multirun folder>``: dev score mean ± std over seeds, with wall time and FLOPs)."""
+"""The summary of a multirun (``python -m dkd.studies.report <multirun folder>``: dev score mean ± std over seeds,
+with wall time and FLOPs), also written at the end of every multirun; with ``--study``, a reproduction study's
+report (:mod:`dkd.studies.reproduction`)."""
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from dkd.moved import current_target
+
 log = logging.getLogger(__name__)
 
 
-def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
-    """Training losses per step and dev metrics per epoch from a Lightning CSV log, as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    with open(metrics_csv, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return None
-    columns = rows[0].keys()
-    losses = [c for c in columns if c in ("train/loss", "train/ce") or c.startswith(("train/kd", "train/pt"))]
-    decided = [c for c in columns if c.startswith(("train/adoption_", "train/sampler_", "train/weighting_"))]
-    dev = [c for c in columns if c.startswith("dev")]
-    fig, axes = plt.subplots(1, 3 if decided else 2, figsize=(16 if decided else 11, 4))
-    left, right = axes[0], axes[-1]
-    for ax, names, title in ((left, losses, "training"), *([(axes[1], decided, "strategies")] if decided else [])):
-        for name in names:
-            points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
-            if points:
-                ax.plot(*zip(*points), label=name.removeprefix("train/"), linewidth=1)
-        ax.set(xlabel="step", ylabel="loss" if ax is left else "share, weight, u", title=title)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    for name in dev:
-        points = sorted({int(r["epoch"]): float(r[name]) for r in rows if r.get(name)}.items())
-        if points:
-            right.plot(*zip(*points), marker="o", label=name)
-    right.set(xlabel="epoch", ylabel="metric", title="dev")
-    right.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if right.lines:
-        right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
-
-
-# ------------------------------------------------------------------------------------------------ sweeps
 def collect(folder: Path) -> list[dict]:
     """One row per finished job of a multirun folder: its sweep overrides (from ``.hydra/overrides.yaml``) and its
     ``metrics.json``."""
@@ -69,7 +30,8 @@ def collect(folder: Path) -> list[dict]:
         overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text()) or []
         result = json.loads(metrics.read_text())
         rows.append({"job": metrics.parent.name, "result": result,
-                     "overrides": dict((*o.split("=", 1), None)[:2] for o in overrides)})  # ~key: no value
+                     "overrides": {k: current_target(v) if k.endswith("_target_") and v else v  # old names
+                                   for k, v in ((*o.split("=", 1), None)[:2] for o in overrides)}})  # ~key: no value
     return rows
 
 
@@ -114,13 +76,13 @@ def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
 
 
 def summarise(rows: list[dict], where: str, over: str = "seed") -> tuple[str, list[dict]]:
-    """The sweep's summary as text (what ``python -m dkd.report`` prints) and as JSON-ready rows."""
+    """The sweep's summary as text (what ``python -m dkd.studies.report`` prints) and as JSON-ready rows."""
     table, summary = sweep_table(rows, over)
     return f"{len(rows)} finished jobs in {where}\n\n{table}", summary
 
 
 class SweepSummary(Callback):
-    """At the end of every multirun (any launcher or sweeper), its summary as ``python -m dkd.report`` gives it:
+    """At the end of every multirun (any launcher or sweeper), its summary as ``python -m dkd.studies.report`` gives it:
     printed, and written beside the jobs as ``summary.md`` and ``summary.json``."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
@@ -139,28 +101,27 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m dkd.report",
+        prog="python -m dkd.studies.report",
         description="Summarise a multirun folder: dev score mean ± std over seeds. With --study: a reproduction "
                     "study's tables, paired intervals and verdicts (docs/reproduction.md).")
     parser.add_argument("folders", nargs="+", help="multirun folders (outputs/multiruns/<date>), read as one sweep; "
                                                    "with --study also job folders or a study JSON saved by --save")
     parser.add_argument("--over", default="seed", help="the override averaged over (default: %(default)s)")
     parser.add_argument("--json", default=None, help="also write the summary as JSON here")
-    parser.add_argument("--study", default=None, help="a reproduction study (dkd/reproduction.py: STUDIES)")
+    parser.add_argument("--study", default=None, help="a reproduction study (dkd/studies/reproduction.py: STUDIES)")
     parser.add_argument("--save", default=None, help="with --study: its jobs as one JSON (rebuild without outputs)")
     parser.add_argument("--png", default=None, help="with --study: its plot")
     parser.add_argument("--md", default=None, help="with --study: also write the Markdown here")
     args = parser.parse_args(argv)
     if args.study:
-        from dkd.reproduction import report as study_report
-
         from dkd.errors import UserError
+        from dkd.studies.reproduction import report as study_report
 
         try:
             text = study_report(args.study, [Path(f) for f in args.folders], args.save and Path(args.save),
                                 args.png and Path(args.png))
         except UserError as err:  # a user's mistake: the message, not a traceback
-            raise SystemExit(f"python -m dkd.report: {err}") from None
+            raise SystemExit(f"python -m dkd.studies.report: {err}") from None
         print(text)
         if args.md:
             Path(args.md).write_text(text)

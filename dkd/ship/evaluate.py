@@ -1,5 +1,5 @@
 """Each example's prediction of finished distillation runs, on the dev split(s) and on the task's labelled test split
-where it has one (SST-5): ``python -m dkd.evaluate <run or multirun folders>`` writes ``predictions.json`` beside
+where it has one (SST-5): ``python -m dkd.ship.evaluate <run or multirun folders>`` writes ``predictions.json`` beside
 each job's ``metrics.json``.
 
 The reproduction report reads them for a paired bootstrap over examples and for the test column. The test split is
@@ -17,12 +17,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dkd.compress import run_config, run_dev_splits
 from dkd.data import Collator, EncodedSplit, load_test_split, tokenize
 from dkd.errors import UserError
 from dkd.metrics import TaskMetrics
 from dkd.models import load_classifier, load_tokenizer
-from dkd.trainer import cpu_threads
+from dkd.ship.finished import run_config, run_dev_splits
+from dkd.threads import cpu_threads
 
 TOLERANCE = 1e-4  # dev metrics recomputed here against metrics.json's (float32 sums in another batch order)
 
@@ -88,7 +88,7 @@ def jobs_under(folder: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dkd.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dkd.ship.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="run folders or multirun folders")
     parser.add_argument("--splits", nargs="+", default=["dev", "test"], choices=["dev", "test"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(job, " ".join(f"{k} {v:.4f}" for split in result.values()
                                     for k, v in split["metrics"].items()), flush=True)
     except UserError as err:  # a user's mistake: the message, not a traceback
-        raise SystemExit(f"python -m dkd.evaluate: {err}") from None
+        raise SystemExit(f"python -m dkd.ship.evaluate: {err}") from None
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """The reproduction report's studies: which variants a study compares, which claims of the paper it tests, and how
-its tables and plots are made from the runs (``python -m dkd.report --study <name> <multirun folders or JSON>``).
+its tables and plots are made from the runs
+(``python -m dkd.studies.report --study <name> <multirun folders or JSON>``).
 
-A study reads finished jobs (their ``metrics.json``, ``.hydra/hydra.yaml`` and, from ``python -m dkd.evaluate``,
+A study reads finished jobs (their ``metrics.json``, ``.hydra/hydra.yaml`` and, from ``python -m dkd.ship.evaluate``,
 ``predictions.json``), refuses jobs whose configs differ in anything but the studied options and the seed, names
-each job's variant, and tests each claim by the paired rule of :mod:`dkd.verdict`. ``--save`` keeps what the tables
-and plots need as one JSON under docs/, so that they can be rebuilt without the outputs.
+each job's variant, and tests each claim by the paired rule of :mod:`dkd.studies.verdict`. ``--save`` keeps what the
+tables and plots need as one JSON under docs/, so that they can be rebuilt without the outputs.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from pathlib import Path
 import yaml
 
 from dkd.errors import UserError
-from dkd.verdict import paired_bootstrap, paired_difference, verdict
+from dkd.moved import current_targets
+from dkd.paths import CONF
+from dkd.studies.verdict import paired_bootstrap, paired_difference, verdict
 
 DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # settings that change where and how a job runs, not what it computes
@@ -26,7 +29,7 @@ IGNORED = ("seed", "paths", "logger", "hydra", "threads", "compress", "trainer.e
 
 @dataclass(frozen=True)
 class Claim:
-    """``variant`` − ``baseline`` tested by :func:`dkd.verdict.verdict` with ``margin`` and ``kind``."""
+    """``variant`` − ``baseline`` tested by :func:`dkd.studies.verdict.verdict` with ``margin`` and ``kind``."""
 
     name: str
     variant: str
@@ -161,7 +164,12 @@ def read_job(job: Path) -> dict:
 
 
 def load_jobs(sources: list[Path]) -> list[dict]:
-    """Jobs from multirun folders (every ``*/metrics.json``), job folders, or a saved study JSON."""
+    """Jobs from multirun folders (every ``*/metrics.json``), job folders, or a saved study JSON; the ``_target_``s of
+    jobs run before DKD 0.3 under their current names, so that old and new jobs of one setting compare."""
+    return [{**job, "config": current_targets(job["config"])} for job in _read_jobs(sources)]
+
+
+def _read_jobs(sources: list[Path]) -> list[dict]:
     jobs = []
     for source in sources:
         if source.suffix == ".json":
@@ -195,9 +203,6 @@ def variant_of(study: Study, job: dict) -> str:
                     f"(known: {', '.join(study.variants)}).")
 
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-
-
 def group_values(group: str, choice: str) -> dict:
     """The values a config group's choice sets, flattened, with those of the groups its defaults override
     (``variant=kd_pt_uncertainty`` sets the ``objective`` and ``weighting`` groups)."""
@@ -219,8 +224,10 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
     """Config keys whose values differ between the studied group choices of these jobs (their group files say so)."""
     varying = set()
     for key in study.keys:
-        if "." in key or not (CONF / key).is_dir():
+        if "." in key:  # a config value, not a group's choice
             continue
+        if not (CONF / key).is_dir():  # never skipped: the keys its choices set would count as differences
+            raise UserError(f"{study.title}: its studied option {key} is no config group of {CONF}.")
         sets = [group_values(key, c) for c in sorted({str(j["choices"].get(key)) for j in jobs}) if c != "None"]
         varying |= {k for k in set().union(*sets) if any(v.get(k) != sets[0].get(k) for v in sets)}
     return varying

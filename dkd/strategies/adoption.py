@@ -2,13 +2,14 @@
 
 An adoption turns the student's logits on the KD rows into :class:`Route`s. The teachers arrive ordered from the
 smallest to the largest (parameter count, computed by the system). u_i is the student's uncertainty of row i
-(:func:`dkd.uncertainty.uncertainty`, normalised entropy by default): u → 1 means unsure, and an unsure student
-learns from a *smaller* teacher (the paper's finding: a big teacher's knowledge is hard to take in while unsure).
+(:func:`dkd.strategies.uncertainty.uncertainty`, normalised entropy by default): u → 1 means unsure, and an unsure
+student learns from a *smaller* teacher (the paper's finding: a big teacher's knowledge is hard to take in while
+unsure).
 
 With ℓ_i(t) the per-instance KD loss against teacher t and n KD rows, the KD term is
-``(1/n) Σ_routes Σ_{i ∈ route} w_i · ℓ_i(t)`` (:func:`dkd.weighting.instance_mean`, the one place that reduces): a
-route gives the weight of each of its rows, never a share of the batch, so a route over some rows weighs them as a
-route over all rows would. Per rule:
+``(1/n) Σ_routes Σ_{i ∈ route} w_i · ℓ_i(t)`` (:func:`dkd.strategies.weighting.instance_mean`, the one place that
+reduces): a route gives the weight of each of its rows, never a share of the batch, so a route over some rows weighs
+them as a route over all rows would. Per rule:
 
 - ``single``:         L = mean_i ℓ_i(t)
 - ``ensemble``:       ``combine=probs``: L = mean_i ℓ_i(fused), the target being the teachers' averaged probabilities
@@ -32,20 +33,20 @@ the KD loss flows into u through the weights).
 from __future__ import annotations
 
 import math
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 
 from dkd.errors import UserError
-from dkd.uncertainty import MEASURES, uncertainty
+from dkd.strategies.uncertainty import MEASURES, uncertainty
 
 
 @dataclass
 class Route:
     """Teachers ``teachers`` see KD rows ``index`` (positions in the trained rows); several teachers' outputs are fused
     into one target by the objective. ``weight``: the weight of each of those rows' losses (one number for all, or
-    one per row), which :func:`dkd.weighting.instance_mean` sums and divides by the number of KD rows."""
+    one per row), which :func:`dkd.strategies.weighting.instance_mean` sums and divides by the number of KD rows."""
 
     teachers: tuple[str, ...]
     index: torch.Tensor

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from dkd.errors import UserError
-from dkd.uncertainty import MEASURES, uncertainty
+from dkd.strategies.uncertainty import MEASURES, uncertainty
 
 MODES = ("faithful", "efficient")
 
@@ -111,9 +111,9 @@ class RandomInstances(Sampler):
 
 
 class MostUncertain(Sampler):
-    """``sampler=entropy|margin|least_confidence``: the k rows of highest uncertainty u (:func:`dkd.uncertainty.
-    uncertainty`: normalised entropy, 1 − margin, or least confidence); ``reverse=true`` keeps the k most certain
-    (the authors' ``entropy-r``, ``confidence-r``). Ties keep batch order."""
+    """``sampler=entropy|margin|least_confidence``: the k rows of highest uncertainty u
+    (:func:`dkd.strategies.uncertainty.uncertainty`: normalised entropy, 1 − margin, or least confidence);
+    ``reverse=true`` keeps the k most certain (the authors' ``entropy-r``, ``confidence-r``). Ties keep batch order."""
 
     needs_scores = True
 

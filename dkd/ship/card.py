@@ -1,13 +1,13 @@
 """The model card of an exported student, ``student/README.md``: what it is, for whoever receives the folder or finds
 it on the Hugging Face Hub.
 
-    python -m dkd.card outputs/runs/<date>      # written after every distillation; this writes it again
+    python -m dkd.ship.card outputs/runs/<date>      # written after every distillation; this writes it again
 
 Written with ``huggingface_hub``'s model-card API from the run's ``metrics.json`` (and ``compression.json`` when the
 compression report ran): the Hub's metadata (library, pipeline tag, base model, datasets, metrics, the dev results
 as a model index, the source model's license where its own card names one) and a body: results, teachers,
 strategies, data, training, FLOPs, compression, the command that reproduces the run, and a ``pipeline(...)``
-example for the task's inputs. ``python -m dkd.compress`` rewrites only the compression part, between
+example for the task's inputs. ``python -m dkd.ship.compress`` rewrites only the compression part, between
 :data:`BEGIN` and :data:`END`, so edits elsewhere in the card stay.
 """
 from __future__ import annotations
@@ -24,6 +24,8 @@ from omegaconf import OmegaConf
 from dkd.errors import UserError
 from dkd.metrics import describe
 from dkd.models import load_config, resolve, short_name
+from dkd.ship.finished import run_config, run_dev_splits
+from dkd.tasks import task_spec
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,6 @@ def teacher_source(folder: Path) -> str:
 
 def task_facts(metrics: dict) -> dict:
     """The run's task, its Hub dataset and config, and the Hub's names of its dev splits."""
-    from dkd.preflight import task_spec
-
     spec = task_spec(OmegaConf.create(metrics["config"]))
     return {"spec": spec, "dataset": spec.hub_path or None, "config": spec.hub_config,
             "splits": spec.hub_dev_splits if spec.hub_path else {}}
@@ -151,10 +151,10 @@ def flops_lines(flops: dict | None) -> list[str]:
 def compression_part(report: dict | None, run_dir: Path) -> str:
     """The card's compression part, from ``compression.json``."""
     if not report:
-        return (f"Not measured in this run: `python -m dkd.compress {run_dir}` measures the student against its "
+        return (f"Not measured in this run: `python -m dkd.ship.compress {run_dir}` measures the student against its "
                 f"teachers (size, CPU latency, ONNX fp32 and int8) and fills this part in.")
     sizes = report["batch_sizes"]
-    lines = [f"Measured by `python -m dkd.compress` on {report['machine']}, {report['threads']} thread(s), "
+    lines = [f"Measured by `python -m dkd.ship.compress` on {report['machine']}, {report['threads']} thread(s), "
              f"sequences of {report['max_seq_length']} tokens, median of {report['repeats']} timed forwards.", "",
              "| model | format | parameters | weights MiB | dev score | " +
              " | ".join(f"latency b{b} (ms)" for b in sizes) + " |", "|---|---|---|---|---|" + "---|" * len(sizes)]
@@ -253,8 +253,6 @@ def read_json(path: Path) -> dict | None:
 
 def first_dev_example(metrics: dict) -> list[str]:
     """The texts of the run's first dev row, as the usage example."""
-    from dkd.compress import run_dev_splits
-
     _, dev = run_dev_splits(OmegaConf.create(metrics["config"]))
     split = next(iter(dev.values()))
     return [column[0] for column in split.texts]
@@ -262,8 +260,6 @@ def first_dev_example(metrics: dict) -> list[str]:
 
 def write_card(run_dir: str | Path, example: list[str] | None = None) -> Path:
     """Write ``student/README.md`` of a finished distillation run from its metrics.json (and compression.json)."""
-    from dkd.compress import run_config
-
     run_dir = Path(run_dir)
     metrics, _ = run_config(run_dir)
     layers = student_layers(run_dir)
@@ -284,8 +280,8 @@ def refresh_compression(run_dir: str | Path, report: dict) -> Path | None:
     text = path.read_text(encoding="utf-8")
     part = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     if not part.search(text):
-        log.warning("%s has no compression part (between %s and %s) to refresh: left as it is; python -m dkd.card %s "
-                    "writes the card anew", path, BEGIN, END, run_dir)
+        log.warning("%s has no compression part (between %s and %s) to refresh: left as it is; "
+                    "python -m dkd.ship.card %s writes the card anew", path, BEGIN, END, run_dir)
         return None
     path.write_text(part.sub(lambda _: f"{BEGIN}\n{compression_part(report, Path(run_dir))}\n{END}", text),
                     encoding="utf-8")
@@ -293,7 +289,7 @@ def refresh_compression(run_dir: str | Path, report: dict) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m dkd.card", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dkd.ship.card", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="a distillation run's folder (holds metrics.json and student/)")
     args = p.parse_args(argv)
     try:

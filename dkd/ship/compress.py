@@ -1,7 +1,7 @@
 """The compression report of a distillation run: how much smaller and faster the student is than its teachers, and
 the student as ONNX (fp32, and int8 by ONNX Runtime's dynamic quantisation) for deployment.
 
-    python -m dkd.compress outputs/runs/<date>          # also run after every `python train.py` (compress.enabled)
+    python -m dkd.ship.compress outputs/runs/<date>          # also run after every `python train.py` (compress.enabled)
 
 writes into the run folder ``compression.md``, ``compression.json``, ``compression.png`` (and ``student.onnx``,
 ``student-int8.onnx``): per model its parameters, weights on disk (``model.safetensors``; the ``.onnx`` file), dev
@@ -20,19 +20,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from dkd.data import TaskDataModule
 from dkd.errors import UserError
+from dkd.metrics import TaskMetrics
 from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name
-from dkd.trainer import cpu_threads
+from dkd.quiet import quiet_libraries
+from dkd.ship.card import refresh_compression
+from dkd.ship.finished import run_config, run_dev_splits
+from dkd.threads import available_cpus, cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +52,6 @@ def weights_bytes(path: Path) -> int:
         return path.stat().st_size
     files = list(path.glob("*.safetensors")) or [f for f in path.glob("*.bin") if f.name != "training_args.bin"]
     return sum(f.stat().st_size for f in files)
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (a SLURM job's allocation, not the node's cores)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def latency(forward, warmup: int, repeats: int) -> dict:
@@ -144,35 +143,9 @@ def quiet_quantizer(record: logging.LogRecord) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ the report
-def run_config(run_dir: Path) -> tuple[dict, DictConfig]:
-    metrics_file = Path(run_dir) / "metrics.json"
-    if not metrics_file.is_file():
-        raise UserError(f"{metrics_file}: no such file. Give the folder of a finished distillation run "
-                        f"(outputs/runs/<date>, or a multirun job's folder).")
-    metrics = json.loads(metrics_file.read_text())
-    if metrics.get("stage") != "distill" or "student_dir" not in metrics:
-        raise UserError(f"{metrics_file} is from a stage={metrics.get('stage')} run: the compression report compares "
-                        f"a distilled student with its teachers; give a distillation run's folder.")
-    return metrics, OmegaConf.create(metrics["config"])
-
-
-def run_dev_splits(cfg: DictConfig) -> tuple[object, dict]:
-    """The task of a run's config and its dev split(s), read as the run read them."""
-    from dkd.data import load_task_data
-    from dkd.preflight import task_spec
-
-    spec = task_spec(cfg)
-    custom = {"train": cfg.task.train_file, "dev": cfg.task.dev_file} if spec.name == "custom" else None
-    splits = load_task_data(spec, cfg.task.get("data_dir"), custom, cfg.task.train_limit, cfg.task.dev_limit,
-                            cfg.data.subset_seed)
-    return spec, {name: splits[name] for name in spec.dev_files}  # not the training split
-
-
 def dev_batches(cfg: DictConfig, tokenizers: dict) -> tuple[list[dict], list[tuple[str, ...]], object]:
     """The run's dev split(s) in each model's tokenization (``tokenizers``: role → tokenizer), as the run evaluated
     them; and the first dev split's texts."""
-    from dkd.data import TaskDataModule
-
     spec, dev = run_dev_splits(cfg)
     dm = TaskDataModule(spec, dev, tokenizers, max_seq_length=cfg.data.max_seq_length,
                         eval_batch_size=cfg.data.eval_batch_size, cache_dir=cfg.data.cache_dir)
@@ -185,8 +158,6 @@ def dev_batches(cfg: DictConfig, tokenizers: dict) -> tuple[list[dict], list[tup
 
 def dev_scores(predict, batches: list[dict], role: str, spec, desc: str) -> tuple[dict, torch.Tensor]:
     """Dev metrics of ``predict`` (inputs → logits) over the batches in ``role``'s tokenization, and its logits."""
-    from dkd.metrics import TaskMetrics
-
     metrics = TaskMetrics(list(spec.metrics), list(spec.dev_files), spec.num_labels)
     outputs = []
     for b in tqdm(batches, desc=desc, unit="batch", leave=False):
@@ -207,13 +178,11 @@ def compress(run_dir: str | Path, batch_sizes=(1, 32), repeats: int = 20, warmup
     (run_dir / "compression.json").write_text(json.dumps(report, indent=2))
     (run_dir / "compression.md").write_text(markdown(report))
     plot(report, run_dir / "compression.png")
-    from dkd.card import refresh_compression  # the card module reads runs through this one
-
     try:
         refresh_compression(run_dir, report)
     except Exception:  # noqa: BLE001 - the report stands without the card
         log.exception("The model card's compression part was not refreshed; the report is written. Write the card "
-                      "with python -m dkd.card %s", run_dir)
+                      "with python -m dkd.ship.card %s", run_dir)
     return report
 
 
@@ -362,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
             return int(text)
         return parse
 
-    p = argparse.ArgumentParser(prog="python -m dkd.compress", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m dkd.ship.compress", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run_dir", type=Path, help="a distillation run's folder (holds metrics.json and student/)")
     p.add_argument("--batch-sizes", type=at_least(1), nargs="+", default=[1, 32], help="timed batch sizes")
@@ -374,8 +343,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX − PyTorch| logit on the dev set")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from dkd.quiet import quiet_libraries
-
     quiet_libraries()  # as train.py does: no per-file weight-loading bars
     try:
         report = compress(args.run_dir, args.batch_sizes, args.repeats, args.warmup, args.threads, args.onnx,

@@ -1,0 +1,37 @@
+"""CPU threads: how many this process may use, and torch's count for the duration of a run or a measurement."""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a SLURM job's allocation, not the node's cores)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def cpu_threads(threads: int | None):
+    """``threads=N``: torch's CPU threads in this process and, through ``OMP_NUM_THREADS``, in the processes a DDP
+    launcher starts (Lightning sets its own count, CPUs ÷ processes, only where that variable is unset). Both are
+    restored afterwards. ``None``: torch's and Lightning's defaults."""
+    if not threads:
+        yield
+        return
+    before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    log.info("threads=%d: torch's CPU threads in each process of this run", threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if variable is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = variable

@@ -28,9 +28,12 @@ def notice(old: str) -> str:
 
 
 def current_target(target: str) -> str:
-    """``dkd.samplers.MostUncertain`` → ``dkd.strategies.samplers.MostUncertain``; any other name as it is."""
-    module, _, name = target.rpartition(".")
-    return f"{MOVED[module]}.{name}" if module in MOVED else target
+    """``dkd.samplers.MostUncertain`` → ``dkd.strategies.samplers.MostUncertain`` (a name inside it too, such as
+    ``dkd.report.SweepSummary.on_multirun_end``); any other name as it is."""
+    for old, new in MOVED.items():
+        if target == old or target.startswith(f"{old}."):
+            return new + target[len(old):]
+    return target
 
 
 def current_targets(tree):

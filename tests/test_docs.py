@@ -165,26 +165,32 @@ def test_the_readme_is_an_overview_that_links_the_reference():
 RECORDS = ("results_dropout_off_selection.md", "results_dropout_off_studies.md")  # what ran at their commits
 
 
-def module_commands() -> list[tuple[str, int, str]]:
-    """(file, line, module) of every ``python -m dkd.…`` in the README, the docs, the configs' comments and the
-    package's own messages; a record of what ran (the record pages, the benchmark's "Produced by" line) is left as
-    it ran."""
-    files = [*PAGES, *sorted((ROOT / "conf").rglob("*.yaml")), *sorted((ROOT / "dkd").rglob("*.py"))]
+def module_commands() -> list[tuple[str, int, str, bool]]:
+    """(file, line, module, run by ``python -m``) of every ``python -m dkd.…`` and every ``dkd.x.y`` module name in the
+    README, the docs, the configs' comments, the requirements and the package's own text; a record of what ran (the
+    record pages, the benchmark's "Produced by" line) is left as it ran."""
+    files = [*PAGES, *sorted((ROOT / "conf").rglob("*.yaml")), *sorted((ROOT / "dkd").rglob("*.py")),
+             ROOT / "requirements.txt", ROOT / "setup.sh"]
     found = []
     for path in files:
         if path.name in RECORDS or path.name == "moved.py":
             continue
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.startswith("Produced by"):
-                found += [(str(path.relative_to(ROOT)), number, m) for m in re.findall(r"python -m (dkd[\w.]*)", line)]
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("Produced by"))
+        for m in re.finditer(r"python\s+-m\s+(dkd[\w.]*)|(?<![\w/])(dkd\.[a-z_]+(?:\.[a-z_]+)*)", text):
+            found.append((str(path.relative_to(ROOT)), text.count("\n", 0, m.start()) + 1, m.group(1) or m.group(2),
+                          bool(m.group(1))))
     return found
 
 
-def test_every_python_m_entry_point_names_a_module_of_today():
+def test_every_python_m_entry_point_and_module_name_is_one_of_today():
+    """``python -m dkd.x`` (also across a line break) and every ``dkd.x.y`` module name in prose, comments and
+    messages: no name a module had before it moved."""
     from dkd.moved import MOVED
 
     found = module_commands()
-    assert {m for _, _, m in found} >= {"dkd.ship.compress", "dkd.ship.card", "dkd.studies.report"}
-    stale = [f"{f}:{n}: {m}" for f, n, m in found
-             if m in MOVED or not (ROOT / (m.replace(".", "/") + ".py")).is_file()]
-    assert not stale, "python -m names that are not modules of today:\n" + "\n".join(stale)
+    assert {m for _, _, m, run in found if run} >= {"dkd.ship.compress", "dkd.ship.card", "dkd.studies.report"}
+    stale = [f"{f}:{n}: {m}" for f, n, m, _ in found if any(m == o or m.startswith(f"{o}.") for o in MOVED)]
+    assert not stale, "old module names (dkd/moved.py maps them):\n" + "\n".join(stale)
+    missing = [f"{f}:{n}: python -m {m}" for f, n, m, run in found
+               if run and not (ROOT / (m.replace(".", "/") + ".py")).is_file()]
+    assert not missing, "python -m names of no module:\n" + "\n".join(missing)

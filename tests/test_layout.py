@@ -1,4 +1,4 @@
-"""The package layout (docs/development.md, "The code's layout"): who may import whom, no import circle, the paths
+"""The package layout (docs/development.md, "Layout"): who may import whom, no import circle, the paths
 found from the package's own file, and the names that modules had before they moved into packages."""
 import ast
 import json
@@ -37,7 +37,11 @@ def imports(path: Path) -> set[str]:
                 continue
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
-                found.add(sub if sub in MODULES else node.module)
+                found.add(sub if sub in MODULES or sub in MOVED else node.module)
+    old = found & MOVED.keys()
+    assert not old, f"{path} imports {sorted(old)} by the old names: use {[MOVED[o] for o in sorted(old)]}"
+    unknown = found - MODULES.keys()
+    assert not unknown, f"{path} imports {sorted(unknown)}, which are no modules of dkd/"
     return found - {"dkd"}  # the package's face (its resolvers, the old names) is imported with any module
 
 
@@ -136,16 +140,19 @@ def test_a_study_refuses_a_group_that_conf_does_not_have():
         set_by_choices(study, [{"job": "j", "choices": {"no_such_group": "x"}, "config": {}}])
 
 
-@pytest.mark.parametrize("tool", ["dkd.jobs.cluster", "dkd.studies.bench"])
-def test_the_tools_compose_the_config_from_their_new_place(tool):
-    """Both compose conf/train.yaml from dkd.paths.CONF (a wrong folder fails here with Hydra's missing config)."""
-    from hydra import compose, initialize_config_dir
+def test_the_tools_compose_the_config_from_their_new_place(capsys):
+    """The benchmark and the sbatch printer compose conf/train.yaml themselves (a wrong folder fails with Hydra's
+    missing config)."""
     from hydra.core.global_hydra import GlobalHydra
 
-    __import__(tool)
+    from dkd.jobs import cluster
+    from dkd.studies import bench
+
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        assert compose("train").stage.name
+    assert bench.compose_cfg(["task=mrpc"]).task.name == "mrpc"
+    GlobalHydra.instance().clear()
+    cluster.main(["hydra.launcher.partition=test"])
+    assert "#SBATCH --partition=test" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------ old names
@@ -184,6 +191,10 @@ def test_an_old_target_in_a_config_still_instantiates():
 def test_current_target_maps_only_the_moved_modules():
     assert current_target("dkd.samplers.MostUncertain") == "dkd.strategies.samplers.MostUncertain"
     assert current_target("dkd.report.SweepSummary") == "dkd.studies.report.SweepSummary"
+    inner = "dkd.report.SweepSummary.on_multirun_end"
+    assert current_target(inner) == "dkd.studies.report.SweepSummary.on_multirun_end"
+    assert current_target("dkd.compress") == "dkd.ship.compress"
+    assert current_target("dkd.reporting.X") == "dkd.reporting.X"  # a prefix of a name is no module name
     assert current_target("dkd.callbacks.InterruptCheckpoint") == "dkd.callbacks.InterruptCheckpoint"
     assert current_target("pytorch_lightning.callbacks.EarlyStopping") == "pytorch_lightning.callbacks.EarlyStopping"
     assert current_targets({"a": [{"_target_": "dkd.adoption.HardSplit"}], "b": "dkd.adoption.HardSplit"}) == {

@@ -226,6 +226,9 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
     for key in study.keys:
         if "." in key:  # a config value, not a group's choice
             continue
+        if not CONF.is_dir():
+            raise UserError(f"{CONF}: no such folder. A study reads the config groups of the DKD checkout; run it "
+                            f"from a checkout (git clone), not from an installed package alone.")
         if not (CONF / key).is_dir():  # never skipped: the keys its choices set would count as differences
             raise UserError(f"{study.title}: its studied option {key} is no config group of {CONF}.")
         sets = [group_values(key, c) for c in sorted({str(j["choices"].get(key)) for j in jobs}) if c != "None"]

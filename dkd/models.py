@@ -242,5 +242,20 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def restore_output_capture(module: nn.Module) -> None:
+    """Make ``output_hidden_states=True`` work on models that arrive pickled in a new process (``ddp_spawn``):
+    transformers 5 registers a model class's recordable outputs when a model is *constructed*, in a process-wide
+    registry, so an unpickled model in a spawned worker would answer ``hidden_states=None``."""
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # another transformers: nothing of the kind to restore
+        return
+    from transformers import PreTrainedModel
+
+    for model in module.modules():
+        if isinstance(model, PreTrainedModel) and model._can_record_outputs and not _CAN_RECORD_REGISTRY.get(model):
+            _CAN_RECORD_REGISTRY[model] = model._can_record_outputs
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

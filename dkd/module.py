@@ -5,6 +5,7 @@ The distillation step follows the paper's Figure 1: score → select → route �
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -15,8 +16,9 @@ from transformers import get_linear_schedule_with_warmup
 from dkd.cache import TeacherOutputs
 from dkd.callbacks import own_rank, per_rank
 from dkd.data import select_rows
+from dkd.global_batch import SCOPES, GlobalBatch
 from dkd.metrics import TaskMetrics
-from dkd.models import count_parameters, freeze
+from dkd.models import count_parameters, freeze, restore_output_capture
 from dkd.strategies.objectives import task_loss
 from dkd.strategies.weighting import instance_mean
 
@@ -31,11 +33,13 @@ class ClassifierSystem(LightningModule):
     """
 
     def __init__(self, model: nn.Module, role: str, metrics: list[str], dev_splits: list[str], num_labels: int,
-                 lr: float = 2e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1):
+                 lr: float = 2e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
+                 warmup_rounding: str = "floor"):
         super().__init__()
         self.model = model
         self.role = role
         self.metrics = TaskMetrics(metrics, dev_splits, num_labels)
+        self.predicted_classes: dict[str, int] | None = None  # of the last evaluation (dkd.run records them)
         self.save_hyperparameters(ignore=["model", "teachers", "teacher_outputs", "sampler", "adoption", "objective",
                                           "weighting"])
 
@@ -52,6 +56,7 @@ class ClassifierSystem(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.metrics.compute(), prog_bar=True)
+        self.predicted_classes = self.metrics.predicted_classes()  # per split; None for a regression
         self.metrics.reset()
 
     def configure_optimizers(self):
@@ -64,7 +69,9 @@ class ClassifierSystem(LightningModule):
         ]
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
         total = self.trainer.estimated_stepping_batches
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_ratio * total), total)
+        # warm-up steps ⌊r·T⌋ (DKD), or ⌈r·T⌉ as HF Trainer counts them (warmup_rounding=ceil, preset=authors)
+        rounding = math.ceil if self.hparams.warmup_rounding == "ceil" else int
+        scheduler = get_linear_schedule_with_warmup(optimizer, rounding(self.hparams.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -93,11 +100,13 @@ class DistillSystem(ClassifierSystem):
             the student.
         weighting: per-row weights of each term from the student's uncertainty, and the terms → one scalar
             (``weighting=``).
+        scope: ``global`` (``distill.scope``): under DDP the strategies decide over the global batch, every rank's
+            rows, as one process would; ``device``: each rank over its own rows (the authors' code on several GPUs).
     """
 
     def __init__(self, model: nn.Module, teachers: dict[str, nn.Module], sampler, adoption, objective, weighting,
                  teacher_dropout: bool = False, teacher_outputs: dict[str, TeacherOutputs] | None = None,
-                 keep_width: bool = False, **kwargs):
+                 keep_width: bool = False, scope: str = "global", **kwargs):
         super().__init__(model, "student", **kwargs)
         self.teachers = nn.ModuleDict({name: freeze(t) for name, t in teachers.items()})
         self.teacher_outputs = teacher_outputs or {name: TeacherOutputs(t, name) for name, t in self.teachers.items()}
@@ -108,6 +117,13 @@ class DistillSystem(ClassifierSystem):
         self.trim = not keep_width  # data.padding=max_length: selected rows keep the batch's width, as theirs do
         self.sampler, self.adoption, self.objective, self.weighting = sampler, adoption, objective, weighting
         self.strict_loading = False  # checkpoints hold no teacher weights
+        if scope not in SCOPES:
+            raise ValueError(f"scope={scope!r}: one of {SCOPES}")
+        self.scope = scope  # global: the strategies decide over every rank's rows (dkd.global_batch)
+        self.step_record: dict = {}
+
+    def setup(self, stage: str) -> None:
+        restore_output_capture(self)  # under ddp_spawn the models arrive pickled in each worker
 
     def train(self, mode: bool = True):
         """The student trains with dropout; the teachers keep it off, unless ``distill.teacher_dropout`` reproduces
@@ -191,36 +207,45 @@ class DistillSystem(ClassifierSystem):
         return {"logits": out.logits, "hidden_states": out.hidden_states, "attention_mask": inputs["attention_mask"]}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        size = batch["labels"].size(0)
-        trained = self.sampler.rows_to_train(lambda: self.score(batch), size, batch["labels"].device)
-        part = select_rows(batch, trained, self.trim)
+        everyone = GlobalBatch.of(self, self.scope)  # the strategies decide over every rank's rows
+        size = everyone.size(batch["labels"].size(0))
+        trained = self.sampler.rows_to_train(lambda: everyone.whole(self.score(batch)), size, batch["labels"].device)
+        mine = everyone.part(everyone.agree(trained))
+        part = select_rows(batch, mine.local_rows, self.trim)
         student = self.student_outputs(part)
         logits = student["logits"]
-        kd_rows = self.sampler.rows_to_distil(logits.detach(), trained)
-        routes = self.adoption(logits, kd_rows, self.teacher_order)
-        weights = self.weighting.instance_weights(logits)
+        decided_on = mine.gather(logits)  # every trained row's logits; this rank's keep their gradient
+        kd_rows = everyone.agree(self.sampler.rows_to_distil(decided_on.detach(), mine.rows))
+        routes = self.adoption(decided_on, kd_rows, self.teacher_order)
+        weights = self.weighting.instance_weights(decided_on)
         weighted: dict[str, list[torch.Tensor]] = {name: [] for name in self.objective.TERMS}
         for route in routes:
-            if route.index.numel() == 0:
+            own, index = mine.take(route.index)
+            if index.numel() == 0:
                 continue
-            rows = select_rows(part, route.index, self.trim)
+            weight = route.weight[own] if torch.is_tensor(route.weight) and route.weight.dim() else route.weight
+            rows = select_rows(part, index, self.trim)
             targets = {t: self.teacher_outputs[t](rows) for t in route.teachers}
-            for name, per_instance in self.objective.terms(rows_of(student, route.index), targets).items():
-                weighted[name].append(route.weight * weights[name][route.index] * per_instance)
+            for name, per_instance in self.objective.terms(rows_of(student, index), targets).items():
+                weighted[name].append(weight * weights[name][route.index[own]] * per_instance)
                 self.log(f"train/{name}_{'+'.join(route.teachers)}", per_instance.mean())
-        terms = {name: instance_mean(parts, kd_rows.numel()).to(logits.device) for name, parts in weighted.items()}
-        ce = task_loss(logits, part["labels"])
+        terms = {name: mine.share(instance_mean(parts, kd_rows.numel())).to(logits.device)
+                 for name, parts in weighted.items()}
+        ce = mine.mean(lambda reduction: task_loss(logits, part["labels"], reduction))
         loss = self.weighting(ce, terms)
         if self.objective.needs_hidden_states:
             loss = loss + self.objective.tie_parameters().to(loss.device)
+        # each rank holds its share of the one-process loss: their mean over ranks is that loss
         self.log_dict({"train/loss": loss, "train/ce": ce, **{f"train/{k}": v for k, v in terms.items()}},
-                      prog_bar=True)
+                      prog_bar=True, sync_dist=everyone.sharded)
         decided = {f"{group}_{k}": v for group in ("sampler", "adoption", "weighting")
                    for k, v in getattr(self, group).stats.items()}
         self.log_dict({f"train/{k}": v for k, v in decided.items()})
         for key, value in decided.items():  # tensors stay on the device: no host sync per step
             total, steps = self.decisions.get(key, (0.0, 0))
             self.decisions[key] = (total + (value.detach() if torch.is_tensor(value) else value), steps + 1)
+        # what the strategies decided over the global batch, for callbacks (tests/conftest.py: RecordDecisions)
+        self.step_record = {"rows": mine.rows, "kd_rows": kd_rows, "routes": routes, "weights": weights}
         return loss
 
 

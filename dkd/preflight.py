@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from dkd.cache import resolve_mode
 from dkd.data import PADDING, Split, fingerprint, load_task_data
 from dkd.errors import UserError, one_line
+from dkd.global_batch import SCOPES
 from dkd.models import check_layers, inspect_model, load_config, same_tokenizer, short_name
 from dkd.tasks import TaskSpec, task_spec
 from dkd.teachers import TeacherSource, TeacherStore, recipe
@@ -82,6 +83,10 @@ RULES = {
     "distill.teacher_dropout": ((lambda v: isinstance(v, bool)), "true or false"),
     "keep_last_ckpt": ((lambda v: isinstance(v, bool)), "true or false"),
     "data.padding": ((lambda v: v in PADDING), f"one of {list(PADDING)}"),
+    "distill.scope": ((lambda v: v in SCOPES), f"one of {list(SCOPES)}"),
+    "finetune.seed": _number(0, integer=True),
+    **{f"{stage}.warmup_rounding": ((lambda v: v in ("floor", "ceil")), "floor or ceil")
+       for stage in ("finetune", "distill")},
     **{f"compress.{key}": ((lambda v: isinstance(v, bool)), "true or false") for key in ("enabled", "onnx")},
     "compress.repeats": _number(1, integer=True),
     "compress.warmup": _number(0, integer=True),
@@ -239,11 +244,23 @@ def teacher_sources(cfg: DictConfig, spec: TaskSpec, data_id: str) -> dict[str, 
             raise UserError(f"backbone.teachers.{role}={model}: {err}") from err
         source = TeacherSource(role, model, store.folder(r), r)
         if source.ready:
+            check_stored_seed(source, cfg.finetune.seed)
             inspect_model(str(source.folder), f"stored {role} teacher", n, length, fine_tuned=True)
         else:
             inspect_model(model, f"backbone.teachers.{role}", n, length)
         sources[role] = source
     return sources
+
+
+def check_stored_seed(source: TeacherSource, seed: int) -> None:
+    """A teacher stored before ``finetune.seed`` existed was fine-tuned under the seed of the job that came first; at
+    42 its key is this recipe's, so its own record decides whether it is this recipe's teacher."""
+    stored = json.loads((source.folder / "metrics.json").read_text()).get("seed")
+    if stored is not None and stored != seed:
+        raise UserError(f"The stored {source.role} teacher {source.folder} was fine-tuned under seed {stored} (by the "
+                        f"job that came first, before finetune.seed existed), but its recipe asks for "
+                        f"finetune.seed={seed}. Delete that folder to fine-tune it at seed {seed}, or use it as it is "
+                        f"with teacher.dirs.{source.role}={source.folder}.")
 
 
 def check_given_task(folder: Path, config, spec: TaskSpec, option: str) -> None:

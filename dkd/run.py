@@ -6,9 +6,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -50,7 +52,7 @@ def task_wrapper(fn):
     def wrapped(cfg: DictConfig):
         start = time.time()
         try:
-            with requeue.installed(cfg.paths.output_dir):
+            with requeue.installed(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=True)):
                 try:
                     return fn(cfg)
                 except (SIGTERMException, requeue.Preempted) as err:
@@ -107,9 +109,9 @@ def make_loggers(cfg: DictConfig, **overrides) -> list:
     return [instantiate(c, **overrides) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
 
-def throughput(t: pl.Trainer) -> float | None:
+def throughput(logged: dict) -> float | None:
     """Train examples/s of the last fit (None when it trained no batch, e.g. resumed after its last epoch)."""
-    value = t.callback_metrics.get(Throughput.key)
+    value = logged.get(Throughput.key)
     return None if value is None else round(float(value), 1)
 
 
@@ -128,28 +130,60 @@ def evaluate(cfg: DictConfig, fitted: pl.Trainer, system: ClassifierSystem, dm: 
     return dict(sorted(merged.items()))
 
 
+def predicted_classes(system: ClassifierSystem, who: str) -> dict[str, int] | None:
+    """How many classes the model predicted on each dev split in its last evaluation, with a warning for one: a
+    collapsed model's accuracy is the majority class's share, not a method's result."""
+    classes = system.predicted_classes
+    for split, count in (classes or {}).items():
+        if count == 1:
+            log.warning("The %s predicts one class for every %s example: it has collapsed (its score is that class's "
+                        "share). metrics.json records it under predicted_classes; a study counts it per variant.",
+                        who, split)
+    return classes
+
+
 def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, dm: TaskDataModule,
-                     ckpt_path: str | None) -> tuple[dict, str]:
+                     ckpt_path: str | None, stage: str) -> tuple[dict, str, dict]:
     """Fit, load the best dev checkpoint (the last epoch's model when checkpointing is off), and return its dev
-    metrics and which model that is."""
+    metrics, which model that is, and the numbers the fit logged. A stage whose fit an earlier attempt of the job
+    ended (early stopping, or its last epoch) resumes here at the evaluation, with that fit's checkpoints and numbers:
+    resumed into ``fit``, it would train more epochs."""
     dm.setup("fit")  # here, not only in spawned DDP workers, so the caller can count examples
-    with requeue.fitting():
-        t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
-    selector = best_checkpoint(t)
-    best = selector.best_model_path if selector else ""
+    ended = requeue.fit_ended(stage)
+    if ended and not ((ended["best"] and Path(ended["best"]).is_file()) or ckpt_path):
+        log.warning("The fit of %s ended in an earlier attempt, but no checkpoint of its model is left: it runs again",
+                    stage)
+        ended = None
+    if ended:
+        log.warning("The fit of %s ended in an earlier attempt (epoch %d): its model is evaluated, no epoch is added",
+                    stage, ended["epoch"])
+        best, epoch, logged = ended["best"], ended["epoch"], ended["metrics"]
+    else:
+        with requeue.fitting():
+            t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
+        selector = best_checkpoint(t)
+        best, epoch = (selector.best_model_path if selector else ""), t.current_epoch - 1
+        logged = {k: float(v) for k, v in t.callback_metrics.items()}
+        requeue.record_fit_end(logged, best, epoch)
     if best:
         log.info("Evaluating the best dev checkpoint %s", best)
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        missing, unexpected = system.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("teachers.")]  # teachers are never checkpointed
-        if missing or unexpected:
-            raise RuntimeError(f"{best} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        load_weights(system, best)
         selected = f"checkpoint {best}"
     else:
         log.info("No checkpoint selects by the dev score (trainer.enable_checkpointing=false or no "
-                 "callbacks.model_checkpoint): keeping the model of the last epoch (%d)", t.current_epoch - 1)
-        selected = f"last epoch ({t.current_epoch - 1}), no best-checkpoint selection"
-    return evaluate(cfg, t, system, dm), selected
+                 "callbacks.model_checkpoint): keeping the model of the last epoch (%d)", epoch)
+        if ended:
+            load_weights(system, ckpt_path)  # the last epoch's model, from the fit's last checkpoint
+        selected = f"last epoch ({epoch}), no best-checkpoint selection"
+    return evaluate(cfg, t, system, dm), selected, logged
+
+
+def load_weights(system: ClassifierSystem, path: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    missing, unexpected = system.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("teachers.")]  # teachers are never checkpointed
+    if missing or unexpected:
+        raise RuntimeError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def tidy_checkpoints(cfg: DictConfig, t: pl.Trainer, since: float, ckpt_path: str | None) -> None:
@@ -168,8 +202,11 @@ def plot_run(t: pl.Trainer, out: Path) -> None:
 
 
 def write_json(path: Path, payload: dict) -> None:
+    """Written whole or not at all (a kill mid-write leaves the old file, or none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def teacher_run_dir(cfg: DictConfig, role: str) -> Path:
@@ -196,27 +233,30 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
             log.info("The %s teacher was stored meanwhile by another run: %s", source.role, source.folder)
             return stored_teacher(source)
         log.info("Fine-tuning the %s teacher %s on %s -> %s", source.role, source.model, plan.spec.name, source.folder)
-        pl.seed_everything(cfg.seed, workers=True)  # each model starts from the same seed, trained before or not
+        pl.seed_everything(cfg.finetune.seed, workers=True)  # the recipe's seed: a sweep's teacher is the same teacher
         start = time.time()
         spec, hp = plan.spec, cfg.finetune
         model = load_classifier(source.model, spec.num_labels, spec.labels)
         tokenizer = load_tokenizer(source.model)
         dm = datamodule(cfg, plan, {source.role: tokenizer}, hp.batch_size)
         system = FineTuneSystem(model, source.role, list(spec.metrics), dm.dev_splits, spec.num_labels,
-                                lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio)
+                                lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio,
+                                warmup_rounding=hp.warmup_rounding)
         t = build_trainer(cfg, run_dir, hp.epochs, loggers, ckpt_path)
-        dev, selected = fit_and_evaluate(cfg, t, system, dm, ckpt_path)
+        dev, selected, logged = fit_and_evaluate(cfg, t, system, dm, ckpt_path, name)
         if t.is_global_zero:
             staging = store.staging(source.folder)
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
             store.publish(staging, source.folder, source.recipe, {
-                "model": source.model, "task": spec.name, "dev": dev, "seed": cfg.seed, "selected": selected,
+                "model": source.model, "task": spec.name, "dev": dev, "seed": cfg.finetune.seed, "selected": selected,
+                "predicted_classes": predicted_classes(system, f"{source.role} teacher"),
                 "train_examples": len(dm.datasets["train"]), "wall_time_s": round(time.time() - start, 1),
-                "train_examples_per_s": throughput(t), "run_dir": str(run_dir),
+                "train_examples_per_s": throughput(logged), "run_dir": str(run_dir),
             })
             plot_run(t, run_dir)
         t.strategy.barrier()  # other DDP ranks load the stored teacher next
+        requeue.completed(name)  # stored: a marker pointing into this stage points nowhere now
         tidy_checkpoints(cfg, t, start, ckpt_path)
     finish_wandb()
     log.info("Teacher %s stored in %s: %s", short_name(source.model), source.folder, dev)
@@ -249,8 +289,9 @@ def build_student(cfg: DictConfig, spec):
     return model, load_tokenizer(s.name_or_path)
 
 
-def distill(cfg: DictConfig, plan: Plan) -> dict:
-    """Static (and, through the strategy groups, dynamic) KD of the student from the selected teacher(s)."""
+def distill(cfg: DictConfig, plan: Plan) -> tuple[Callable[[], None], dict]:
+    """Static (and, through the strategy groups, dynamic) KD of the student from the selected teacher(s); returns
+    what tidies its checkpoints (once its results are saved) and its results."""
     spec = plan.spec
     teachers_info = {role: ensure_teacher(cfg, plan, source) for role, source in plan.teachers.items()}
     teachers = {role: load_classifier(info["dir"], spec.num_labels) for role, info in teachers_info.items()}
@@ -274,17 +315,17 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
                               cfg.data.padding)
     system = DistillSystem(
         student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, teacher_outputs=outputs,
-        keep_width=cfg.data.padding == "max_length", metrics=list(spec.metrics),
+        keep_width=cfg.data.padding == "max_length", scope=hp.scope, metrics=list(spec.metrics),
         dev_splits=dm.dev_splits, num_labels=spec.num_labels, lr=hp.lr, weight_decay=hp.weight_decay,
-        warmup_ratio=hp.warmup_ratio,
+        warmup_ratio=hp.warmup_ratio, warmup_rounding=hp.warmup_rounding,
     )
     out = Path(cfg.paths.output_dir)
     ckpt_path = requeue.resume_from("distill", cfg.ckpt_path)
     t = build_trainer(cfg, out, hp.epochs, make_loggers(cfg), ckpt_path)
     start = time.time()
     with requeue.stage("distill", stage_checkpoints(out, ckpt_path)):  # until exported: a stop resumes from here
-        dev, selected = fit_and_evaluate(cfg, t, system, dm, ckpt_path)
-        cache = cache_summary(plan.teacher_cache, outputs, t.callback_metrics)
+        dev, selected, logged = fit_and_evaluate(cfg, t, system, dm, ckpt_path, "distill")
+        cache = cache_summary(plan.teacher_cache, outputs, logged)
         for role, c in cache.items():
             log.info("Teacher-output cache (%s) of the %s teacher: %s hits, %s misses%s", c["mode"], role,
                      c["hits"], c["misses"], f"; {c['folder']}" if c["folder"] else "")
@@ -294,12 +335,14 @@ def distill(cfg: DictConfig, plan: Plan) -> dict:
             tokenizer.save_pretrained(export)
             plot_run(t, out)
     requeue.finishing()  # the student is exported: a requeue signal from now on lets the job end
-    tidy_checkpoints(cfg, t, start, ckpt_path)
-    return {"dev": dev, "selected": selected, "teachers": teachers_info, "student_dir": str(export),
-            "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(t),
+    # the checkpoints go once metrics.json is written (run()): a job killed in between resumes at the evaluation
+    cleanup = functools.partial(tidy_checkpoints, cfg, t, start, ckpt_path)
+    return cleanup, {"dev": dev, "selected": selected, "predicted_classes": predicted_classes(system, "student"),
+            "teachers": teachers_info, "student_dir": str(export),
+            "wall_time_s": round(time.time() - start, 1), "train_examples_per_s": throughput(logged),
             "train_examples": len(dm.datasets["train"]), "pool_examples": len(plan.splits["train"].labels),
-            "flops": flops_summary(t.callback_metrics),
-            "decisions": {k.removeprefix("mean/"): round(float(v), 4) for k, v in t.callback_metrics.items()
+            "flops": flops_summary(logged),
+            "decisions": {k.removeprefix("mean/"): round(float(v), 4) for k, v in logged.items()
                           if k.startswith("mean/")},
             "teacher_cache": cache,
             **({"layer_map": {r: [list(p) for p in m] for r, m in objective.maps.items()}} if hidden else {})}
@@ -309,7 +352,9 @@ def summary(result: dict) -> str:
     lines = [f"teacher {role} ({Path(t['dir']).name}) dev: {describe(t['dev'])}"
              for role, t in result["teachers"].items()]
     if "student_dir" in result:
-        lines += [f"student dev: {describe(result['dev'])} ({result['selected']})",
+        one = [split for split, n in (result.get("predicted_classes") or {}).items() if n == 1]
+        lines += [f"student dev: {describe(result['dev'])} ({result['selected']})"
+                  + (f"; COLLAPSED: one class predicted on {', '.join(one)}" if one else ""),
                   f"student exported to {result['student_dir']}"]
     return "\n".join(lines)
 
@@ -344,23 +389,35 @@ def run(cfg: DictConfig) -> float | None:
     start = time.time()
     plan = check(cfg)
     checked_s = round(time.time() - start, 1)
-    with cpu_threads(cfg.get("threads")):
-        if cfg.stage.name == "teacher":
-            result = {"teachers": {
-                role: ensure_teacher(cfg, plan, source, make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role))),
-                                     cfg.ckpt_path)
-                for role, source in plan.teachers.items()
-            }}
-            result["dev"] = next(iter(result["teachers"].values()))["dev"]
-        else:
-            result = distill(cfg, plan)
-    result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id, checked_in_s=checked_s,
-                  total_wall_time_s=round(time.time() - start, 1), attempts=requeue.attempts(), code=code_version(),
-                  **invocation(), config=OmegaConf.to_container(cfg, resolve=True))
+    out = Path(cfg.paths.output_dir)
+    cleanup = None
+    done = requeue.resuming() and (out / "metrics.json").is_file()
+    if done:  # an earlier attempt wrote its results, then was stopped: only what follows them is left to do
+        log.warning("Attempt %d of this job: its results were written by an earlier attempt (%s); what follows them "
+                    "runs now", requeue.attempts(), out / "metrics.json")
+        result = json.loads((out / "metrics.json").read_text())
+    else:
+        with cpu_threads(cfg.get("threads")):
+            if cfg.stage.name == "teacher":
+                result = {"teachers": {
+                    role: ensure_teacher(cfg, plan, source,
+                                         make_loggers(cfg, save_dir=str(teacher_run_dir(cfg, role))), cfg.ckpt_path)
+                    for role, source in plan.teachers.items()
+                }}
+                result["dev"] = next(iter(result["teachers"].values()))["dev"]
+            else:
+                cleanup, result = distill(cfg, plan)
+        result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id,
+                      checked_in_s=checked_s, total_wall_time_s=round(time.time() - start, 1),
+                      attempts=requeue.attempts(), code=code_version(), **invocation(),
+                      config=OmegaConf.to_container(cfg, resolve=True))
     if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script
-        out = Path(cfg.paths.output_dir)
-        requeue.clear_marker(out)
+        # the results first, whole; then the checkpoints they make useless go, then the marker
         write_json(out / "metrics.json", result)
+    if cleanup is not None:
+        cleanup()
+    if rank_zero_only.rank == 0:
+        requeue.clear_marker(out)
         print(summary(result), f"\nmetrics: {out / 'metrics.json'}", flush=True)
         if cfg.stage.name == "distill":
             card(out, plan)

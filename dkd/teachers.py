@@ -53,9 +53,15 @@ CALLBACK_FILE_KEYS = {"dirpath", "filename", "auto_insert_metric_name", "save_la
                       "enable_version_counter", "save_weights_only"}
 
 
+# finetune keys at the value every teacher stored before the key existed was fine-tuned with: in the recipe, left out
+# of its key there, so those teachers keep their keys (``seed``: the job's seed then, 42 for a default run)
+FINETUNE_DEFAULTS = {"seed": 42, "warmup_rounding": "floor"}
+
+
 def recipe(cfg: DictConfig, role: str, spec: TaskSpec, data_id: str) -> dict:
-    """Everything a fine-tuned teacher depends on, except the seed (seeds vary students, not teachers).
-    ``model`` names the model for people; the key uses ``model_identity`` (see :func:`recipe_key`)."""
+    """Everything a fine-tuned teacher depends on, its own seed (``finetune.seed``) included; the job's ``seed`` varies
+    students, not teachers. ``model`` names the model for people; the key uses ``model_identity`` (see
+    :func:`recipe_key`)."""
     model = cfg.backbone.teachers[role]
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     return {
@@ -95,10 +101,17 @@ def _diff(a, b, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def keyed(r: dict) -> dict:
+    """What a recipe's key digests: all but the model's name (the same files under another path are the same
+    teacher), and the finetune keys at :data:`FINETUNE_DEFAULTS`."""
+    finetune = {k: v for k, v in (r.get("finetune") or {}).items()
+                if not (k in FINETUNE_DEFAULTS and v == FINETUNE_DEFAULTS[k])}
+    return {**{k: v for k, v in r.items() if k != "model"}, "finetune": finetune}
+
+
 def recipe_key(r: dict) -> str:
-    """The digest of a recipe, without the model's name: the same files under another path are the same teacher."""
-    keyed = {k: v for k, v in r.items() if k != "model"}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """The digest of a recipe (:func:`keyed`)."""
+    return hashlib.sha256(json.dumps(keyed(r), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -173,7 +186,7 @@ class TeacherStore:
         out = {}
         for other in sorted(self.folder(r).parent.glob(f"{short_name(r['model'])}-*/{RECIPE}")):
             stored = json.loads(other.read_text())
-            out[str(other.parent)] = sorted(_diff(stored, json.loads(json.dumps(r, default=str))))
+            out[str(other.parent)] = sorted(_diff(keyed(stored), keyed(json.loads(json.dumps(r, default=str)))))
         return out
 
     def list(self) -> list[dict]:

@@ -2,6 +2,7 @@
 config shrunk to them (as lightning-hydra-template's conftest does)."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -213,6 +215,40 @@ class SignalAt(pl.Callback):
                 log.write(f"{os.getpid()} {stage} {trainer.global_step}\n")
         if f"{stage}:{trainer.global_step}" in os.environ.get("DKD_SIGNAL_AT", "").split(","):
             os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("DKD_SIGNAL", "USR2")))
+
+
+class RecordDecisions(pl.Callback):
+    """After each training step, what the strategies decided over the global batch, by example id, as one JSON line
+    in ``path`` (rank 0 writes): the trained rows, the distilled ones, each route's teachers, rows and weights, and
+    the step's loss terms. ``+callbacks.record._target_=tests.conftest.RecordDecisions +callbacks.record.path=…``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from dkd.global_batch import GlobalBatch
+
+        step = pl_module.step_record
+        ids = GlobalBatch.of(pl_module, pl_module.scope).whole(batch["idx"])[step["rows"]]  # every rank gathers
+        if trainer.global_rank:
+            return
+        kd = ids[step["kd_rows"]]
+        routes = [{"teachers": list(r.teachers), "ids": ids[r.index].tolist(),
+                   "weight": (r.weight.tolist() if torch.is_tensor(r.weight) and r.weight.dim() else float(r.weight))}
+                  for r in step["routes"]]
+        weights = {k: v.tolist() for k, v in step["weights"].items()}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"trained": ids.tolist(), "distilled": kd.tolist(), "routes": routes,
+                                 "weights": weights, "loss": float(trainer.callback_metrics["train/loss"])}) + "\n")
+
+
+class Collapse(pl.Callback):
+    """When training ends, the student's classifier bias makes it predict class 0 for every row: a collapsed student,
+    made on purpose. With ``callbacks.model_checkpoint=null`` the run keeps that model."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with torch.no_grad():
+            pl_module.model.classifier.bias.copy_(torch.tensor([100.0, -100.0]))
 
 
 def asked_flops(flops: dict) -> dict:

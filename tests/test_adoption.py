@@ -1,18 +1,22 @@
-"""Teacher adoption: each mode's KD loss pinned on a fixed batch and recomputed from its formula; which rows reach
-which teacher; gradient through the weights only when asked; three teachers; whole runs with two real-size-ordered
-teachers of different tokenizers."""
+"""Teacher adoption: each mode's KD loss pinned on a fixed batch through the real training step and recomputed from
+its formula; which rows reach which teacher; gradient through the weights only when asked; three teachers; whole
+runs with two real-size-ordered teachers of different tokenizers."""
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from dkd.errors import UserError
+from dkd.module import DistillSystem
 from dkd.strategies.adoption import Ensemble, HardSplit, SingleTeacher, SoftBatch, SoftInstance, interpolation_weights
 from dkd.strategies.objectives import LogitKD
+from dkd.strategies.samplers import AllInstances, MostUncertain
 from dkd.strategies.uncertainty import uncertainty
-from dkd.strategies.weighting import instance_mean
+from dkd.strategies.weighting import StaticWeights, UncertaintyWeights
 
 # u by row (entropy): row 4 most uncertain, then 1, 2, 0, 3
 S = torch.tensor([[3.0, -1.0], [0.2, 0.0], [1.0, 0.5], [-2.0, 2.5], [0.0, 0.1]])
@@ -22,14 +26,37 @@ KD = LogitKD("kl", 2.0)
 U = uncertainty(S)
 
 
-def kd(adoption, teachers=("small", "large"), student=S):
-    """The KD term as DistillSystem builds it from the routes: their weighted per-row losses, reduced in one place."""
-    weighted = []
-    for r in adoption(student, torch.arange(5), list(teachers)):
-        targets = [T[t][r.index] for t in r.teachers]
-        target = targets[0] if len(targets) == 1 else KD.fuse(targets)
-        weighted.append(r.weight * KD(student[r.index], target))
-    return instance_mean(weighted, 5)
+class Table(nn.Module):
+    """A model whose logits for row i (``input_ids[:, 0] = i``) are row i of ``logits``, so that the step sees fixed
+    outputs; ``extra`` parameters make it larger (the pool is ordered by parameter count)."""
+
+    def __init__(self, logits: torch.Tensor, extra: int = 0):
+        super().__init__()
+        self.table = nn.Parameter(logits.clone())
+        self.extra = nn.Parameter(torch.zeros(extra))
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        return SimpleNamespace(logits=self.table[input_ids[:, 0]])
+
+
+LABELS = torch.tensor([0, 0, 1, 1, 1])
+
+
+def step(adoption, teachers=("small", "large"), sampler=None, weighting=None) -> tuple[torch.Tensor, DistillSystem]:
+    """The loss of DistillSystem.training_step on the fixed batch of S and T (KD alone: α_ce = 0 unless
+    ``weighting`` says otherwise), and the system (its student's logits are ``system.model.table``)."""
+    pool = {t: Table(T[t], extra=10 * k) for k, t in enumerate(teachers)}  # small < large
+    system = DistillSystem(Table(S), pool, sampler or AllInstances(), adoption, LogitKD("kl", 2.0),
+                           weighting or StaticWeights(0.0, 1.0), metrics=["acc"], dev_splits=["dev"], num_labels=2)
+    system.log = system.log_dict = lambda *args, **kwargs: None  # no Trainer attached
+    rows = {"input_ids": torch.tensor([[i, 1] for i in range(5)]), "attention_mask": torch.ones(5, 2, dtype=torch.long)}
+    batch = {"idx": torch.arange(5), "labels": LABELS, "inputs": {"student": rows, **{t: rows for t in teachers}}}
+    return system.training_step(batch, 0), system
+
+
+def kd(adoption, teachers=("small", "large")):
+    """The KD term as the real step computes it."""
+    return step(adoption, teachers)[0]
 
 
 def ell(t, rows=slice(None)):
@@ -81,9 +108,9 @@ def test_weights_carry_no_gradient_unless_asked():
     # the authors' way changes the gradient the student gets: d/dz of u·ℓ includes ℓ·du/dz
     grads = []
     for detach in (True, False):
-        student = S.clone().requires_grad_()
-        kd(SoftInstance(detach=detach), student=student).backward()
-        grads.append(student.grad)
+        loss, system = step(SoftInstance(detach=detach))
+        loss.backward()
+        grads.append(system.model.table.grad)
     assert not torch.allclose(grads[0], grads[1])
 
 
@@ -257,3 +284,30 @@ def test_a_step_without_kd_rows_decides_nothing(adoption):
     """sampler.min_keep=0 with r·B < 1: no route, and no statistic (a NaN weight or a 0 share would skew the run's
     averages)."""
     assert adoption(S, torch.arange(0), ["small", "large"]) == [] and adoption.stats == {}
+
+
+def test_the_step_weighs_each_route_by_its_rows_weights_and_the_objectives_weights():
+    """soft_instance routes weigh row i by u_i (small) and 1 − u_i (large); weighting=uncertainty_kd weighs its KD
+    term by u_i again: L = mean_i u_i (u_i ℓ_i(small) + (1 − u_i) ℓ_i(large)). Without either factor the step would
+    give another number."""
+    loss, _ = step(SoftInstance(), weighting=UncertaintyWeights("uncertainty_kd", alpha_ce=0.0))
+    expected = (U * (U * ell("small") + (1 - U) * ell("large"))).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() == pytest.approx(0.11647943407297134, rel=1e-6)
+    assert abs(loss.item() - kd(SoftInstance()).item()) > 0.04  # the weighting's factor counts
+
+
+def test_the_faithful_mode_trains_every_row_and_distils_the_most_uncertain():
+    """sampler.mode=faithful, r = 0.4: CE over all 5 rows, KD over the k = 2 most uncertain (rows 4 and 1)."""
+    loss, _ = step(SingleTeacher(), ("small",), MostUncertain(ratio=0.4, mode="faithful"), StaticWeights(1.0, 1.0))
+    expected = torch.nn.functional.cross_entropy(S, LABELS) + ell("small", [1, 4]).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_the_efficient_mode_trains_and_distils_the_selected_rows_only():
+    """sampler.mode=efficient, r = 0.4: CE and KD over rows 4 and 1 alone, the hard split cutting them in two."""
+    loss, system = step(HardSplit(), sampler=MostUncertain(ratio=0.4), weighting=StaticWeights(1.0, 1.0))
+    expected = (torch.nn.functional.cross_entropy(S[[1, 4]], LABELS[[1, 4]])
+                + (ell("small", [4]).sum() + ell("large", [1]).sum()) / 2)  # u: row 4 above row 1
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert system.step_record["rows"].tolist() == [1, 4]

@@ -132,3 +132,17 @@ def test_a_hub_source_model_gives_base_model_and_its_license(distilled):
 def test_a_folder_that_is_not_a_distillation_run_gets_no_card(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         main([str(tmp_path)])
+
+
+def test_a_preset_authors_card_says_which_model_it_kept_and_names_the_framework(make_cfg):
+    """preset=authors keeps the last epoch's model (no best-checkpoint selection): the card says so in its results and
+    in its training part alike, and it names DKD as itself, not as the authors' repository."""
+    from dkd.run import run
+
+    cfg = make_cfg("task=sst2", "preset=authors", "distill.epochs=1", "data.max_seq_length=16")
+    run(cfg)
+    text = (Path(cfg.paths.output_dir) / "student" / "README.md").read_text()
+    assert "last epoch (0), no best-checkpoint selection" in text
+    assert "the model of the last epoch (0) kept, no best-checkpoint selection" in text
+    assert "best dev score" not in text
+    assert "[DKD](https://github.com/lancopku" not in text and "the authors' own code" in text

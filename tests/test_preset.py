@@ -21,6 +21,8 @@ AUTHORS = {
     "distill.weight_decay": 0.0, "distill.teacher_dropout": True, "finetune.lr": 5e-5, "finetune.epochs": 3,
     "finetune.batch_size": 32, "finetune.warmup_ratio": 0.05, "finetune.weight_decay": 0.0,
     "callbacks.model_checkpoint": None, "trainer.gradient_clip_val": 1.0,
+    "seed": 1, "finetune.seed": 42, "distill.warmup_rounding": "ceil", "finetune.warmup_rounding": "ceil",
+    "distill.scope": "device",
 }
 SCRIPTS = {
     "authors": {"distill.batch_size": 32, "distill.warmup_ratio": 0.1},
@@ -42,6 +44,29 @@ def test_preset_sets_what_their_script_runs(preset):
     cfg = compose_cfg([f"preset={preset}", "sampler=entropy"])
     for key, value in {**AUTHORS, **SCRIPTS[preset]}.items():
         assert select(cfg, key) == value, key
+
+
+def test_the_command_line_seed_wins_over_the_presets():
+    assert compose_cfg(["preset=authors", "seed=3"]).seed == 3 and compose_cfg([]).seed == 42
+
+
+@pytest.mark.parametrize("rounding, steps", [("floor", 34), ("ceil", 35)])
+def test_warm_up_steps_round_as_dkd_or_as_hf_trainer(assets, rounding, steps):
+    """MRPC: 3,668 rows, batch 32, 3 epochs = 345 steps, warm-up 0.1: ⌊34.5⌋ = 34 (DKD), ⌈34.5⌉ = 35 (HF Trainer)."""
+    from types import SimpleNamespace
+
+    from dkd.models import load_classifier
+    from dkd.module import FineTuneSystem
+
+    system = FineTuneSystem(load_classifier(str(assets["teacher"]), 2), "base", ["acc"], ["dev"], 2,
+                            warmup_ratio=0.1, warmup_rounding=rounding)
+    system._trainer = SimpleNamespace(estimated_stepping_batches=345)
+    scheduler = system.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(37):
+        lrs.append(scheduler.get_last_lr()[0])
+        scheduler.step()
+    assert max(range(37), key=lambda i: lrs[i]) == steps  # the peak: the first step after warm-up
 
 
 def test_presets_choose_their_strategies_and_the_command_line_wins():

@@ -95,6 +95,7 @@ def check_resumed(job: Path, attempts: int) -> None:
     assert row["n"] == 2  # each job listed once
 
 
+@pytest.mark.slow  # 20 s; in the default run the same handler and marker run in-process (the test below)
 def test_a_job_preempted_mid_epoch_resumes_in_its_folder(assets, tmp_path):
     """A multirun of two submitit jobs through the local launcher, one sent USR2 at step 3 of 16: both end once, the
     interrupted one resumed; each job ran as a submitit job with the launcher's CPUs as its threads."""
@@ -143,7 +144,6 @@ def test_a_teachers_fine_tuning_inside_the_job_resumes(assets, tmp_path):
     assert not list((tmp_path / "stopped" / "teachers").rglob("*staging*"))
 
 
-@pytest.mark.slow  # 30 s; the local-launcher test above covers the same path end to end
 def test_in_process_the_marker_points_at_the_interruption_checkpoint(make_cfg, monkeypatch, tmp_path):
     """submitit's USR2 handler (a stand-in here) requeues after DKD saved; the next attempt in the same folder
     resumes from the marker and ends with the uninterrupted run's weights."""
@@ -153,13 +153,13 @@ def test_in_process_the_marker_points_at_the_interruption_checkpoint(make_cfg, m
         calls.append(signum)
         raise SystemExit(144)  # what submitit's local requeue exits with
 
-    whole = make_cfg(SIGNAL_AT, *SMALL, "seed=3", out="whole")
+    whole = make_cfg(SIGNAL_AT, *SMALL, "task.train_limit=16", "seed=3", out="whole")
     run(whole)
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
     monkeypatch.setenv("DKD_SIGNAL_AT", "student:5")
     previous = signal.signal(signal.SIGUSR2, submitit_handler)
     try:
-        cfg = make_cfg(SIGNAL_AT, *SMALL, "seed=3", out="job")
+        cfg = make_cfg(SIGNAL_AT, *SMALL, "task.train_limit=16", "seed=3", out="job")
         with pytest.raises(SystemExit) as stop:
             run(cfg)
         assert stop.value.code == 144 and calls == [signal.SIGUSR2]
@@ -203,3 +203,195 @@ def test_a_plain_sbatch_job_requeues_itself_on_usr1(make_cfg, monkeypatch, tmp_p
     assert json.loads((out / "metrics.json").read_text())["attempts"] == 2
     runs = list((out / "wandb").glob("offline-run-*"))  # offline, each attempt its own folder of the one W&B run
     assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
+
+
+# ------------------------------------------------------------------------------------------------ in-process attempts
+FAST = (*SMALL, "task.train_limit=16")  # 16 student steps
+
+
+def attempt(cfg) -> int | None:
+    """One attempt of the job in its folder: the exit code it stopped with, None when it finished."""
+    try:
+        run(cfg)
+    except SystemExit as stop:
+        return stop.code
+    return None
+
+
+def term_at(monkeypatch, where: str, **kwargs) -> None:
+    """A SIGTERM to this process when ``dkd.run.<where>`` is called (``after=True``: once it returned)."""
+    import dkd.run
+
+    real = getattr(dkd.run, where)
+
+    def signalled(*args, **kw):
+        if kwargs.get("after"):
+            value = real(*args, **kw)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return value
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(dkd.run, where, signalled)
+
+
+def marker(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / requeue.MARKER).read_text())
+
+
+def trained_steps(log: Path) -> list[int]:
+    return [int(line.split()[2]) for line in log.read_text().splitlines() if line.split()[1] == "student"]
+
+
+@pytest.fixture
+def job(make_cfg, monkeypatch, tmp_path):
+    """The job, its uninterrupted twin (dropout on) and the steps the twin trained; DKD_STEPS_LOG records each step
+    trained."""
+    monkeypatch.setenv("DKD_STEPS_LOG", str(tmp_path / "steps.txt"))
+    whole = make_cfg(SIGNAL_AT, *FAST, "seed=3", out="whole")
+    run(whole)
+    steps = trained_steps(tmp_path / "steps.txt")
+    (tmp_path / "steps.txt").unlink()
+    assert steps == list(range(1, 17))  # 16 rows, batch 2, 2 epochs
+    return make_cfg(SIGNAL_AT, *FAST, "seed=3", out="job"), whole
+
+
+def same_as_whole(cfg, whole) -> None:
+    out, ref = Path(cfg.paths.output_dir), Path(whole.paths.output_dir)
+    assert same_weights(out / "student", ref / "student")
+    dev = [json.loads((folder / "metrics.json").read_text())["dev"] for folder in (out, ref)]
+    assert dev[0] == dev[1]
+    assert not (out / requeue.MARKER).exists()
+
+
+def test_a_plain_sigterm_outside_fit_saves_the_marker_and_exits_143(job, monkeypatch):
+    """SIGTERM while the run reads its data, before any stage: the job saves its (empty) place, exits 143, and the next
+    attempt runs it from its start."""
+    cfg, whole = job
+    term_at(monkeypatch, "check", after=True)
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    assert marker(cfg)["stage"] is None and marker(cfg)["signal"] == "SIGTERM"
+    monkeypatch.undo()
+    assert attempt(cfg) is None
+    same_as_whole(cfg, whole)
+
+
+def test_a_stop_before_a_stage_keeps_the_place_the_attempt_started_from(job, monkeypatch, tmp_path):
+    """Attempt 1 stops at step 5; attempt 2 is stopped before its distillation starts (it had no newer checkpoint);
+    attempt 3 still resumes at step 6, not at step 1: each step is trained once."""
+    cfg, whole = job
+    monkeypatch.setenv("DKD_SIGNAL_AT", "student:5")
+    monkeypatch.setenv("DKD_SIGNAL", "TERM")
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    first = marker(cfg)
+    assert first["stage"] == "distill" and first["ckpt"].endswith("on_exception.ckpt")
+    monkeypatch.delenv("DKD_SIGNAL_AT")
+    term_at(monkeypatch, "check", after=True)
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    second = marker(cfg)
+    assert (second["attempt"], second["stage"], second["ckpt"]) == (2, "distill", first["ckpt"])
+    monkeypatch.setattr("dkd.run.check", __import__("dkd.preflight", fromlist=["check"]).check)
+    assert attempt(cfg) is None
+    assert trained_steps(tmp_path / "steps.txt") == list(range(1, 17))  # 1-5, then 6-16: none twice
+    same_as_whole(cfg, whole)
+    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["attempts"] == 3
+
+
+def test_a_stop_during_the_export_resumes_at_the_evaluation_without_training(job, monkeypatch, tmp_path):
+    """The fit ended, then SIGTERM while the student is exported: the next attempt trains no step, evaluates the same
+    model and exports it."""
+    cfg, whole = job
+    term_at(monkeypatch, "plot_run")
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    assert marker(cfg)["fit_ended"]["epoch"] == 1 and marker(cfg)["stage"] == "distill"
+    monkeypatch.undo()
+    before = len(trained_steps(tmp_path / "steps.txt"))
+    assert attempt(cfg) is None
+    assert len(trained_steps(tmp_path / "steps.txt")) == before == 16  # no step in the second attempt
+    same_as_whole(cfg, whole)
+    result = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    expected = json.loads((Path(whole.paths.output_dir) / "metrics.json").read_text())
+    assert asked_flops(result["flops"]) == asked_flops(expected["flops"])  # the ended fit's count, kept
+
+
+def test_a_stop_during_the_last_validation_resumes_without_training(job, monkeypatch, tmp_path):
+    """SIGTERM while the last epoch is validated: the job stops after that validation; the next attempt trains no
+    further step and ends with the same student."""
+    cfg, whole = job
+    import dkd.module
+
+    real = dkd.module.ClassifierSystem.on_validation_epoch_end
+
+    def last_validation(self):
+        real(self)
+        if self.trainer.current_epoch == 1 and not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(dkd.module.ClassifierSystem, "on_validation_epoch_end", last_validation)
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    assert marker(cfg)["stage"] == "distill" and marker(cfg)["ckpt"]
+    monkeypatch.undo()
+    assert attempt(cfg) is None
+    assert trained_steps(tmp_path / "steps.txt") == list(range(1, 17))
+    same_as_whole(cfg, whole)
+
+
+def test_early_stopping_is_not_undone_by_a_resume(make_cfg, monkeypatch, tmp_path):
+    """Early stopping ends the fit after epoch 1 of 4 (no improvement of 1.0 is possible); a stop during the export
+    and a resume train no epoch more, and keep the same student."""
+    stopping = (*FAST[:2], "task.train_limit=16", "distill.epochs=4", "callbacks=[default,early_stopping]",
+                "callbacks.early_stopping.min_delta=1.0", "callbacks.early_stopping.patience=1", "seed=3")
+    whole = make_cfg(*stopping, out="whole")
+    run(whole)
+    assert json.loads((Path(whole.paths.output_dir) / "metrics.json").read_text())["selected"].startswith("checkpoint")
+    cfg = make_cfg(*stopping, out="job")
+    term_at(monkeypatch, "plot_run")
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    assert marker(cfg)["fit_ended"]["epoch"] == 1
+    monkeypatch.undo()
+    assert attempt(cfg) is None
+    out = Path(cfg.paths.output_dir)
+    with open(out / "csv" / "metrics.csv", newline="") as fh:
+        epochs = {int(r["epoch"]) for r in csv.DictReader(fh) if r.get("train/loss")}
+    assert epochs == {0, 1}  # stopped early, and not resumed into epoch 2
+    same_as_whole(cfg, whole)
+
+
+def test_a_marker_whose_checkpoint_is_gone_is_not_fatal(job, monkeypatch):
+    """Attempt 1 stops at step 5; attempt 2 resumes, writes metrics.json, tidies the checkpoint attempt 1 left, and is
+    killed before it clears the marker: attempt 3 finds a marker naming a checkpoint that is gone, and its results,
+    and ends without training or failing."""
+    cfg, whole = job
+    monkeypatch.setenv("DKD_SIGNAL_AT", "student:5")
+    monkeypatch.setenv("DKD_SIGNAL", "TERM")
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    monkeypatch.delenv("DKD_SIGNAL_AT")
+    import dkd.run
+
+    real = dkd.run.tidy_checkpoints
+
+    def tidy_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        raise SystemExit(137)  # the OOM killer, a lost node: no handler runs
+
+    monkeypatch.setattr(dkd.run, "tidy_checkpoints", tidy_then_die)
+    assert attempt(cfg) == 137
+    stale = marker(cfg)
+    assert stale["ckpt"] and not Path(stale["ckpt"]).exists() and (Path(cfg.paths.output_dir) / "metrics.json").exists()
+    monkeypatch.setattr(dkd.run, "tidy_checkpoints", real)
+    assert attempt(cfg) is None
+    same_as_whole(cfg, whole)
+
+
+def test_a_changed_config_is_refused_naming_the_keys(job, monkeypatch, make_cfg):
+    cfg, _ = job
+    monkeypatch.setenv("DKD_SIGNAL_AT", "student:5")
+    monkeypatch.setenv("DKD_SIGNAL", "TERM")
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    monkeypatch.delenv("DKD_SIGNAL_AT")
+    changed = make_cfg(SIGNAL_AT, *FAST, "seed=3", "distill.lr=5e-3", out="job")
+    from dkd.errors import UserError
+
+    with pytest.raises(UserError, match=r"config changed since attempt 1 .*distill\.lr: 0\.001 then, 0\.005 now"):
+        run(changed)
+    assert attempt(make_cfg(SIGNAL_AT, *FAST, "seed=3", "threads=1", out="job")) is None  # run-only keys may change

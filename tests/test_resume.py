@@ -62,10 +62,15 @@ def stop_and_resume(make_cfg, common: tuple, hook: str, step: int, resume_from: 
 
 
 # 48 examples, batch 8: 6 steps an epoch; step 8 is mid-epoch 1, step 6 the boundary between the epochs.
+# Three cases in the default run (before a batch, SIGTERM at an epoch's end, the random sampler's restored draws); the
+# other four are slow (python -m pytest -m slow).
 @pytest.mark.parametrize("hook, step, resume_from, sampler", [
-    ("start", 8, "on_exception.ckpt", "none"), ("end", 8, "on_exception.ckpt", "none"),
-    ("sigterm", 8, "on_exception.ckpt", "none"), ("end", 6, "on_exception.ckpt", "none"),
-    ("sigterm", 6, "on_exception.ckpt", "none"), ("end", 8, "last.ckpt", "none"),
+    ("start", 8, "on_exception.ckpt", "none"),
+    pytest.param("end", 8, "on_exception.ckpt", "none", marks=pytest.mark.slow),
+    pytest.param("sigterm", 8, "on_exception.ckpt", "none", marks=pytest.mark.slow),
+    pytest.param("end", 6, "on_exception.ckpt", "none", marks=pytest.mark.slow),
+    ("sigterm", 6, "on_exception.ckpt", "none"),
+    pytest.param("end", 8, "last.ckpt", "none", marks=pytest.mark.slow),
     ("end", 8, "on_exception.ckpt", "random"),  # its draws come from the restored RNG
 ])
 def test_resumed_run_equals_uninterrupted(make_cfg, hook, step, resume_from, sampler):
@@ -101,6 +106,7 @@ def nodrop_models(tmp_path) -> tuple[str, ...]:
     return f"backbone.student.name_or_path={student}", f"backbone.teachers.base={teacher}"
 
 
+@pytest.mark.slow  # 10 s; tests/test_global_batch.py runs DDP = one process with the dynamic strategies by default
 @gloo_teardown_flaky
 def test_ddp_sim_equals_one_process_with_the_global_batch(make_cfg, tmp_path):
     """2 processes x batch 4 (trainer=ddp_sim) and 1 process x batch 8 see the same global batches; with dropout

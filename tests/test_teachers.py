@@ -66,6 +66,7 @@ def test_a_changed_subset_gets_a_new_teacher_and_another_seed_reuses_it(make_cfg
     "callbacks=[default,early_stopping]", "task.dev_limit=8", "+trainer.max_steps=10",
     "trainer.limit_val_batches=0.5", "trainer.enable_checkpointing=false", "callbacks.model_checkpoint.mode=min",
     "+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging +callbacks.swa.swa_lrs=1e-4",
+    "finetune.seed=1", "finetune.warmup_rounding=ceil",
 ])
 def test_recipe_changes_move_the_teacher(make_cfg, change):
     base = check(make_cfg("task=sst2")).teachers["base"]
@@ -86,6 +87,43 @@ def test_same_recipe_same_folder_whatever_the_seed_or_student(make_cfg):
     base = check(make_cfg("task=sst2")).teachers["base"].folder
     assert check(make_cfg("task=sst2", "seed=3", "distill.lr=1e-4", "backbone.student.layers=1")
                  ).teachers["base"].folder == base
+
+
+def test_a_teacher_stored_before_its_seed_was_a_key_keeps_its_folder(make_cfg):
+    """finetune.seed and finetune.warmup_rounding at their defaults are left out of the key: the digest of a recipe
+    without them, as stored teachers' recipes were written, gives the same folder."""
+    import hashlib
+
+    from dkd.teachers import recipe_key
+
+    r = check(make_cfg("task=sst2")).teachers["base"].recipe
+    assert r["finetune"]["seed"] == 42 and r["finetune"]["warmup_rounding"] == "floor"  # the recipe names them
+    before = {k: v for k, v in r.items() if k != "model"}
+    before["finetune"] = {k: v for k, v in r["finetune"].items() if k not in ("seed", "warmup_rounding")}
+    assert recipe_key(r) == hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def test_a_sweep_over_seeds_stores_one_teacher_at_its_own_seed(make_cfg, caplog):
+    """The job's seed varies the student; the teacher is fine-tuned at finetune.seed, whichever job comes first."""
+    second = None
+    for seed in (2, 1):
+        cfg = make_cfg("task=sst2", "task.train_limit=20", f"seed={seed}", out=f"seed{seed}")
+        run(cfg)
+        second = second or teacher_dir(cfg)
+        assert teacher_dir(cfg) == second
+    stored = Path(second)
+    assert json.loads((stored / "recipe.json").read_text())["finetune"]["seed"] == 42
+    assert json.loads((stored / "metrics.json").read_text())["seed"] == 42
+
+
+def test_a_stored_teacher_of_another_seed_is_refused_before_any_work(make_cfg):
+    """A teacher stored before finetune.seed existed, by a job of seed 1, sits in the key of finetune.seed=42."""
+    first = make_cfg("task=sst2", "task.train_limit=20", out="first")
+    run(first)
+    metrics = Path(teacher_dir(first)) / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "seed": 1}))
+    with pytest.raises(UserError, match=r"fine-tuned under seed 1 .* finetune.seed=42\. Delete that folder"):
+        check(make_cfg("task=sst2", "task.train_limit=20", out="again"))
 
 
 def test_model_files_are_part_of_the_key(make_cfg, tmp_path):
@@ -161,6 +199,7 @@ def wait_for(text: str, logs: list[Path], timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # 10 s: two processes; the killed-mid-save test below covers the store across processes by default
 def test_concurrent_runs_fine_tune_a_missing_teacher_once(make_cfg, assets, tmp_path):
     """The test holds the teacher's lock while two runs start, so that both find it missing and wait; released,
     one fine-tunes and the other reuses its teacher."""

@@ -34,6 +34,7 @@ def test_distill_fine_tunes_missing_teacher_then_exports_student(make_cfg, capsy
     assert "teacher base (tiny-teacher-" in out and "student exported to" in out
     metrics = read_metrics(cfg)
     assert {"dev", "seed", "config", "wall_time_s", "train_examples_per_s", "teachers"} <= set(metrics)
+    assert set(metrics["predicted_classes"]) == {"dev"} and metrics["predicted_classes"]["dev"] in (1, 2)
     assert metrics["config"]["task"]["name"] == "rte" and metrics["train_examples_per_s"] > 0
     student = AutoModelForSequenceClassification.from_pretrained(metrics["student_dir"])
     assert student.config.num_hidden_layers == 2 and student.config.id2label[0] == "entailment"
@@ -226,3 +227,18 @@ def test_resume_points_are_found_from_the_callbacks_own_settings(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=6.ckpt", "on_exception.ckpt"]
     assert remove_resumable(t, since=time.time(), ckpt_path=str(tmp_path / "on_exception.ckpt")) == [
         str(tmp_path / "on_exception.ckpt")]  # the one this run resumed from
+
+
+def test_a_collapsed_student_says_so_in_its_log_metrics_and_predictions(make_cfg, capsys, caplog):
+    """A student that predicts one class on every dev row: a warning, predicted_classes 1 in metrics.json, the
+    printed summary, and predictions.json of `python -m dkd.ship.evaluate` (the sweep report: tests/test_report.py)."""
+    from dkd.ship.evaluate import evaluate_job
+
+    cfg = make_cfg("task=sst2", "callbacks.model_checkpoint=null",
+                   "+callbacks.collapse._target_=tests.conftest.Collapse")
+    with caplog.at_level("WARNING", logger="dkd"):
+        run(cfg)
+    assert read_metrics(cfg)["predicted_classes"] == {"dev": 1}
+    assert "The student predicts one class for every dev example: it has collapsed" in caplog.text
+    assert "COLLAPSED: one class predicted on dev" in capsys.readouterr().out
+    assert evaluate_job(Path(cfg.paths.output_dir), ("dev",))["dev"]["predicted_classes"] == 1

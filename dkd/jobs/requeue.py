@@ -11,21 +11,30 @@ The signals:
   DKD saves and runs ``scontrol requeue``; the run folder is the job's own
   (``hydra.run.dir=outputs/runs/slurm-$SLURM_JOB_ID``; a warning says so when it is not), so the requeued job finds
   its marker. DKD's handler replaces Lightning's, which would save in the middle of a step.
-- ``SIGTERM``: saves and exits with 143, as before; a cluster that requeues the job (``PreemptMode=REQUEUE``)
-  resumes it from the marker.
+- ``SIGTERM`` (anywhere: DKD's handler is installed for the whole job, Lightning's only during ``fit``): saves and
+  exits with 143; a cluster that requeues the job (``PreemptMode=REQUEUE``) resumes it from the marker.
 
 While a model trains, the stop waits for the end of the training batch (the path the exact-resume tests cover:
 Lightning's SIGTERM handling and :class:`dkd.callbacks.InterruptCheckpoint`); a signal at any other time stops the
 job at once (its work before training is redone), except after the final model is exported, when the job finishes.
+
+The marker never loses its place: a stop with no newer checkpoint keeps the resume point the attempt started from; a
+stage that completes clears it from the marker; a checkpoint gone since (a stage tidied, then the job died) makes
+that stage start over, or be skipped where its product is stored (a teacher in the store, the run's
+``metrics.json``); a fit that ended (early stopping, or its last epoch) is recorded, so that its stage resumes at the
+evaluation and never trains more epochs; and the marker holds the job's resolved config, so that an attempt whose
+config changed is refused, naming the keys.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +63,9 @@ class _State:
     attempt_start: float = 0.0
     resumed: dict | None = None  # the marker this attempt started from
     wandb_ids: dict = field(default_factory=dict)  # save_dir -> W&B run id, kept across attempts
+    output_dir: Path | None = None
+    config: dict = field(default_factory=dict)  # the job's resolved config, flattened (what an attempt must match)
+    fit_ended: dict | None = None  # {"stage", "metrics", "best", "epoch"} of a fit that ended in this job
 
 
 STATE = _State()
@@ -80,7 +92,9 @@ def _on_signal(signum, frame) -> None:
     if STATE.finishing:
         log.warning("%s received while the job finishes: it ends now, nothing to resume", name)
         return
-    STATE.signum = signum
+    if STATE.signum is not None and STATE.fitting:  # StopAtBatchEnd's SIGTERM to Lightning, or the same stop again
+        return
+    STATE.signum = STATE.signum or signum  # the requeue signal decides how the job is requeued
     if STATE.fitting:
         log.warning("%s received: stopping after this training batch to save and requeue", name)
         return
@@ -89,21 +103,49 @@ def _on_signal(signum, frame) -> None:
     raise Preempted(name)
 
 
+# settings that change where and how a job runs, not what it computes: an attempt may differ in them
+RUN_ONLY = ("threads", "logger", "trainer.enable_progress_bar", "data.num_workers", "compress", "ckpt_path")
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """The resolved config as ``{"distill.lr": 2e-05, ...}``, less :data:`RUN_ONLY`."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if any(name == r or name.startswith(f"{r}.") for r in RUN_ONLY):
+            continue
+        if isinstance(value, dict) and value:
+            out.update(flat_config(value, f"{name}."))
+        else:
+            out[name] = value
+    return json.loads(json.dumps(out, default=str))
+
+
+def digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @contextmanager
-def installed(output_dir: str):
-    """DKD's requeue handlers for this job's run, restored afterwards; reads a marker left by an earlier attempt."""
+def installed(output_dir: str, config: dict | None = None):
+    """DKD's requeue handlers for this job's run, restored afterwards; reads a marker left by an earlier attempt and
+    refuses it when the job's resolved ``config`` changed since."""
     STATE.__init__()
     STATE.attempt_start = time.time()
+    STATE.output_dir = Path(output_dir)
+    STATE.config = flat_config(config or {})
     STATE.resumed = read_marker(Path(output_dir))
     if STATE.resumed:
+        check_config(STATE.resumed, Path(output_dir) / MARKER)
         STATE.wandb_ids = dict(STATE.resumed.get("wandb_ids", {}))
     signals = requeue_signals()
     job = os.environ.get("SLURM_JOB_ID", "")
     if "slurm" in signals.values() and job not in Path(output_dir).name:
         log.warning("A plain sbatch job in %s: once requeued it would start over in a new folder. Give it the job's "
                     "own: python train.py hydra.run.dir=outputs/runs/slurm-$SLURM_JOB_ID ...", output_dir)
-    for signum in signals:
-        STATE.previous[signum] = signal.signal(signum, _on_signal)
+    if threading.current_thread() is threading.main_thread():  # Python sets handlers in the main thread only
+        # SIGTERM everywhere: outside fit nothing else saves the job's place (Lightning handles it inside fit only)
+        for signum in {*signals, signal.SIGTERM}:
+            STATE.previous[signum] = signal.signal(signum, _on_signal)
     try:
         yield STATE.resumed
     finally:
@@ -118,17 +160,58 @@ def read_marker(output_dir: Path) -> dict | None:
     marker = json.loads(path.read_text())
     ckpt = marker.get("ckpt")
     if ckpt and not Path(ckpt).is_file():
-        raise UserError(f"{path}: attempt {marker['attempt']} left checkpoint {ckpt}, which is gone; delete "
-                        f"{path} to run this job from its start.")
-    log.warning("Attempt %d of this job: resuming %s from %s", marker["attempt"] + 1, marker["stage"],
-                ckpt or "its start (no checkpoint was saved)")
+        # the stage tidied its checkpoints, then the job died before a newer marker: the stage's product is stored
+        # (a teacher in the store, metrics.json), or the stage starts over
+        log.warning("%s: checkpoint %s of attempt %d is gone (its stage %s was tidied up): that stage is skipped "
+                    "where its result is stored, else it starts over", path, ckpt, marker["attempt"], marker["stage"])
+        marker = {**marker, "ckpt": None, "fit_ended": None}
+    log.warning("Attempt %d of this job: resuming %s from %s", marker["attempt"] + 1, marker["stage"] or "its start",
+                marker.get("ckpt") or "its start (no checkpoint to resume)")
     return marker
+
+
+def check_config(marker: dict, path: Path) -> None:
+    """The attempt's config is the one the marker's checkpoints were trained under."""
+    before = marker.get("config")
+    if before is None or digest(before) == digest(STATE.config):
+        return
+    keys = sorted(k for k in before.keys() | STATE.config.keys() if before.get(k) != STATE.config.get(k))
+    shown = "; ".join(f"{k}: {before.get(k)!r} then, {STATE.config.get(k)!r} now" for k in keys[:8])
+    raise UserError(f"{path}: this job's config changed since attempt {marker['attempt']} saved its place ({shown}"
+                    f"{'; …' if len(keys) > 8 else ''}). Its checkpoints belong to the old config: restore it (conf/ "
+                    f"and the overrides), or delete {path} to run this folder from its start under the new one.")
 
 
 def resume_from(stage: str, given: str | None = None) -> str | None:
     """The checkpoint the stage ``stage`` resumes from: an earlier attempt's, else ``given`` (``ckpt_path``)."""
     marker = STATE.resumed
     return marker["ckpt"] if marker and marker["stage"] == stage and marker.get("ckpt") else given
+
+
+def fit_ended(stage: str) -> dict | None:
+    """The fit of ``stage`` that an earlier attempt ended (``{"metrics", "best", "epoch"}``), if it did: the stage
+    resumes at its evaluation; resumed into ``fit``, Lightning would train more epochs (it restores early stopping's
+    counter, not its decision)."""
+    marker = STATE.resumed
+    ended = (marker or {}).get("fit_ended")
+    return ended if ended and marker["stage"] == stage else None
+
+
+def record_fit_end(metrics: dict, best: str, epoch: int) -> None:
+    """The running stage's fit ended (no stop interrupted it): kept for a marker written later in the stage."""
+    STATE.fit_ended = {"stage": STATE.stage[0] if STATE.stage else None, "metrics": metrics, "best": best,
+                       "epoch": epoch}
+
+
+def completed(stage: str) -> None:
+    """``stage`` is over (its product stored): a marker that points into it points nowhere now, on disk too."""
+    marker = STATE.resumed
+    if marker and marker.get("stage") == stage:
+        STATE.resumed = {**marker, "stage": None, "ckpt": None, "fit_ended": None}
+        if STATE.output_dir is not None and (STATE.output_dir / MARKER).is_file():
+            _write(STATE.output_dir, {**STATE.resumed, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    if STATE.fit_ended and STATE.fit_ended["stage"] == stage:
+        STATE.fit_ended = None
 
 
 @contextmanager
@@ -185,30 +268,37 @@ def attempts() -> int:
     return (STATE.resumed or {}).get("attempt", 0) + 1
 
 
-def _checkpoint_to_resume() -> tuple[str | None, str | None]:
+def _checkpoint_to_resume() -> tuple[str | None, str | None, dict | None]:
+    """The stage to resume, its checkpoint, and its ended fit if it ended. Outside a stage: where this attempt
+    started from (no newer checkpoint exists, so that place still holds)."""
+    earlier = STATE.resumed or {}
     if STATE.stage is None:
-        return None, None
+        return earlier.get("stage"), earlier.get("ckpt"), earlier.get("fit_ended")
     name, folder = STATE.stage
+    ended = STATE.fit_ended if STATE.fit_ended and STATE.fit_ended["stage"] == name else fit_ended(name)
     interrupt, last = folder / "on_exception.ckpt", folder / "last.ckpt"
     if interrupt.is_file() and interrupt.stat().st_mtime >= STATE.attempt_start:
-        return name, str(interrupt)
+        return name, str(interrupt), ended
     if last.is_file():
-        return name, str(last)
-    earlier = resume_from(name)
-    return name, earlier
+        return name, str(last), ended
+    return name, resume_from(name), ended
+
+
+def _write(output_dir: Path, marker: dict) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2, default=str))
+    os.replace(tmp, output_dir / MARKER)
 
 
 def save_marker(output_dir: Path, why: str) -> dict:
-    """``.resume.json``: where the requeued job resumes (rank 0 writes it; atomic)."""
-    stage_name, ckpt = _checkpoint_to_resume()
-    marker = {"attempt": attempts(), "signal": why, "stage": stage_name, "ckpt": ckpt,
-              "wandb_ids": STATE.wandb_ids, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2))
-    os.replace(tmp, output_dir / MARKER)
-    log.warning("Saved %s: the requeued job resumes %s from %s", output_dir / MARKER, stage_name,
-                ckpt or "its start")
+    """``.resume.json``: where the requeued job resumes, and under which config (rank 0 writes it; atomic)."""
+    stage_name, ckpt, ended = _checkpoint_to_resume()
+    marker = {"attempt": attempts(), "signal": why, "stage": stage_name, "ckpt": ckpt, "fit_ended": ended,
+              "config": STATE.config, "wandb_ids": STATE.wandb_ids, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    _write(output_dir, marker)
+    log.warning("Saved %s: the requeued job resumes %s from %s%s", output_dir / MARKER, stage_name or "its start",
+                ckpt or "its start", " at the evaluation (its fit had ended)" if ended else "")
     return marker
 
 

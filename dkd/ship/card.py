@@ -124,9 +124,17 @@ def usage(student: str, example: list[str], max_length: int) -> str:
 
 
 def selected(which: str) -> str:
-    """metrics.json's ``selected`` without the run's local paths: ``best dev checkpoint, epoch2-score0.8394``."""
+    """metrics.json's ``selected`` without the run's local paths: ``best dev checkpoint, epoch2-score0.8394``, or
+    ``last epoch (2), no best-checkpoint selection``."""
     return f"best dev checkpoint, {Path(which.removeprefix('checkpoint ')).stem}" if which.startswith("checkpoint ") \
         else which
+
+
+def kept(which: str) -> str:
+    """Which model the run kept, as a sentence's end, read from metrics.json's ``selected``."""
+    if which.startswith("checkpoint "):
+        return f"the checkpoint with the best dev score kept ({Path(which.removeprefix('checkpoint ')).stem})"
+    return f"the model of the {which.replace(', no best-checkpoint selection', '')} kept, no best-checkpoint selection"
 
 
 def settings(group: dict) -> str:
@@ -219,10 +227,10 @@ def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str], 
         f"# {model_name(metrics, layers)}", "",
         f"A {layers}-layer student of `{student['name_or_path']}` for **{spec.name}** "
         f"(text column{'s' if len(spec.columns) > 1 else ''} {', '.join(spec.columns)}; "
-        f"{'labels ' + ', '.join(spec.labels) if spec.labels else 'a score'}), distilled with "
-        f"[DKD](https://github.com/lancopku/DynamicKD) (*Dynamic Knowledge Distillation for Pre-trained Language "
-        f"Models*, Li et al., EMNLP 2021): the student's uncertainty may choose which rows to query the teacher on, "
-        f"which teacher to learn from and how to weight the objectives.", "",
+        f"{'labels ' + ', '.join(spec.labels) if spec.labels else 'a score'}), distilled with DKD, a framework that "
+        f"reproduces and extends *Dynamic Knowledge Distillation for Pre-trained Language Models* (Li et al., EMNLP "
+        f"2021; the authors' own code is github.com/lancopku/DynamicKD): the student's uncertainty may choose which "
+        f"rows to query the teacher on, which teacher to learn from and how to weight the objectives.", "",
         "## Results", "",
         f"- student, dev: {describe(metrics['dev'])} ({selected(metrics['selected'])})",
         *[f"- teacher {role}, dev: {describe(t.get('dev') or {})}" for role, t in metrics["teachers"].items()], "",
@@ -236,8 +244,8 @@ def body(metrics: dict, report: dict | None, run_dir: Path, example: list[str], 
         "Strategies (the config groups of DKD):", "", *strategies, "",
         data_line(metrics, spec), "",
         f"Training: {hp['epochs']} epoch{'s' if hp['epochs'] > 1 else ''}, lr {hp['lr']}, batch {hp['batch_size']}, "
-        f"warm-up {hp['warmup_ratio']}, weight decay {hp['weight_decay']}, seed {metrics['seed']}; the checkpoint "
-        f"with the best dev score kept.", "",
+        f"warm-up {hp['warmup_ratio']}, weight decay {hp['weight_decay']}, seed {metrics['seed']}; "
+        f"{kept(metrics['selected'])}.", "",
         *flops_lines(metrics.get("flops")), "",
         "## Compression", "", BEGIN, compression_part(report, run_dir), END, "",
         "## Reproduce", "",

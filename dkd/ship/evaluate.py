@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -23,6 +24,8 @@ from dkd.metrics import TaskMetrics
 from dkd.models import load_classifier, load_tokenizer
 from dkd.ship.finished import run_config, run_dev_splits
 from dkd.threads import cpu_threads
+
+log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # dev metrics recomputed here against metrics.json's (float32 sums in another batch order)
 
@@ -68,6 +71,9 @@ def evaluate_job(job: Path, splits: tuple[str, ...] = ("dev", "test")) -> dict:
                      "predictions": [round(float(p), 4) if spec.is_regression else int(p) for p in preds]}
         if not spec.is_regression:  # per example, right (1) or wrong (0): the paired bootstrap's input
             out[name]["correct"] = (preds == labels).int().tolist()
+            out[name]["predicted_classes"] = scores.predicted_classes()[name]
+            if out[name]["predicted_classes"] == 1:
+                log.warning("%s: the student predicts one class for every %s example: it has collapsed", job, name)
     for key, value in out.get("dev", {}).get("metrics", {}).items():
         logged = metrics["dev"].get(key)
         if logged is not None and abs(logged - value) > TOLERANCE:

@@ -36,11 +36,11 @@ def mse_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatu
 KD_LOSSES = {"kl": kl_kd, "mse": mse_kd}
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for classification, MSE for regression (one output)."""
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for classification, MSE for regression (one output); ``reduction`` as torch's losses."""
     if logits.size(-1) == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.float())
-    return F.cross_entropy(logits, labels)
+        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction=reduction)
+    return F.cross_entropy(logits, labels, reduction=reduction)
 
 
 class LogitKD(nn.Module):

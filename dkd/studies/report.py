@@ -41,16 +41,24 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
+def collapsed(result: dict) -> bool | None:
+    """Whether a job's model predicts one class on a dev split (None: not recorded, runs before it was, or a
+    regression)."""
+    classes = result.get("predicted_classes")
+    return None if not classes else min(classes.values()) == 1
+
+
 def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
     """Markdown table of a multirun, one line per setting (the overrides that vary between jobs, except ``over``),
-    with the dev score as mean ± sample std over ``over``, and each job's wall time and FLOPs."""
+    with the dev score as mean ± sample std over ``over``, each job's score (``1 class``: it collapsed), how many
+    jobs collapsed, and each job's wall time and FLOPs."""
     keys = [k for k in dict.fromkeys(k for r in rows for k in r["overrides"])
             if k != over and len({r["overrides"].get(k) for r in rows}) > 1]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r["overrides"].get(k) for k in keys), []).append(r)
     summary, lines = [], []
-    header = [*keys, "n", "dev score (mean ± std)", f"per {over}", "wall s per run", "GFLOPs/example",
+    header = [*keys, "n", "dev score (mean ± std)", f"per {over}", "one class", "wall s per run", "GFLOPs/example",
               "FLOP ratio to full KD", "teacher GFLOPs/example asked", "spent (cache hits free)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting, jobs in groups.items():
@@ -60,16 +68,21 @@ def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
         per = lambda name: [f.get("gflops_per_example", {}).get(name) for f in flops]  # noqa: E731
         ratio = [f.get("ratio_to_full_kd") for f in flops]
         walls = [j["result"].get("wall_time_s") for j in jobs]
+        fell = [collapsed(j["result"]) for j in jobs]
         row = {**dict(zip(keys, setting)), "n": len(jobs), "mean": round(mean, 4), "std": round(std, 4),
                "scores": {j["overrides"].get(over, j["job"]): s for j, s in zip(jobs, scores)},
+               "collapsed": {j["overrides"].get(over, j["job"]): c for j, c in zip(jobs, fell)},
                "wall_s": walls, "gflops_per_example": per("total"), "ratio_to_full_kd": ratio,
                "teacher_gflops_per_example": per("teacher"), "teacher_gflops_spent_per_example": per("teacher_spent"),
                "teacher_per_example": [f.get("teacher_per_example") for f in flops],
                "decisions": [j["result"].get("decisions") for j in jobs]}
         summary.append(row)
         fmt = lambda xs: " / ".join("–" if x is None else f"{x:g}" for x in xs)  # noqa: E731
+        per_job = " / ".join(f"{s:g}" + (" (1 class)" if c else "") for s, c in zip(scores, fell))
+        known = [c for c in fell if c is not None]
         lines.append("| " + " | ".join([*map(str, setting), str(len(jobs)), f"{mean:.4f} ± {std:.4f}",
-                                        fmt(scores), fmt(walls), fmt(row["gflops_per_example"]), fmt(ratio),
+                                        per_job, f"{sum(known)}/{len(known)}" if known else "–", fmt(walls),
+                                        fmt(row["gflops_per_example"]), fmt(ratio),
                                         fmt(row["teacher_gflops_per_example"]),
                                         fmt(row["teacher_gflops_spent_per_example"])]) + " |")
     return "\n".join(lines) + "\n", summary

@@ -23,6 +23,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dkd.cache import resolve_mode
+from dkd.cpu import native_bf16
 from dkd.data import PADDING, Split, fingerprint, load_task_data
 from dkd.errors import UserError, one_line
 from dkd.global_batch import SCOPES
@@ -183,6 +184,19 @@ def check_trainer(cfg: DictConfig) -> None:
                         "of the same global batches); remove the key.")
     with _quiet("pytorch_lightning.utilities.rank_zero"):  # "GPU available: …" belongs to the real Trainer
         build_trainer(cfg, Path(cfg.paths.output_dir), 1, [], cfg.ckpt_path)
+    check_bf16(cfg)
+
+
+def on_cpu(cfg: DictConfig) -> bool:
+    return cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
+
+
+def check_bf16(cfg: DictConfig) -> None:
+    """bf16 on a CPU without bf16 instructions runs emulated, slower than fp32: said in one line, not refused."""
+    precision = str(cfg.trainer.precision)
+    if precision.startswith("bf16") and on_cpu(cfg) and not native_bf16():
+        log.warning("trainer.precision=%s: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 runs "
+                    "emulated and slower than fp32; trainer.precision=32 is faster here", precision)
 
 
 def build_strategies(cfg: DictConfig, spec: TaskSpec) -> dict[str, object]:

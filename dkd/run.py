@@ -23,6 +23,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from dkd.cache import summary as cache_summary
 from dkd.cache import teacher_outputs
 from dkd.callbacks import Throughput
+from dkd.cpu import cpu_threads
 from dkd.data import TaskDataModule, subsample
 from dkd.errors import UserError
 from dkd.flops import summary as flops_summary
@@ -37,7 +38,6 @@ from dkd.quiet import quiet_libraries
 from dkd.ship.card import write_card
 from dkd.ship.compress import compress
 from dkd.teachers import TeacherSource, TeacherStore, agree
-from dkd.threads import cpu_threads
 from dkd.trainer import best_checkpoint, build_trainer, remove_resumable, stage_checkpoints
 
 log = logging.getLogger(__name__)

@@ -91,7 +91,7 @@ def test_cpu_threads_hold_under_a_ddp_launcher_and_are_restored(monkeypatch):
     import torch
     from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
 
-    from dkd.threads import cpu_threads
+    from dkd.cpu import cpu_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()

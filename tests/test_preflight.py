@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dkd.errors import UserError
+from dkd.preflight import check
 from dkd.run import run
 from tests.conftest import ROOT, write_tsv
 
@@ -227,3 +228,19 @@ def test_a_numeric_encoding_name_is_taken_as_its_name(make_cfg, tmp_path):
 
     files = custom_files(tmp_path, ROW["cp1252"], at=9, encoding="cp1252")
     assert "Café crème — a “great” film" in check(make_cfg(*files, "task.encoding=1252")).splits["train"].texts[0]
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_said_in_one_line(make_cfg, monkeypatch, caplog):
+    """Simulated: a CPU whose oneDNN has no bf16 gets one warning naming the faster setting; the run is not refused.
+    With bf16 instructions, or in fp32, nothing is said."""
+    import dkd.preflight
+
+    for native, precision, said in ((False, "bf16-mixed", True), (True, "bf16-mixed", False), (False, "32", False)):
+        monkeypatch.setattr(dkd.preflight, "native_bf16", lambda native=native: native)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dkd.preflight"):
+            check(make_cfg("task=sst2", f"trainer.precision={precision}"))
+        lines = [r.getMessage() for r in caplog.records if "bf16 instructions" in r.getMessage()]
+        assert len(lines) == int(said), (native, precision, lines)
+        if said:
+            assert "trainer.precision=32 is faster here" in lines[0]

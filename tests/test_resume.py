@@ -140,6 +140,18 @@ def test_ddp_sim_resumed_equals_uninterrupted(make_cfg):
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 
+def test_resume_under_bf16_equals_uninterrupted(make_cfg):
+    """bf16-mixed on the CPU, entropy selection (its scoring pass under autocast): stopped mid-epoch 1 and resumed, the
+    same weights bit for bit, the same dev metrics and FLOPs as the run never stopped."""
+    common = ("task=sst2", "distill.epochs=2", "trainer.precision=bf16-mixed", "sampler=entropy", "sampler.ratio=0.5",
+              stored_teacher(make_cfg, "task=sst2", "trainer.precision=bf16-mixed"))
+    whole = make_cfg(*common, out="whole")
+    run(whole)
+    ckpt, resumed = stop_and_resume(make_cfg, common, "end", 8)
+    assert dev(resumed) == dev(whole) and method_flops(resumed) == method_flops(whole)
+    assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
+
+
 def test_resume_with_a_pooled_sampler(make_cfg):
     """Pool 2 x batch 8: 16 rows a step, 3 steps an epoch; stopped at step 4, mid-epoch 1."""
     common = ("task=sst2", "distill.epochs=2", "sampler=entropy", "sampler.ratio=0.5", "sampler.pool=2",
@@ -165,3 +177,33 @@ def test_resume_with_hidden_state_alignment_and_a_projection(make_cfg, tmp_path)
     assert dev(resumed) == dev(whole)
     assert "objective.projections.large.weight" in state(ckpt.parent / "last.ckpt")
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
+
+
+def test_bf16_runs_the_scoring_pass_and_the_teachers_under_autocast_and_counts_the_same_flops(make_cfg, monkeypatch):
+    """Lightning's bf16-mixed autocast covers the whole training step: the scoring pass and the teachers' forwards
+    compute in bf16; the FLOP count is the same analytic count as in fp32."""
+    from dkd.cache import TeacherOutputs
+    from dkd.module import DistillSystem
+
+    seen = {}
+
+    def recording(real, name):
+        def wrapped(self, *args, **kwargs):
+            out = real(self, *args, **kwargs)
+            seen.setdefault(name, set()).add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
+                                             else torch.float32)
+            return out
+        return wrapped
+
+    monkeypatch.setattr(DistillSystem, "score", recording(DistillSystem.score, "score"))
+    monkeypatch.setattr(TeacherOutputs, "forward", recording(TeacherOutputs.forward, "teacher"))
+    common = ("task=sst2", "sampler=entropy", "sampler.ratio=0.5", "distill.teacher_cache=off")
+    given = stored_teacher(make_cfg, "task=sst2")
+    bf16 = make_cfg(*common, given, "trainer.precision=bf16-mixed", out="bf16")
+    run(bf16)
+    assert seen == {"score": {torch.bfloat16}, "teacher": {torch.bfloat16}}
+    seen.clear()
+    fp32 = make_cfg(*common, given, out="fp32")
+    run(fp32)
+    assert seen == {"score": {torch.float32}, "teacher": {torch.float32}}
+    assert method_flops(bf16) == method_flops(fp32)

@@ -48,3 +48,11 @@ def test_paired_bootstrap_is_pinned_and_pairs_examples():
     assert paired_bootstrap(base, base) == (0.0, 0.0)
     with pytest.raises(ValueError, match="must be equal"):
         paired_bootstrap(base, [[True]])
+
+
+@pytest.mark.parametrize("low, high, expected", [(-0.004, 0.006, "confirmed"), (0.012, 0.03, "refuted"),
+                                                 (-0.03, -0.015, "refuted"), (-0.02, 0.005, "unresolved")])
+def test_a_same_claim_is_confirmed_inside_the_margin_and_refuted_beyond_it(low, high, expected):
+    from dkd.studies.verdict import Paired, verdict
+
+    assert verdict(Paired((low + high) / 2, low, high, 5), 0.01, "same") == expected

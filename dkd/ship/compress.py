@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from dkd.cpu import available_cpus, cpu_threads
 from dkd.data import TaskDataModule
 from dkd.errors import UserError
 from dkd.metrics import TaskMetrics
@@ -36,7 +37,6 @@ from dkd.models import count_parameters, load_classifier, load_tokenizer, short_
 from dkd.quiet import quiet_libraries
 from dkd.ship.card import refresh_compression
 from dkd.ship.finished import run_config, run_dev_splits
-from dkd.threads import available_cpus, cpu_threads
 
 log = logging.getLogger(__name__)
 

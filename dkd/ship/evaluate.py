@@ -18,12 +18,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from dkd.cpu import cpu_threads
 from dkd.data import Collator, EncodedSplit, load_test_split, tokenize
 from dkd.errors import UserError
 from dkd.metrics import TaskMetrics
 from dkd.models import load_classifier, load_tokenizer
 from dkd.ship.finished import run_config, run_dev_splits
-from dkd.threads import cpu_threads
 
 log = logging.getLogger(__name__)
 

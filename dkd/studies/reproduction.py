@@ -117,7 +117,18 @@ def _combined() -> Study:
     return Study("The combined run", ("sampler", "adoption", "variant", "teacher"), variants, claims)
 
 
-STUDIES = {"selection": _selection(), "adoption": _adoption(), "objective": _objective(), "combined": _combined()}
+def _precision() -> Study:
+    """bf16 against fp32 on the CPU (docs/results.md, issue 27): the same students within a point?"""
+    methods = {"full KD": {"sampler": "none"}, "entropy r=0.1": {"sampler": "entropy"}}
+    variants = {f"{m} {name}": {**keys, "trainer.precision": p} for m, keys in methods.items()
+                for name, p in (("fp32", 32), ("bf16", "bf16-mixed"))}
+    claims = tuple(Claim("bf16", f"{m} bf16", f"{m} fp32", "bf16 trains the student fp32 trains, within 1 point",
+                         0.01, "same") for m in methods)
+    return Study("bf16 against fp32 on the CPU", ("sampler", "trainer.precision"), variants, claims)
+
+
+STUDIES = {"selection": _selection(), "adoption": _adoption(), "objective": _objective(), "combined": _combined(),
+           "precision": _precision()}
 
 
 # ------------------------------------------------------------------------------------------------ reading jobs

@@ -46,13 +46,19 @@ def verdict(p: Paired, margin: float = 0.0, claim: str = "higher") -> str:
     """``claim="higher"``: the paper says the variant is above the baseline by more than ``margin`` (0: better;
     −0.01 on a 0–1 metric: keeps accuracy within a point). ``claim="differ"`` (two variants the paper ranks apart
     without a direction we can test): confirmed when the interval excludes 0, refuted when it lies within
-    ±``margin`` (equivalent to that tolerance), unresolved otherwise."""
+    ±``margin`` (equivalent to that tolerance), unresolved otherwise. ``claim="same"`` (a change that should not matter,
+    such as bf16 for fp32): confirmed when the interval lies within ±``margin``, refuted when it lies wholly beyond
+    ``margin`` on one side, unresolved otherwise."""
+    if claim == "same":
+        if -abs(margin) < p.low and p.high < abs(margin):
+            return "confirmed"
+        return "refuted" if p.low > abs(margin) or p.high < -abs(margin) else "unresolved"
     if claim == "differ":
         if p.low > 0 or p.high < 0:
             return "confirmed"
         return "refuted" if -abs(margin) < p.low and p.high < abs(margin) else "unresolved"
     if claim != "higher":
-        raise ValueError(f"claim={claim!r}: 'higher' (variant − baseline > margin) or 'differ'")
+        raise ValueError(f"claim={claim!r}: 'higher' (variant − baseline > margin), 'differ' or 'same'")
     if p.low > margin:
         return "confirmed"
     if p.high < margin:

@@ -1,4 +1,5 @@
-"""CPU threads: how many this process may use, and torch's count for the duration of a run or a measurement."""
+"""The CPUs this process runs on: how many it may use, torch's thread count for a run or a measurement, and whether
+they compute bf16 natively."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,19 @@ from contextlib import contextmanager
 import torch
 
 log = logging.getLogger(__name__)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX, as oneDNN sees them): without them bf16 matmuls
+    are emulated, slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # another torch build: the kernel's own flags
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return False
+        return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def available_cpus() -> int:

@@ -10,7 +10,13 @@ student is all-MiniLM-L6-v2's first 3 layers, the teachers all-MiniLM-L6-v2 as `
 ``task.data_dir``); ``--models paper`` random-initialised bert-base / bert-large shapes and a 6-layer student on random
 128-token sequences (the GPU check: nothing has to travel).
 
+``--precision 32-true bf16-mixed`` times every case in each precision, side by side in the one process, with each
+precision's own teacher-output cache: the table gains the speed-up of each case over its fp32 run, and every case's
+teacher forwards and scoring pass are timed apart (seconds spent inside them), so that one can see which part bf16
+speeds up.
+
     python -m dkd.studies.bench                                   # CPU, SST-2, both teachers, into docs/
+    python -m dkd.studies.bench --precision 32-true bf16-mixed    # fp32 against bf16, case by case
     python -m dkd.studies.bench --models paper --precision bf16-mixed --examples 32000 --out docs/benchmarks-gpu
 """
 from __future__ import annotations
@@ -50,6 +56,9 @@ PAPER = {"student": BertConfig(num_hidden_layers=6), "base": BertConfig(),
          "large": BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)}
 
 
+HALF = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16}
+
+
 @dataclass
 class Case:
     sampler: str  # none | entropy | random
@@ -57,6 +66,7 @@ class Case:
     mode: str
     pool: int = 1
     cache: bool = False
+    precision: str = "32-true"
 
     @property
     def label(self) -> str:
@@ -64,6 +74,9 @@ class Case:
             return "full KD" + (" (cache)" if self.cache else "")
         pool = f"+pool{self.pool}" if self.pool > 1 else ""
         return f"{self.sampler} r={self.ratio} {self.mode}{pool}" + (" (cache)" if self.cache else "")
+
+    def at(self, precision: str) -> "Case":
+        return Case(self.sampler, self.ratio, self.mode, self.pool, self.cache, precision)
 
     def sampler_object(self):
         if self.sampler == "none":
@@ -139,6 +152,26 @@ class PeakMemory:
         return round(self.peak / 2**20, 1)
 
 
+class Sections:
+    """Seconds spent inside the teachers' forwards and the scoring pass of one fit: their bound methods wrapped on the
+    instances (``TeacherOutputs.forward`` runs only for rows the cache lacks; ``DistillSystem.score`` is the no-grad
+    scoring pass of the efficient modes)."""
+
+    def __init__(self, system, outputs):
+        self.seconds = {"teacher": 0.0, "scoring": 0.0}
+        outputs.forward = self._timed(outputs.forward, "teacher")
+        system.score = self._timed(system.score, "scoring")
+
+    def _timed(self, method, name: str):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+        return timed
+
+
 class FitTimer(Callback):
     """Wall time from the start of training to its end: every step with its data loading and collation (in the main
     process, as DKD runs by default), the Trainer's set-up excluded."""
@@ -204,15 +237,18 @@ class Bench:
                 return dm.train_dataloader()
             self.loader = loader
         self.initial = {k: v.clone() for k, v in self.student.state_dict().items()}
-        self.store = OutputStore.in_memory(self.size, {"logits": (self.teacher.config.num_labels,)})
+        # one teacher-output cache per precision: fp32 and bf16 logits never mix, as in DKD's disk cache key
+        self.stores = {p: OutputStore.in_memory(self.size, {"logits": (self.teacher.config.num_labels,)})
+                       for p in args.precision}
 
     @torch.no_grad()
-    def fill_cache(self) -> None:
-        """The teacher's logits on every example into the cache (untimed), so that the cached cases are all hits."""
-        outputs = TeacherOutputs(self.teacher, self.teacher_role, self.store, "memory")
+    def fill_cache(self, precision: str) -> None:
+        """The teacher's logits on every example into ``precision``'s cache (untimed), so that the cached cases are
+        all hits."""
+        outputs = TeacherOutputs(self.teacher, self.teacher_role, self.stores[precision], "memory")
         device = torch.device("cuda" if self.args.accelerator == "gpu" else "cpu")
         self.teacher.to(device)  # Lightning moved it back to the CPU after the last fit
-        half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(self.args.precision))
+        half = HALF.get(precision)
         with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
             for batch in self.loader(self.args.batch_size):
                 outputs(move_data_to_device(batch, device))
@@ -222,14 +258,14 @@ class Bench:
         gc.collect()  # the previous case's optimizer state and Trainer, before memory is measured
         self.student.load_state_dict(self.initial)  # every case starts from the same student
         pl.seed_everything(0, verbose=False)
-        outputs = TeacherOutputs(self.teacher, self.teacher_role, self.store if case.cache else None,
+        outputs = TeacherOutputs(self.teacher, self.teacher_role, self.stores[case.precision] if case.cache else None,
                                  "memory" if case.cache else "off")
         system = DistillSystem(self.student, {self.teacher_role: self.teacher}, case.sampler_object(), SingleTeacher(),
                                LogitKD("kl"), StaticWeights(), teacher_outputs={self.teacher_role: outputs},
                                metrics=["acc"], dev_splits=["dev"], num_labels=self.teacher.config.num_labels,
                                lr=2e-5)
-        flops, timer = FlopCounter(), FitTimer()
-        trainer = pl.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, max_epochs=1,
+        flops, timer, sections = FlopCounter(), FitTimer(), Sections(system, outputs)
+        trainer = pl.Trainer(accelerator=args.accelerator, devices=1, precision=case.precision, max_epochs=1,
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                              limit_train_batches=batches,
@@ -242,6 +278,7 @@ class Bench:
         total = t["student_scoring"] + t["student_train"] + t["teacher"]
         return {**asdict(case), "label": case.label, "teacher": self.teacher_role, "examples": t["examples"],
                 "wall_s": round(timer.seconds, 2), "examples_per_s": round(t["examples"] / timer.seconds, 1),
+                "teacher_s": round(sections.seconds["teacher"], 2), "scoring_s": round(sections.seconds["scoring"], 2),
                 "peak_mib": memory.mib, "gflops_per_example": round(total / t["examples"] / 1e9, 3),
                 "gflops_spent_per_example": round(spent / t["examples"] / 1e9, 3),
                 "flop_ratio": round(total / t["full_kd"], 4), "flop_ratio_spent": round(spent / t["full_kd"], 4),
@@ -249,12 +286,22 @@ class Bench:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Time ratio to the same teacher's full KD with the cache off, and that ratio over the FLOP ratio spent."""
+    """Time ratio to the same teacher's full KD (same precision) with the cache off, that ratio over the FLOP ratio
+    spent, and each case's speed-up over the same case in fp32 (wall time, teacher forwards, scoring pass)."""
+    def same(a: dict, b: dict, **differ) -> bool:
+        keys = ("teacher", "sampler", "ratio", "mode", "pool", "cache", "precision")
+        return all(a[k] == differ.get(k, b[k]) for k in keys)
+
     for row in rows:
-        full = next(r for r in rows if r["teacher"] == row["teacher"] and r["sampler"] == "none" and not r["cache"])
+        full = next(r for r in rows if r["teacher"] == row["teacher"] and r["precision"] == row["precision"]
+                    and r["sampler"] == "none" and not r["cache"])
         row["time_ratio"] = round(row["wall_s"] / full["wall_s"], 4)
         spent = row["flop_ratio_spent"]
         row["time_over_flops"] = round(row["time_ratio"] / spent, 2) if spent else None
+        fp32 = next((r for r in rows if same(r, row, precision="32-true")), None)
+        row["speed_up_over_fp32"] = None if fp32 is None or fp32 is row else {
+            part: round(fp32[key] / row[key], 2) if row[key] else None
+            for part, key in (("wall", "wall_s"), ("teacher", "teacher_s"), ("scoring", "scoring_s"))}
 
 
 PAPER_FIGURES = {"full_kd": 24.9, "random_r0.1": 2.49, "uncertainty_r0.1": 4.65}  # GFLOPs per instance
@@ -281,19 +328,26 @@ def markdown(rows: list[dict], args, machine: str, png: Path, target: dict, pape
     tokens = args.task if args.models == "offline" else "random"
     lines = ["# Benchmark: data selection, cost and speed\n",
              f"Produced by `{args.command}` on {machine}, {time.strftime('%Y-%m-%d')}. "
-             f"{args.examples} examples of the data stream per case ({tokens} "
-             f"tokens, up to {args.length}), batch B = {args.batch_size}, precision {args.precision}, one epoch per "
-             f"case in one process after a warm-up. FLOPs are DKD's analytic count (`dkd/flops.py`); "
-             f"*time ratio* and *FLOP ratio* compare with full KD for the same teacher, cache off; "
-             f"*time/FLOP* is their quotient (1.0: wall time falls exactly as the FLOPs do).\n",
+             f"{args.examples} examples of the data stream per case ({tokens} tokens, up to {args.length}), "
+             f"batch B = {args.batch_size}, precision {' and '.join(args.precision)}, one epoch per case in one "
+             f"process after a warm-up (the precisions alternate case by case). FLOPs are DKD's analytic count "
+             f"(`dkd/flops.py`); *time ratio* and *FLOP ratio* compare with full KD for the same teacher and "
+             f"precision, cache off; *time/FLOP* is their quotient (1.0: wall time falls exactly as the FLOPs do); "
+             f"*teacher s* and *scoring s*: seconds inside the teacher forwards and the scoring pass; *× fp32*: the "
+             f"same case's fp32 time over this one's (wall / teacher / scoring).\n",
              f"![time ratio against FLOP ratio]({png})\n"]
     for teacher in dict.fromkeys(r["teacher"] for r in rows):
         lines += [f"## {teacher} teacher\n",
-                  "| case | examples/s | wall s | peak MiB added | GFLOPs/example (spent) | FLOP ratio (spent) "
-                  "| time ratio | time/FLOP | cache hits/misses |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| case | precision | examples/s | wall s | teacher s | scoring s | × fp32 | peak MiB added "
+                  "| GFLOPs/example (spent) | FLOP ratio (spent) | time ratio | time/FLOP | cache hits/misses |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r["teacher"] == teacher):
             cache = f"{r['cache_hits']}/{r['cache_misses']}" if r["cache"] else "off"
-            lines.append(f"| {r['label']} | {r['examples_per_s']} | {r['wall_s']} | {r['peak_mib']} | "
+            up = r.get("speed_up_over_fp32")
+            faster = " / ".join("–" if up[k] is None else f"{up[k]}" for k in ("wall", "teacher", "scoring")) \
+                if up else "–"
+            lines.append(f"| {r['label']} | {r['precision']} | {r['examples_per_s']} | {r['wall_s']} | "
+                         f"{r['teacher_s']} | {r['scoring_s']} | {faster} | {r['peak_mib']} | "
                          f"{r['gflops_per_example']} ({r['gflops_spent_per_example']}) | {r['flop_ratio']} "
                          f"({r['flop_ratio_spent']}) | {r['time_ratio']} | {r['time_over_flops']} | {cache} |")
         lines.append("")
@@ -332,7 +386,8 @@ def targets(rows: list[dict], ratio: float) -> dict[str, bool]:
     ratio; faithful: student cost kept, teacher cost × r (FLOP ratio between r and 1)."""
     out = {}
     for teacher in dict.fromkeys(r["teacher"] for r in rows):
-        mine = [r for r in rows if r["teacher"] == teacher and not r["cache"] and r["ratio"] == ratio]
+        mine = [r for r in rows if r["teacher"] == teacher and not r["cache"] and r["ratio"] == ratio
+                and r["precision"] == rows[0]["precision"]]
         for r in (r for r in mine if r["sampler"] == "entropy" and r["mode"] == "efficient"):
             out[f"{teacher}: {r['label']}: time ratio {r['time_ratio']} ≤ 1.2 × FLOP ratio {r['flop_ratio']} "
                 f"(= {1.2 * r['flop_ratio']:.3f})"] = r["time_ratio"] <= 1.2 * r["flop_ratio"]
@@ -378,7 +433,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--length", type=int, default=128, help="max_seq_length (paper: every sequence this long)")
     parser.add_argument("--ratios", default="0.5,0.1")
     parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--precision", nargs="+", default=["32-true"],
+                        help="one or more Lightning precisions, timed case by case (e.g. 32-true bf16-mixed)")
     parser.add_argument("--out", default="docs/benchmarks.md", help="Markdown; the JSON record goes beside it")
     parser.add_argument("--png", default="docs/img/benchmark.png")
     parser.add_argument("--only", default=None, help="comma-separated case labels to run (for a quick look)")
@@ -399,12 +455,14 @@ def main(argv: list[str] | None = None) -> None:
     for teacher in args.teachers.split(","):
         bench = Bench(args, teacher)
         lengths.append(bench.mean_tokens)
-        bench.run(Case("none", 1.0, "efficient"), batches=4)  # warm-up: allocator, kernels, thread pools
-        for case in tqdm(plan, desc=f"{teacher} teacher", unit="case"):
-            if case.cache and not bench.store.filled.all():
-                bench.fill_cache()
+        for precision in args.precision:  # warm-up: allocator, kernels, thread pools, in each precision
+            bench.run(Case("none", 1.0, "efficient", precision=precision), batches=4)
+        for case in tqdm([c.at(p) for c in plan for p in args.precision], desc=f"{teacher} teacher", unit="case"):
+            if case.cache and not bench.stores[case.precision].filled.all():
+                bench.fill_cache(case.precision)
             rows.append(bench.run(case))
-            tqdm.write(f"{teacher} {case.label}: {rows[-1]['examples_per_s']} examples/s, {rows[-1]['wall_s']} s")
+            tqdm.write(f"{teacher} {case.label} {case.precision}: {rows[-1]['examples_per_s']} examples/s, "
+                       f"{rows[-1]['wall_s']} s")
     add_ratios(rows)
     out, png = Path(args.out), Path(args.png)
     plot(rows, png)

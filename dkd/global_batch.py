@@ -13,6 +13,12 @@ of the global batch that term is a mean over), so that DDP's mean of the ranks' 
 takes part in the gradient exchange.
 
 ``distill.scope=device`` is the authors' code under several GPUs (HF Trainer): each rank decides over its own b rows.
+
+Limits, said where they apply: with ``adoption=soft`` and weights that carry gradient (``adoption.detach=false`` or
+``adoption.faithful=true``) the decision is global but ū's gradient reaches each rank's own rows only (a warning at
+the start of the fit says so); one rank may hold more of the selected rows than another (up to all of them), so its
+step costs more; the idle rank's stand-in row is counted in the FLOPs; the per-teacher loss terms in the log
+(``train/kd_<teacher>``) are rank 0's rows.
 """
 from __future__ import annotations
 
@@ -40,8 +46,7 @@ class GlobalBatch:
         trainer = module._trainer  # noqa: SLF001 - None for a step called without a Trainer
         if scope == "device" or trainer is None or trainer.world_size == 1:
             return cls()
-        return cls(trainer.world_size, trainer.global_rank, module.all_gather,
-                   lambda t: trainer.strategy.broadcast(t, src=0))
+        return cls(trainer.world_size, trainer.global_rank, module.all_gather, _broadcast)
 
     @property
     def sharded(self) -> bool:
@@ -64,6 +69,14 @@ class GlobalBatch:
     def part(self, rows: torch.Tensor) -> "Part":
         """This rank's part of ``rows``, positions in the global batch (ascending) that the step trains on."""
         return Part(rows, self.world, self.rank, self._gather)
+
+
+def _broadcast(decided: torch.Tensor) -> torch.Tensor:
+    """Rank 0's tensor, in place on each rank's own device (the decision has the same shape on every rank: k comes
+    from the global batch size); not Lightning's object broadcast, which unpickles it onto rank 0's GPU."""
+    decided = decided.contiguous()
+    torch.distributed.broadcast(decided, src=0)
+    return decided
 
 
 @dataclass

@@ -10,6 +10,7 @@ import warnings
 
 import torch
 from pytorch_lightning import LightningModule
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
@@ -134,6 +135,11 @@ class DistillSystem(ClassifierSystem):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
+        if GlobalBatch.of(self, self.scope).sharded and getattr(self.adoption, "batch_weights", False) \
+                and not getattr(self.adoption, "detach", True):
+            rank_zero_warn("adoption=soft with weights that carry gradient (adoption.detach=false or faithful=true) "
+                           "under DDP: the ranks agree on ū, but its gradient reaches each rank's own rows only, not "
+                           "one process's gradient (dkd/global_batch.py); use adoption.detach=true or one process")
         # Lightning warns about every module in eval mode when training starts: the frozen teachers are, on purpose.
         # Silenced for exactly their count, so that any other module left in eval mode is still reported.
         frozen = sum(not m.training for m in self.teachers.modules())

@@ -150,21 +150,22 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
     resumed into ``fit``, it would train more epochs."""
     dm.setup("fit")  # here, not only in spawned DDP workers, so the caller can count examples
     ended = requeue.fit_ended(stage)
-    if ended and not ((ended["best"] and Path(ended["best"]).is_file()) or ckpt_path):
-        log.warning("The fit of %s ended in an earlier attempt, but no checkpoint of its model is left: it runs again",
-                    stage)
-        ended = None
+    if ended and not (Path(ended["best"]).is_file() if ended["best"] else ckpt_path):
+        log.warning("The fit of %s ended in an earlier attempt, but the checkpoint of its model is gone: the stage "
+                    "trains again from its start", stage)
+        ended, ckpt_path = None, None
     if ended:
         log.warning("The fit of %s ended in an earlier attempt (epoch %d): its model is evaluated, no epoch is added",
                     stage, ended["epoch"])
         best, epoch, logged = ended["best"], ended["epoch"], ended["metrics"]
     else:
         with requeue.fitting():
-            t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
-        selector = best_checkpoint(t)
-        best, epoch = (selector.best_model_path if selector else ""), t.current_epoch - 1
-        logged = {k: float(v) for k, v in t.callback_metrics.items()}
-        requeue.record_fit_end(logged, best, epoch)
+            try:
+                t.fit(system, datamodule=dm, ckpt_path=ckpt_path)
+            finally:  # over (last epoch, early stopping) even when a stop came during its last validation
+                if t.fit_loop.done:
+                    requeue.record_fit_end(*fit_result(t))
+        logged, best, epoch = fit_result(t)
     if best:
         log.info("Evaluating the best dev checkpoint %s", best)
         load_weights(system, best)
@@ -176,6 +177,13 @@ def fit_and_evaluate(cfg: DictConfig, t: pl.Trainer, system: ClassifierSystem, d
             load_weights(system, ckpt_path)  # the last epoch's model, from the fit's last checkpoint
         selected = f"last epoch ({epoch}), no best-checkpoint selection"
     return evaluate(cfg, t, system, dm), selected, logged
+
+
+def fit_result(t: pl.Trainer) -> tuple[dict, str, int]:
+    """What a finished fit logged (numbers), its best dev checkpoint ("" without one) and its last epoch."""
+    selector = best_checkpoint(t)
+    logged = {k: float(v) for k, v in t.callback_metrics.items()}
+    return logged, (selector.best_model_path if selector else ""), t.current_epoch - 1
 
 
 def load_weights(system: ClassifierSystem, path: str) -> None:
@@ -192,6 +200,17 @@ def tidy_checkpoints(cfg: DictConfig, t: pl.Trainer, since: float, ckpt_path: st
     if not cfg.keep_last_ckpt:
         for path in remove_resumable(t, since, ckpt_path):
             log.info("Removed %s: the stage ended well (keep_last_ckpt=true keeps it)", path)
+
+
+def remove_leftovers(cfg: DictConfig, out: Path) -> None:
+    """The resume points an attempt left behind once its results were written (the trainer that would name them is
+    gone): ``last.ckpt`` and ``on_exception.ckpt`` of the run's checkpoint folder, unless ``keep_last_ckpt``."""
+    if cfg.keep_last_ckpt or rank_zero_only.rank != 0:
+        return
+    for path in (out / "checkpoints" / "last.ckpt", out / "checkpoints" / "on_exception.ckpt"):
+        if path.is_file():
+            path.unlink()
+            log.info("Removed %s: the run's results are written (keep_last_ckpt=true keeps it)", path)
 
 
 def plot_run(t: pl.Trainer, out: Path) -> None:
@@ -391,11 +410,14 @@ def run(cfg: DictConfig) -> float | None:
     checked_s = round(time.time() - start, 1)
     out = Path(cfg.paths.output_dir)
     cleanup = None
-    done = requeue.resuming() and (out / "metrics.json").is_file()
-    if done:  # an earlier attempt wrote its results, then was stopped: only what follows them is left to do
+    earlier = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
+    if requeue.resuming() and earlier and requeue.same_config(earlier.get("config") or {}):
+        # an earlier attempt wrote its results, then was stopped: only what follows them is left to do
         log.warning("Attempt %d of this job: its results were written by an earlier attempt (%s); what follows them "
                     "runs now", requeue.attempts(), out / "metrics.json")
-        result = json.loads((out / "metrics.json").read_text())
+        result = earlier
+        requeue.finishing()
+        cleanup = functools.partial(remove_leftovers, cfg, out)
     else:
         with cpu_threads(cfg.get("threads")):
             if cfg.stage.name == "teacher":
@@ -417,7 +439,6 @@ def run(cfg: DictConfig) -> float | None:
     if cleanup is not None:
         cleanup()
     if rank_zero_only.rank == 0:
-        requeue.clear_marker(out)
         print(summary(result), f"\nmetrics: {out / 'metrics.json'}", flush=True)
         if cfg.stage.name == "distill":
             card(out, plan)
@@ -427,5 +448,6 @@ def run(cfg: DictConfig) -> float | None:
                             "python -m dkd.ship.compress %s", out)
             else:
                 report(out, cfg.compress)
+        requeue.clear_marker(out)  # last: a job killed during the card or the report redoes them, not the run
     metric = cfg.get("optimized_metric")
     return result["dev"].get(metric) if metric else None

@@ -37,3 +37,14 @@ def test_predictions_on_dev_and_test_match_the_run_and_the_labels(make_cfg, caps
 def test_a_folder_without_finished_jobs_is_refused(tmp_path):
     with pytest.raises(UserError, match="neither a finished run"):
         jobs_under(tmp_path)
+
+
+def test_a_bf16_run_is_scored_in_bf16_as_it_scored_itself(make_cfg):
+    """A trainer.precision=bf16-mixed run logged its dev metrics under bf16 autocast; its predictions are made the
+    same way, so they agree with the run (in fp32 they may differ by a row or two: a false alarm)."""
+    cfg = make_cfg("task=sst2", "trainer.precision=bf16-mixed")
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    predicted = evaluate_job(out, ("dev",))["dev"]["metrics"]
+    logged = json.loads((out / "metrics.json").read_text())["dev"]
+    assert predicted["dev/acc"] == pytest.approx(logged["dev/acc"], abs=1e-4)

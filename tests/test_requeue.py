@@ -314,6 +314,7 @@ def test_a_stop_during_the_export_resumes_at_the_evaluation_without_training(job
     assert asked_flops(result["flops"]) == asked_flops(expected["flops"])  # the ended fit's count, kept
 
 
+@pytest.mark.slow  # a path that held before; early stopping's validation stop runs by default
 def test_a_stop_during_the_last_validation_resumes_without_training(job, monkeypatch, tmp_path):
     """SIGTERM while the last epoch is validated: the job stops after that validation; the next attempt trains no
     further step and ends with the same student."""
@@ -395,3 +396,86 @@ def test_a_changed_config_is_refused_naming_the_keys(job, monkeypatch, make_cfg)
     with pytest.raises(UserError, match=r"config changed since attempt 1 .*distill\.lr: 0\.001 then, 0\.005 now"):
         run(changed)
     assert attempt(make_cfg(SIGNAL_AT, *FAST, "seed=3", "threads=1", out="job")) is None  # run-only keys may change
+
+
+def test_a_stop_in_the_validation_where_early_stopping_decides_trains_no_more_epochs(make_cfg, monkeypatch):
+    """Early stopping ends the fit at epoch 1's validation, and SIGTERM comes during that same validation: the fit
+    is over, so the next attempt evaluates it and trains no epoch 2."""
+    import dkd.module
+
+    stopping = (*FAST[:2], "task.train_limit=16", "distill.epochs=4", "callbacks=[default,early_stopping]",
+                "callbacks.early_stopping.min_delta=1.0", "callbacks.early_stopping.patience=1", "seed=3")
+    whole = make_cfg(*stopping, out="whole")
+    run(whole)
+    cfg = make_cfg(*stopping, out="job")
+    real = dkd.module.ClassifierSystem.on_validation_epoch_end
+
+    def validation(self):
+        real(self)
+        if isinstance(self, dkd.module.DistillSystem) and self.trainer.current_epoch == 1 \
+                and not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(dkd.module.ClassifierSystem, "on_validation_epoch_end", validation)
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    assert marker(cfg)["fit_ended"]["epoch"] == 1
+    monkeypatch.undo()
+    assert attempt(cfg) is None
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv", newline="") as fh:
+        assert {int(r["epoch"]) for r in csv.DictReader(fh) if r.get("train/loss")} == {0, 1}
+    same_as_whole(cfg, whole)
+
+
+@pytest.mark.slow  # 8 s: three attempts; the stale-marker test covers the results-first order by default
+def test_a_kill_during_the_model_card_redoes_what_follows_the_results_only(job, monkeypatch, tmp_path):
+    """The results are written, then the job is killed while it writes the card (no handler runs): the marker is still
+    there, so the requeued job writes the card and trains nothing."""
+    import dkd.run
+
+    cfg, whole = job
+    monkeypatch.setenv("DKD_SIGNAL_AT", "student:5")
+    monkeypatch.setenv("DKD_SIGNAL", "TERM")
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    monkeypatch.delenv("DKD_SIGNAL_AT")
+    monkeypatch.setattr(dkd.run, "card", lambda *args: (_ for _ in ()).throw(SystemExit(137)))
+    assert attempt(cfg) == 137
+    out = Path(cfg.paths.output_dir)
+    assert (out / "metrics.json").is_file() and (out / requeue.MARKER).is_file()
+    before = len(trained_steps(tmp_path / "steps.txt"))
+    monkeypatch.undo()
+    assert attempt(cfg) is None
+    assert len(trained_steps(tmp_path / "steps.txt")) == before and (out / "student" / "README.md").is_file()
+    same_as_whole(cfg, whole)
+
+
+@pytest.mark.slow  # 8 s: three runs
+def test_results_of_another_config_in_the_folder_are_not_taken_for_this_jobs(job, monkeypatch, make_cfg):
+    """A reused run folder holds an older run's metrics.json (another lr); this job, stopped and requeued, trains
+    rather than report the old results."""
+    cfg, _ = job
+    old = make_cfg(SIGNAL_AT, *FAST, "seed=3", "distill.lr=5e-3", out="job")
+    run(old)
+    monkeypatch.setenv("DKD_SIGNAL_AT", "student:5")
+    monkeypatch.setenv("DKD_SIGNAL", "TERM")
+    assert attempt(cfg) == 128 + signal.SIGTERM
+    monkeypatch.delenv("DKD_SIGNAL_AT")
+    assert attempt(cfg) is None
+    result = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert result["config"]["distill"]["lr"] == cfg.distill.lr and result["attempts"] == 2
+
+
+def test_after_scontrol_requeue_the_schedulers_sigterm_is_not_a_new_stop(make_cfg, monkeypatch, tmp_path):
+    """A plain sbatch job: USR1, DKD saves and runs `scontrol requeue`, whose SIGTERM then reaches the job: it is the
+    same stop, not a new one (the job exits with USR1's code, its marker intact)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\nkill -TERM {os.getpid()}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")
+    monkeypatch.setenv("SLURM_JOB_NAME", "distil.sbatch")
+    monkeypatch.setenv("DKD_SIGNAL", "USR1")
+    monkeypatch.setenv("DKD_SIGNAL_AT", "student:2")
+    cfg = make_cfg(SIGNAL_AT, *FAST, out="runs/slurm-4243")
+    assert attempt(cfg) == 128 + signal.SIGUSR1
+    assert marker(cfg)["signal"] == "SIGUSR1" and marker(cfg)["ckpt"].endswith("on_exception.ckpt")

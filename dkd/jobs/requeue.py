@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytorch_lightning import Callback
+from pytorch_lightning.utilities import rank_zero_only
 
 from dkd.errors import UserError
 
@@ -91,8 +92,9 @@ def _on_signal(signum, frame) -> None:
     name = signal.Signals(signum).name
     if STATE.finishing:
         log.warning("%s received while the job finishes: it ends now, nothing to resume", name)
+        STATE.signum = STATE.signum or signum  # what is left (the compression report) is skipped
         return
-    if STATE.signum is not None and STATE.fitting:  # StopAtBatchEnd's SIGTERM to Lightning, or the same stop again
+    if STATE.signum is not None:  # StopAtBatchEnd's SIGTERM to Lightning, or the scheduler's after `scontrol requeue`
         return
     STATE.signum = STATE.signum or signum  # the requeue signal decides how the job is requeued
     if STATE.fitting:
@@ -125,6 +127,11 @@ def digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def same_config(config: dict) -> bool:
+    """Whether a resolved config (a metrics.json's) is this job's, less the run-only keys."""
+    return digest(flat_config(config)) == digest(STATE.config)
+
+
 @contextmanager
 def installed(output_dir: str, config: dict | None = None):
     """DKD's requeue handlers for this job's run, restored afterwards; reads a marker left by an earlier attempt and
@@ -143,8 +150,10 @@ def installed(output_dir: str, config: dict | None = None):
         log.warning("A plain sbatch job in %s: once requeued it would start over in a new folder. Give it the job's "
                     "own: python train.py hydra.run.dir=outputs/runs/slurm-$SLURM_JOB_ID ...", output_dir)
     if threading.current_thread() is threading.main_thread():  # Python sets handlers in the main thread only
-        # SIGTERM everywhere: outside fit nothing else saves the job's place (Lightning handles it inside fit only)
-        for signum in {*signals, signal.SIGTERM}:
+        # SIGTERM everywhere (outside fit nothing else saves the job's place), except in a submitit job, whose
+        # SIGTERM handler is submitit's on purpose: its own requeue makes SLURM send one
+        term = set() if "submitit" in signals.values() else {signal.SIGTERM}
+        for signum in {*signals, *term}:
             STATE.previous[signum] = signal.signal(signum, _on_signal)
     try:
         yield STATE.resumed
@@ -198,7 +207,8 @@ def fit_ended(stage: str) -> dict | None:
 
 
 def record_fit_end(metrics: dict, best: str, epoch: int) -> None:
-    """The running stage's fit ended (no stop interrupted it): kept for a marker written later in the stage."""
+    """The running stage's fit is over (its last epoch, or early stopping; a stop may have come during its last
+    validation): kept for a marker written later in the stage."""
     STATE.fit_ended = {"stage": STATE.stage[0] if STATE.stage else None, "metrics": metrics, "best": best,
                        "epoch": epoch}
 
@@ -208,7 +218,7 @@ def completed(stage: str) -> None:
     marker = STATE.resumed
     if marker and marker.get("stage") == stage:
         STATE.resumed = {**marker, "stage": None, "ckpt": None, "fit_ended": None}
-        if STATE.output_dir is not None and (STATE.output_dir / MARKER).is_file():
+        if STATE.output_dir is not None and (STATE.output_dir / MARKER).is_file() and rank_zero_only.rank == 0:
             _write(STATE.output_dir, {**STATE.resumed, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     if STATE.fit_ended and STATE.fit_ended["stage"] == stage:
         STATE.fit_ended = None
@@ -286,7 +296,7 @@ def _checkpoint_to_resume() -> tuple[str | None, str | None, dict | None]:
 
 def _write(output_dir: Path, marker: dict) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f"{MARKER}.tmp"
+    tmp = output_dir / f"{MARKER}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(marker, indent=2, default=str))
     os.replace(tmp, output_dir / MARKER)
 

@@ -57,10 +57,13 @@ def evaluate_job(job: Path, splits: tuple[str, ...] = ("dev", "test")) -> dict:
         raise UserError(f"{job}: the exported student {student_dir} is missing; predictions need the model.")
     model = load_classifier(str(student_dir), spec.num_labels).eval()
     tokenizer = load_tokenizer(str(student_dir))
+    # in the run's precision, as it scored its dev set: a bf16 run's student is scored under bf16 autocast
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
     out = {}
     for name, split in data.items():
-        logits = predict(model, tokenizer, split, cfg.data.max_seq_length, cfg.data.eval_batch_size,
-                         spec.is_regression, f"{job.name} {name}")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = predict(model, tokenizer, split, cfg.data.max_seq_length, cfg.data.eval_batch_size,
+                             spec.is_regression, f"{job.name} {name}").float()
         labels = torch.tensor(split.labels, dtype=torch.float if spec.is_regression else torch.long)
         scores = TaskMetrics(list(spec.metrics), [name], spec.num_labels, score=f"{name}/score")
         scores.update(0, logits, labels)
@@ -77,8 +80,9 @@ def evaluate_job(job: Path, splits: tuple[str, ...] = ("dev", "test")) -> dict:
     for key, value in out.get("dev", {}).get("metrics", {}).items():
         logged = metrics["dev"].get(key)
         if logged is not None and abs(logged - value) > TOLERANCE:
-            raise UserError(f"{job}: the exported student scores {key} {value:.4f} here but the run logged "
-                            f"{logged:.4f}: the dev data or the model differs from the run's.")
+            raise UserError(f"{job}: the exported student scores {key} {value:.4f} here ({'bf16' if bf16 else 'fp32'} "
+                            f"on the CPU) but the run logged {logged:.4f} (trainer.precision={cfg.trainer.precision}): "
+                            f"the dev data, the model or the precision differs from the run's.")
     (job / "predictions.json").write_text(json.dumps(out))
     return out
 

@@ -83,6 +83,7 @@ class PoolAdoption:
 
     name = "pool"
     uses_uncertainty = True
+    batch_weights = False  # one weight per teacher from the whole batch (soft): under DDP its gradient stays per rank
 
     def __init__(self, measure: str = "entropy", detach: bool = True, faithful: bool = False):
         if measure not in MEASURES:
@@ -211,6 +212,7 @@ class SoftBatch(PoolAdoption):
     """``adoption=soft``: one weight per teacher for the batch, from the mean uncertainty ū."""
 
     name = "soft"
+    batch_weights = True
 
     def route(self, u, rows, teachers):
         w = interpolation_weights(u.mean(), len(teachers))

@@ -181,7 +181,7 @@ def test_resume_with_hidden_state_alignment_and_a_projection(make_cfg, tmp_path)
 
 def test_bf16_runs_the_scoring_pass_and_the_teachers_under_autocast_and_counts_the_same_flops(make_cfg, monkeypatch):
     """Lightning's bf16-mixed autocast covers the whole training step: the scoring pass and the teachers' forwards
-    compute in bf16; the FLOP count is the same analytic count as in fp32."""
+    compute in bf16; the FLOP count of the same work is the same as in fp32."""
     from dkd.cache import TeacherOutputs
     from dkd.module import DistillSystem
 
@@ -206,4 +206,8 @@ def test_bf16_runs_the_scoring_pass_and_the_teachers_under_autocast_and_counts_t
     fp32 = make_cfg(*common, given, out="fp32")
     run(fp32)
     assert seen == {"score": {torch.float32}, "teacher": {torch.float32}}
-    assert method_flops(bf16) == method_flops(fp32)
+    # the same work, the same analytic count: the scoring pass covers every row, full KD every batch (the selected
+    # rows may differ, as bf16 can reorder two rows of nearly equal uncertainty, and with them the padded widths)
+    a, b = method_flops(bf16), method_flops(fp32)
+    assert a["gflops"]["student_scoring"] == b["gflops"]["student_scoring"] > 0
+    assert a["gflops_per_example"]["full_kd"] == b["gflops_per_example"]["full_kd"]

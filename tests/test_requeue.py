@@ -177,19 +177,25 @@ def test_in_process_the_marker_points_at_the_interruption_checkpoint(make_cfg, m
     assert not (out / requeue.MARKER).exists() and not (out / "checkpoints" / "on_exception.ckpt").exists()
 
 
-def test_a_plain_sbatch_job_requeues_itself_on_usr1(make_cfg, monkeypatch, tmp_path):
-    """``#SBATCH --signal=USR1@120 --requeue`` around ``python train.py``: DKD saves, calls ``scontrol requeue`` and
-    the requeued job (same SLURM job id, same run folder) resumes."""
+def plain_sbatch_job(monkeypatch, tmp_path: Path, scontrol: str, job_id: str) -> None:
+    """This process as SLURM job ``job_id`` started by sbatch, with a stand-in ``scontrol`` (a shell line) on the PATH,
+    and sent USR1 after student step 2."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    calls = tmp_path / "scontrol.txt"
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{scontrol}\n")
     (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_ID", job_id)
     monkeypatch.setenv("SLURM_JOB_NAME", "distil.sbatch")
     monkeypatch.setenv("DKD_SIGNAL", "USR1")
     monkeypatch.setenv("DKD_SIGNAL_AT", "student:2")
+
+
+def test_a_plain_sbatch_job_requeues_itself_on_usr1(make_cfg, monkeypatch, tmp_path):
+    """``#SBATCH --signal=USR1@120 --requeue`` around ``python train.py``: DKD saves, calls ``scontrol requeue`` and
+    the requeued job (same SLURM job id, same run folder) resumes."""
+    calls = tmp_path / "scontrol.txt"
+    plain_sbatch_job(monkeypatch, tmp_path, f"echo \"$@\" >> {calls}", "4242")
     cfg = make_cfg(SIGNAL_AT, *SMALL, "logger=many", out="runs/slurm-4242")
     with pytest.raises(SystemExit) as stop:
         run(cfg)
@@ -467,15 +473,7 @@ def test_results_of_another_config_in_the_folder_are_not_taken_for_this_jobs(job
 def test_after_scontrol_requeue_the_schedulers_sigterm_is_not_a_new_stop(make_cfg, monkeypatch, tmp_path):
     """A plain sbatch job: USR1, DKD saves and runs `scontrol requeue`, whose SIGTERM then reaches the job: it is the
     same stop, not a new one (the job exits with USR1's code, its marker intact)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\nkill -TERM {os.getpid()}\n")
-    (bin_dir / "scontrol").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "4243")
-    monkeypatch.setenv("SLURM_JOB_NAME", "distil.sbatch")
-    monkeypatch.setenv("DKD_SIGNAL", "USR1")
-    monkeypatch.setenv("DKD_SIGNAL_AT", "student:2")
+    plain_sbatch_job(monkeypatch, tmp_path, f"kill -TERM {os.getpid()}", "4243")
     cfg = make_cfg(SIGNAL_AT, *FAST, out="runs/slurm-4243")
     assert attempt(cfg) == 128 + signal.SIGUSR1
     assert marker(cfg)["signal"] == "SIGUSR1" and marker(cfg)["ckpt"].endswith("on_exception.ckpt")

@@ -92,12 +92,15 @@ class Part:
     _gather: Callable | None = None
 
     def __post_init__(self):
+        if self.world == 1:  # every row this rank's: no counting, no host sync on the one-process step
+            self.mine, self.idle, self.local_rows = torch.arange(self.total, device=self.rows.device), False, self.rows
+            return
         owner = self.rows % self.world
         self.counts = [int((owner == r).sum()) for r in range(self.world)]
         self.mine = (owner == self.rank).nonzero().flatten()  # trained indices of this rank's rows
         self._owner = owner
         # a rank without rows trains its first row at weight 0: DDP's gradient exchange needs every rank
-        self.idle = self.world > 1 and self.mine.numel() == 0
+        self.idle = self.mine.numel() == 0
         own = self.rows[self.mine] // self.world
         self.local_rows = own.new_zeros(1) if self.idle else own
 

@@ -27,7 +27,6 @@ config changed is refused, naming the keys.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -123,13 +122,9 @@ def flat_config(config: dict, prefix: str = "") -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
-def digest(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def same_config(config: dict) -> bool:
     """Whether a resolved config (a metrics.json's) is this job's, less the run-only keys."""
-    return digest(flat_config(config)) == digest(STATE.config)
+    return flat_config(config) == STATE.config
 
 
 @contextmanager
@@ -182,7 +177,7 @@ def read_marker(output_dir: Path) -> dict | None:
 def check_config(marker: dict, path: Path) -> None:
     """The attempt's config is the one the marker's checkpoints were trained under."""
     before = marker.get("config")
-    if before is None or digest(before) == digest(STATE.config):
+    if before is None or before == STATE.config:
         return
     keys = sorted(k for k in before.keys() | STATE.config.keys() if before.get(k) != STATE.config.get(k))
     shown = "; ".join(f"{k}: {before.get(k)!r} then, {STATE.config.get(k)!r} now" for k in keys[:8])

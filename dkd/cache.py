@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch import nn
 
 from dkd.data import select_rows
 from dkd.errors import UserError
+from dkd.files import write_json
 from dkd.models import model_identity, short_name
 
 MODES = ("auto", "off", "memory", "disk")
@@ -84,9 +84,7 @@ class OutputStore:
                 for name, shape in shapes.items():
                     np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float32, (size, *shape)).flush()
                 np.lib.format.open_memmap(folder / "filled.npy", "w+", np.bool_, (size,)).flush()
-                tmp = folder / f"key.json.{os.getpid()}.tmp"
-                tmp.write_text(json.dumps(key, indent=2))
-                tmp.replace(folder / "key.json")  # last: an entry with a key.json is complete
+                write_json(folder / "key.json", key)  # last: an entry with a key.json is complete
         store = cls.mapped(folder)
         held = {name: tuple(a.shape) for name, a in store.arrays.items()}
         wanted = {name: (size, *shape) for name, shape in shapes.items()}

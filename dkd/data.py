@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from dkd.errors import DataError, UserError
+from dkd.files import write_whole
 from dkd.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -333,10 +333,7 @@ def cached_tokenize(split: Split, tokenizer, max_length: int, cache_dir: Path | 
     if path.is_file():
         return torch.load(path)
     enc = tokenize(split, tokenizer, max_length, desc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(enc, tmp)
-    tmp.replace(path)
+    write_whole(path, lambda tmp: torch.save(enc, tmp))
     return enc
 
 
@@ -363,17 +360,18 @@ PADDING = ("longest", "max_length")
 
 class Collator:
     """Pads each role's ids with that role's pad id to the longest in the batch (``data.padding=longest``), or to
-    ``width`` tokens (``max_length``: the authors' ``pad_to_max_length``, every batch ``data.max_seq_length`` wide)."""
+    ``width`` tokens (``max_length``: the authors' ``pad_to_max_length``, every batch ``data.max_seq_length`` wide).
+    ``multiple`` rounds the longest up to a multiple of that many tokens (the benchmark's ``--pad-multiple``)."""
 
-    def __init__(self, pad_ids: dict[str, int], regression: bool, width: int | None = None):
-        self.pad_ids, self.width = pad_ids, width
+    def __init__(self, pad_ids: dict[str, int], regression: bool, width: int | None = None, multiple: int = 1):
+        self.pad_ids, self.width, self.multiple = pad_ids, width, multiple
         self.label_dtype = torch.float if regression else torch.long
 
     def __call__(self, examples: list[dict]) -> dict:
         inputs = {}
         for role, pad_id in self.pad_ids.items():
             seqs = [ex["inputs"][role] for ex in examples]
-            width = self.width or max(len(s["input_ids"]) for s in seqs)
+            width = self.width or -(-max(len(s["input_ids"]) for s in seqs) // self.multiple) * self.multiple
             ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(seqs), width), dtype=torch.long)
             types = torch.zeros((len(seqs), width), dtype=torch.long) if "token_type_ids" in seqs[0] else None

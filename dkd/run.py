@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import signal
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from dkd.callbacks import Throughput
 from dkd.cpu import cpu_threads
 from dkd.data import TaskDataModule, subsample
 from dkd.errors import UserError
+from dkd.files import write_json
 from dkd.flops import summary as flops_summary
 from dkd.jobs import requeue
 from dkd.loggers import CSVLog, finish_wandb, plot_curves
@@ -218,14 +218,6 @@ def plot_run(t: pl.Trainer, out: Path) -> None:
     for logger in t.loggers:
         if isinstance(logger, CSVLogger) and Path(logger.log_dir, "metrics.csv").is_file():
             log.info("Training curves: %s", plot_curves(Path(logger.log_dir, "metrics.csv"), out / "curves.png"))
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Written whole or not at all (a kill mid-write leaves the old file, or none)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def teacher_run_dir(cfg: DictConfig, role: str) -> Path:

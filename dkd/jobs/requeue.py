@@ -43,6 +43,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
 from dkd.errors import UserError
+from dkd.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def completed(stage: str) -> None:
     if marker and marker.get("stage") == stage:
         STATE.resumed = {**marker, "stage": None, "ckpt": None, "fit_ended": None}
         if STATE.output_dir is not None and (STATE.output_dir / MARKER).is_file() and rank_zero_only.rank == 0:
-            _write(STATE.output_dir, {**STATE.resumed, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+            write_json(STATE.output_dir / MARKER, {**STATE.resumed, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     if STATE.fit_ended and STATE.fit_ended["stage"] == stage:
         STATE.fit_ended = None
 
@@ -289,19 +290,12 @@ def _checkpoint_to_resume() -> tuple[str | None, str | None, dict | None]:
     return name, resume_from(name), ended
 
 
-def _write(output_dir: Path, marker: dict) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f"{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2, default=str))
-    os.replace(tmp, output_dir / MARKER)
-
-
 def save_marker(output_dir: Path, why: str) -> dict:
     """``.resume.json``: where the requeued job resumes, and under which config (rank 0 writes it; atomic)."""
     stage_name, ckpt, ended = _checkpoint_to_resume()
     marker = {"attempt": attempts(), "signal": why, "stage": stage_name, "ckpt": ckpt, "fit_ended": ended,
               "config": STATE.config, "wandb_ids": STATE.wandb_ids, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    _write(output_dir, marker)
+    write_json(output_dir / MARKER, marker)
     log.warning("Saved %s: the requeued job resumes %s from %s%s", output_dir / MARKER, stage_name or "its start",
                 ckpt or "its start", " at the evaluation (its fit had ended)" if ended else "")
     return marker

@@ -73,7 +73,8 @@ class FlopCounter(Callback):
         self._hooks = []
 
     def _hook(self, trainer, role: str, model):
-        config, signature = model.config, inspect.signature(model.forward)  # its argument names, for positional calls
+        # its argument names, for positional calls (of the model itself, where torch.compile wraps it)
+        config, signature = model.config, inspect.signature(getattr(model, "_orig_mod", model).forward)
 
         def count(module, args, kwargs, output) -> None:
             if not trainer.training:  # dev evaluations are not training cost

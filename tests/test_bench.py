@@ -48,3 +48,35 @@ def test_bench_writes_table_record_and_plot(tmp_path, monkeypatch):
     paper = {p["teacher"]: p for p in record["paper_accounting"]}
     assert paper["bert-base"]["full_kd"] == pytest.approx(paper["bert-base"]["teacher_fwd"]
                                                           + 3 * paper["bert-base"]["student_fwd"], abs=0.02)
+
+
+def row(label: str, sampler: str, setting: tuple[str, bool], wall: float, **extra) -> dict:
+    precision, compiled = setting
+    return {"teacher": "base", "label": label, "sampler": sampler, "ratio": 1.0 if sampler == "none" else 0.1,
+            "mode": "efficient", "pool": 1, "cache": False, "precision": precision, "compiled": compiled,
+            "wall_s": wall, "teacher_s": wall / 2, "scoring_s": 0.0, "flop_ratio_spent": 1.0,
+            "examples_per_s": round(100 / wall, 1), **extra}
+
+
+def test_speed_ups_compare_with_fp32_eager_and_compiling_pays_only_when_it_saves_enough():
+    """Each setting's time ratio is to its own full KD; its speed-up to the same case in fp32, not compiled. Compiling
+    costs the compiled warm-up's extra seconds: it pays within N examples only when the seconds it saves per example
+    (full KD, same precision), times N, exceed that."""
+    settings = [("32-true", False), ("32-true", True), ("bf16-mixed", False), ("bf16-mixed", True)]
+    walls = {("32-true", False): 10.0, ("32-true", True): 8.0, ("bf16-mixed", False): 5.0, ("bf16-mixed", True): 6.0}
+    rows = [row("full KD", "none", s, walls[s]) for s in settings]
+    rows += [row("entropy", "entropy", s, walls[s] / 2) for s in settings]
+    bench.add_ratios(rows)
+    by = {(r["label"], r["precision"], r["compiled"]): r for r in rows}
+    assert by[("full KD", "32-true", True)]["speed_up_over_fp32"]["wall"] == 1.25
+    assert by[("entropy", "bf16-mixed", False)]["speed_up_over_fp32"]["wall"] == 2.0
+    assert by[("full KD", "32-true", False)]["speed_up_over_fp32"] is None
+    assert all(by[("entropy", *s)]["time_ratio"] == 0.5 for s in settings)  # each against its own full KD
+    warmups = [{"teacher": "base", "precision": p, "compiled": c, "seconds": 60.0 if c else 10.0,
+                "graphs_compiled": 4 if c else 0} for p, c in settings]
+    # fp32: 0.1 → 0.08 s per example saves 0.02 s; 50 s of compiling pays after 2,500 examples
+    costs = {c["precision"]: c for c in bench.compile_costs(rows, warmups, examples=3000)}
+    assert costs["32-true"]["compile_s"] == 50.0 and costs["32-true"]["break_even_examples"] == 2500
+    assert costs["32-true"]["pays"]
+    assert not bench.compile_costs(rows, warmups, examples=2000)[0]["pays"]
+    assert costs["bf16-mixed"]["break_even_examples"] is None and not costs["bf16-mixed"]["pays"]  # slower compiled

@@ -270,3 +270,14 @@ def test_collator_pads_dynamically():
     assert batch["inputs"]["student"]["input_ids"].tolist() == [[2, 5, 3], [2, 3, 0]]
     assert batch["inputs"]["student"]["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].dtype == torch.long
+
+
+def test_collator_rounds_the_width_up_to_a_multiple():
+    """The benchmark's --pad-multiple: the longest row rounded up (3 → 4), a width already a multiple kept."""
+    collate = Collator({"student": 7}, regression=False, multiple=4)
+    rows = [{"idx": 0, "label": 1, "inputs": {"student": {"input_ids": [2, 5, 3]}}}]
+    batch = collate(rows)
+    assert batch["inputs"]["student"]["input_ids"].tolist() == [[2, 5, 3, 7]]
+    assert batch["inputs"]["student"]["attention_mask"].tolist() == [[1, 1, 1, 0]]
+    rows[0]["inputs"]["student"]["input_ids"] = [2, 5, 5, 3]
+    assert collate(rows)["inputs"]["student"]["input_ids"].shape == (1, 4)

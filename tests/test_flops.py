@@ -45,6 +45,26 @@ def test_the_hooks_count_a_model_called_positionally_or_with_embeddings():
     assert counter._batch["student_scoring"] == 3 * forward_flops(config, 3, 5)
 
 
+def test_the_hooks_count_a_compiled_model_as_the_model_itself():
+    """A model wrapped by ``torch.compile`` (whose forward takes ``*args, **kwargs``) is counted by the argument names
+    of the model inside, positional calls included (``backend="eager"``: traced by dynamo, no code generated)."""
+    config = BertConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        num_labels=2)
+    model = torch.compile(BertForSequenceClassification(config).eval(), backend="eager")
+    trainer = type("Trainer", (), {"training": True})()
+    student = type("Student", (), {"role": "student", "model": model})()
+    counter = FlopCounter()
+    counter.on_fit_start(trainer, student)
+    ids, mask = torch.ones(3, 5, dtype=torch.long), torch.ones(3, 5, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+            model(ids, mask)
+    finally:
+        counter.on_fit_end(trainer, student)
+    assert counter._batch["student_scoring"] == 2 * forward_flops(config, 3, 5)
+
+
 def flops(cfg) -> dict:
     return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["flops"]
 

@@ -67,6 +67,11 @@ class Case:
     pool: int = 1
     cache: bool = False
     precision: str = "32-true"
+    compiled: bool = False
+
+    @property
+    def setting(self) -> str:
+        return self.precision + (" compiled" if self.compiled else "")
 
     @property
     def label(self) -> str:
@@ -75,8 +80,8 @@ class Case:
         pool = f"+pool{self.pool}" if self.pool > 1 else ""
         return f"{self.sampler} r={self.ratio} {self.mode}{pool}" + (" (cache)" if self.cache else "")
 
-    def at(self, precision: str) -> "Case":
-        return Case(self.sampler, self.ratio, self.mode, self.pool, self.cache, precision)
+    def at(self, precision: str, compiled: bool = False) -> "Case":
+        return Case(self.sampler, self.ratio, self.mode, self.pool, self.cache, precision, compiled)
 
     def sampler_object(self):
         if self.sampler == "none":
@@ -234,9 +239,12 @@ class Bench:
 
             def loader(batch: int) -> DataLoader:
                 dm.batch_size = batch
-                return dm.train_dataloader()
+                plain = dm.train_dataloader()
+                plain.collate_fn.multiple = args.pad_multiple  # fewer distinct widths: fewer shapes to compile
+                return plain
             self.loader = loader
         self.initial = {k: v.clone() for k, v in self.student.state_dict().items()}
+        self._compiled = None  # (student, teacher) under torch.compile, built at the first compiled case
         # one teacher-output cache per precision: fp32 and bf16 logits never mix, as in DKD's disk cache key
         self.stores = {p: OutputStore.in_memory(self.size, {"logits": (self.teacher.config.num_labels,)})
                        for p in args.precision}
@@ -253,14 +261,25 @@ class Bench:
             for batch in self.loader(self.args.batch_size):
                 outputs(move_data_to_device(batch, device))
 
+    def models(self, compiled: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The student and the teacher, as they are or wrapped by ``torch.compile`` (default mode, dynamic shapes
+        as torch decides: a second width recompiles the graph with a symbolic width). The wrappers are built once,
+        so that graphs compiled by one case serve the next; they share their weights with the plain models."""
+        if not compiled:
+            return self.student, self.teacher
+        if self._compiled is None:
+            self._compiled = (torch.compile(self.student), torch.compile(self.teacher))
+        return self._compiled
+
     def run(self, case: Case, batches: int | None = None) -> dict:
         args = self.args
         gc.collect()  # the previous case's optimizer state and Trainer, before memory is measured
         self.student.load_state_dict(self.initial)  # every case starts from the same student
         pl.seed_everything(0, verbose=False)
-        outputs = TeacherOutputs(self.teacher, self.teacher_role, self.stores[case.precision] if case.cache else None,
+        student, teacher = self.models(case.compiled)
+        outputs = TeacherOutputs(teacher, self.teacher_role, self.stores[case.precision] if case.cache else None,
                                  "memory" if case.cache else "off")
-        system = DistillSystem(self.student, {self.teacher_role: self.teacher}, case.sampler_object(), SingleTeacher(),
+        system = DistillSystem(student, {self.teacher_role: teacher}, case.sampler_object(), SingleTeacher(),
                                LogitKD("kl"), StaticWeights(), teacher_outputs={self.teacher_role: outputs},
                                metrics=["acc"], dev_splits=["dev"], num_labels=self.teacher.config.num_labels,
                                lr=2e-5)
@@ -271,6 +290,7 @@ class Bench:
                              limit_train_batches=batches,
                              callbacks=[flops, timer])
         loader = self.loader(args.batch_size * case.pool)
+        graphs = compiled_graphs()
         with PeakMemory(torch.device("cuda" if args.accelerator == "gpu" else "cpu")) as memory:
             trainer.fit(system, train_dataloaders=loader)
         t = flops.totals
@@ -282,23 +302,65 @@ class Bench:
                 "peak_mib": memory.mib, "gflops_per_example": round(total / t["examples"] / 1e9, 3),
                 "gflops_spent_per_example": round(spent / t["examples"] / 1e9, 3),
                 "flop_ratio": round(total / t["full_kd"], 4), "flop_ratio_spent": round(spent / t["full_kd"], 4),
-                "cache_hits": outputs.hits, "cache_misses": outputs.misses}
+                "cache_hits": outputs.hits, "cache_misses": outputs.misses, "setting": case.setting,
+                "graphs_compiled": compiled_graphs() - graphs}
+
+
+def warm_up(bench: Bench, precision: str, compiled: bool, ratio: float) -> dict:
+    """Four batches each of full KD and of entropy selection at ``ratio`` (efficient, faithful), untimed for the
+    table: the allocator, kernels and thread pools warm up, and under ``compiled`` every graph those cases need is
+    compiled here (training and scoring passes, widths and row counts that vary), so the cases time steady steps.
+    Returns its wall time and the graphs it compiled."""
+    start, graphs = time.perf_counter(), compiled_graphs()
+    for sampler, mode in (("none", "efficient"), ("entropy", "efficient"), ("entropy", "faithful")):
+        bench.run(Case(sampler, 1.0 if sampler == "none" else ratio, mode, precision=precision, compiled=compiled),
+                  batches=4)
+    return {"teacher": bench.teacher_role, "precision": precision, "compiled": compiled,
+            "seconds": round(time.perf_counter() - start, 1), "graphs_compiled": compiled_graphs() - graphs}
+
+
+def compile_costs(rows: list[dict], warmups: list[dict], examples: int) -> list[dict]:
+    """Per teacher and precision: the seconds compiling costs (compiled warm-up − eager warm-up), full KD's seconds
+    per example eager and compiled, and whether compiling pays for itself within ``examples`` examples of full KD
+    (the default run's): it does when the seconds it saves per example, times ``examples``, exceed its cost."""
+    out = []
+    for w in (w for w in warmups if w["compiled"]):
+        eager = next(e for e in warmups if e["teacher"] == w["teacher"] and e["precision"] == w["precision"]
+                     and not e["compiled"])
+        full = {r["compiled"]: r for r in rows if r["teacher"] == w["teacher"] and r["precision"] == w["precision"]
+                and r["sampler"] == "none" and not r["cache"]}
+        cost = round(w["seconds"] - eager["seconds"], 1)
+        saved = 1 / full[False]["examples_per_s"] - 1 / full[True]["examples_per_s"]
+        out.append({"teacher": w["teacher"], "precision": w["precision"], "compile_s": cost,
+                    "graphs": w["graphs_compiled"], "eager_examples_per_s": full[False]["examples_per_s"],
+                    "compiled_examples_per_s": full[True]["examples_per_s"], "examples": examples,
+                    "break_even_examples": round(cost / saved) if saved > 0 else None,
+                    "pays": saved > 0 and saved * examples > cost})
+    return out
+
+
+def compiled_graphs() -> int:
+    """Graphs ``torch.compile`` has compiled in this process so far (each new one is a compile or a recompile)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Time ratio to the same teacher's full KD (same precision) with the cache off, that ratio over the FLOP ratio
-    spent, and each case's speed-up over the same case in fp32 (wall time, teacher forwards, scoring pass)."""
+    """Time ratio to the same teacher's full KD (same precision, compiled or not) with the cache off, that ratio over
+    the FLOP ratio spent, and each case's speed-up over the same case in fp32, not compiled (wall time, teacher
+    forwards, scoring pass)."""
     def same(a: dict, b: dict, **differ) -> bool:
-        keys = ("teacher", "sampler", "ratio", "mode", "pool", "cache", "precision")
+        keys = ("teacher", "sampler", "ratio", "mode", "pool", "cache", "precision", "compiled")
         return all(a[k] == differ.get(k, b[k]) for k in keys)
 
     for row in rows:
-        full = next(r for r in rows if r["teacher"] == row["teacher"] and r["precision"] == row["precision"]
-                    and r["sampler"] == "none" and not r["cache"])
+        full = next(r for r in rows if same(r, row, sampler="none", ratio=1.0, mode="efficient", pool=1, cache=False))
         row["time_ratio"] = round(row["wall_s"] / full["wall_s"], 4)
         spent = row["flop_ratio_spent"]
         row["time_over_flops"] = round(row["time_ratio"] / spent, 2) if spent else None
-        fp32 = next((r for r in rows if same(r, row, precision="32-true")), None)
+        fp32 = next((r for r in rows if same(r, row, precision="32-true", compiled=False)), None)
         row["speed_up_over_fp32"] = None if fp32 is None or fp32 is row else {
             part: round(fp32[key] / row[key], 2) if row[key] else None
             for part, key in (("wall", "wall_s"), ("teacher", "teacher_s"), ("scoring", "scoring_s"))}
@@ -324,32 +386,51 @@ def paper_accounting(lengths: list[int]) -> list[dict]:
     return out
 
 
-def markdown(rows: list[dict], args, machine: str, png: Path, target: dict, paper: list[dict]) -> str:
+def markdown(rows: list[dict], args, machine: str, images: dict[str, Path], target: dict, paper: list[dict],
+             compiling: list[dict]) -> str:
     tokens = args.task if args.models == "offline" else "random"
+    pad = f", widths padded to a multiple of {args.pad_multiple}" if args.pad_multiple > 1 else ""
+    compiled = (", each eager and with student and teacher under `torch.compile` (default mode, dynamic shapes)"
+                if args.compile else "")
     lines = ["# Benchmark: data selection, cost and speed\n",
              f"Produced by `{args.command}` on {machine}, {time.strftime('%Y-%m-%d')}. "
              f"{args.examples} examples of the data stream per case ({tokens} tokens, up to {args.length}), "
-             f"batch B = {args.batch_size}, precision {' and '.join(args.precision)}, one epoch per case in one "
-             f"process after a warm-up (the precisions alternate case by case). FLOPs are DKD's analytic count "
-             f"(`dkd/flops.py`); *time ratio* and *FLOP ratio* compare with full KD for the same teacher and "
+             f"batch B = {args.batch_size}{pad}, precision {' and '.join(args.precision)}{compiled}, one epoch per "
+             f"case in one process after a warm-up (the settings alternate case by case). FLOPs are DKD's analytic "
+             f"count (`dkd/flops.py`); *time ratio* and *FLOP ratio* compare with full KD for the same teacher and "
              f"precision, cache off; *time/FLOP* is their quotient (1.0: wall time falls exactly as the FLOPs do); "
              f"*teacher s* and *scoring s*: seconds inside the teacher forwards and the scoring pass; *× fp32*: the "
-             f"same case's fp32 time over this one's (wall / teacher / scoring).\n",
-             f"![time ratio against FLOP ratio]({png})\n"]
+             f"same case's fp32 time (not compiled) over this one's (wall / teacher / scoring); *graphs*: graphs "
+             f"`torch.compile` compiled during the case (0: the warm-up compiled all it needed).\n",
+             f"![time ratio against FLOP ratio, {rows[0]['setting']}]({images['png']})\n"]
+    if "speed_ups" in images:
+        lines.append(f"![speed-up of each setting over fp32, case by case]({images['speed_ups']})\n")
     for teacher in dict.fromkeys(r["teacher"] for r in rows):
         lines += [f"## {teacher} teacher\n",
-                  "| case | precision | examples/s | wall s | teacher s | scoring s | × fp32 | peak MiB added "
+                  "| case | precision | examples/s | wall s | teacher s | scoring s | × fp32 | graphs | peak MiB added "
                   "| GFLOPs/example (spent) | FLOP ratio (spent) | time ratio | time/FLOP | cache hits/misses |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r["teacher"] == teacher):
             cache = f"{r['cache_hits']}/{r['cache_misses']}" if r["cache"] else "off"
             up = r.get("speed_up_over_fp32")
             faster = " / ".join("–" if up[k] is None else f"{up[k]}" for k in ("wall", "teacher", "scoring")) \
                 if up else "–"
-            lines.append(f"| {r['label']} | {r['precision']} | {r['examples_per_s']} | {r['wall_s']} | "
-                         f"{r['teacher_s']} | {r['scoring_s']} | {faster} | {r['peak_mib']} | "
+            lines.append(f"| {r['label']} | {r['setting']} | {r['examples_per_s']} | {r['wall_s']} | "
+                         f"{r['teacher_s']} | {r['scoring_s']} | {faster} | {r['graphs_compiled']} | {r['peak_mib']} | "
                          f"{r['gflops_per_example']} ({r['gflops_spent_per_example']}) | {r['flop_ratio']} "
                          f"({r['flop_ratio_spent']}) | {r['time_ratio']} | {r['time_over_flops']} | {cache} |")
+        lines.append("")
+    if compiling:
+        lines += ["## Compiling\n", "The compiled warm-up's wall time over the eager one's is what compiling costs; "
+                  "*pays* says whether full KD's seconds saved per example, over the examples of one default run, "
+                  "exceed it (the evaluation's own graphs, compiled too in a run, are not counted: a lower bound).\n",
+                  "| teacher | precision | compile s | graphs | full KD examples/s eager → compiled | break-even "
+                  "examples | pays within |", "|---|---|---:|---:|---|---:|---|"]
+        for c in compiling:
+            even = c["break_even_examples"] if c["break_even_examples"] is not None else "never (slower)"
+            lines.append(f"| {c['teacher']} | {c['precision']} | {c['compile_s']} | {c['graphs']} | "
+                         f"{c['eager_examples_per_s']} → {c['compiled_examples_per_s']} | {even} | "
+                         f"{c['examples']} examples: **{'yes' if c['pays'] else 'no'}** |")
         lines.append("")
     lines += ["## Targets\n"]
     for name, ok in target.items():
@@ -387,7 +468,7 @@ def targets(rows: list[dict], ratio: float) -> dict[str, bool]:
     out = {}
     for teacher in dict.fromkeys(r["teacher"] for r in rows):
         mine = [r for r in rows if r["teacher"] == teacher and not r["cache"] and r["ratio"] == ratio
-                and r["precision"] == rows[0]["precision"]]
+                and r["setting"] == rows[0]["setting"]]
         for r in (r for r in mine if r["sampler"] == "entropy" and r["mode"] == "efficient"):
             out[f"{teacher}: {r['label']}: time ratio {r['time_ratio']} ≤ 1.2 × FLOP ratio {r['flop_ratio']} "
                 f"(= {1.2 * r['flop_ratio']:.3f})"] = r["time_ratio"] <= 1.2 * r["flop_ratio"]
@@ -423,6 +504,39 @@ def plot(rows: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
+def plot_speed_ups(rows: list[dict], png: Path) -> None:
+    """One bar per case and setting: its speed-up over the same case in fp32, not compiled, for the wall time, the
+    teacher forwards and the scoring pass (a panel each); a row of panels per teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    faster = [r for r in rows if r["speed_up_over_fp32"]]
+    teachers = list(dict.fromkeys(r["teacher"] for r in faster))
+    settings = list(dict.fromkeys(r["setting"] for r in faster))
+    parts = ("wall", "teacher", "scoring")
+    fig, axes = plt.subplots(len(teachers), 3, figsize=(15, 4 * len(teachers)), squeeze=False)
+    for row_axes, teacher in zip(axes, teachers):
+        labels = list(dict.fromkeys(r["label"] for r in faster if r["teacher"] == teacher))
+        width = 0.8 / len(settings)
+        for ax, part in zip(row_axes, parts):
+            for i, setting in enumerate(settings):
+                mine = {r["label"]: r["speed_up_over_fp32"][part] for r in faster
+                        if r["teacher"] == teacher and r["setting"] == setting}
+                ax.bar([x + i * width for x in range(len(labels))], [mine.get(label) or 0 for label in labels],
+                       width, label=setting)
+            ax.axhline(1.0, color="black", lw=0.8, ls="--")
+            ax.set_xticks([x + width * (len(settings) - 1) / 2 for x in range(len(labels))])
+            ax.set_xticklabels([label.replace(" efficient", " eff") for label in labels], rotation=20, fontsize=7)
+            ax.set(title=f"{teacher} teacher: {part}", ylabel="speed-up over fp32 (×)")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dkd.studies.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", choices=["offline", "paper"], default="offline")
@@ -437,6 +551,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="one or more Lightning precisions, timed case by case (e.g. 32-true bf16-mixed)")
     parser.add_argument("--out", default="docs/benchmarks.md", help="Markdown; the JSON record goes beside it")
     parser.add_argument("--png", default="docs/img/benchmark.png")
+    parser.add_argument("--compile", action="store_true",
+                        help="time every case also with the student and the teacher under torch.compile")
+    parser.add_argument("--default-examples", type=int, default=30000,
+                        help="examples one default run trains on (SST-2: 10,000 × 3 epochs): does compiling pay there")
+    parser.add_argument("--pad-multiple", type=int, default=1,
+                        help="pad each batch to a multiple of this many tokens (bucketed widths for compiled graphs)")
     parser.add_argument("--only", default=None, help="comma-separated case labels to run (for a quick look)")
     args = parser.parse_args(argv)
     given = argv if argv is not None else os.sys.argv[1:]
@@ -450,29 +570,37 @@ def main(argv: list[str] | None = None) -> None:
     machine = (f"{torch.cuda.get_device_name()}" if args.accelerator == "gpu" else
                f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)") + \
         f", torch {torch.__version__}"
-    rows, lengths = [], [args.length]
+    settings = [(p, compiled) for p in args.precision for compiled in ((False, True) if args.compile else (False,))]
+    rows, warmups, lengths = [], [], [args.length]
     from tqdm.auto import tqdm
     for teacher in args.teachers.split(","):
         bench = Bench(args, teacher)
         lengths.append(bench.mean_tokens)
-        for precision in args.precision:  # warm-up: allocator, kernels, thread pools, in each precision
-            bench.run(Case("none", 1.0, "efficient", precision=precision), batches=4)
-        for case in tqdm([c.at(p) for c in plan for p in args.precision], desc=f"{teacher} teacher", unit="case"):
+        for precision, compiled in settings:
+            warmups.append(warm_up(bench, precision, compiled, min(ratios)))
+        for case in tqdm([c.at(p, k) for c in plan for p, k in settings], desc=f"{teacher} teacher", unit="case"):
             if case.cache and not bench.stores[case.precision].filled.all():
                 bench.fill_cache(case.precision)
             rows.append(bench.run(case))
-            tqdm.write(f"{teacher} {case.label} {case.precision}: {rows[-1]['examples_per_s']} examples/s, "
+            tqdm.write(f"{teacher} {case.label} {case.setting}: {rows[-1]['examples_per_s']} examples/s, "
                        f"{rows[-1]['wall_s']} s")
     add_ratios(rows)
+    compiling = compile_costs(rows, warmups, args.default_examples)
     out, png = Path(args.out), Path(args.png)
-    plot(rows, png)
+    plot([r for r in rows if r["setting"] == rows[0]["setting"]], png)
+    speed_ups = png.with_name(png.stem + "-speed-up.png") if len(settings) > 1 else None
+    if speed_ups:
+        plot_speed_ups(rows, speed_ups)
     target = targets(rows, min(ratios))
     paper = paper_accounting(sorted(set(lengths)))
-    record = {"command": args.command, "machine": machine, "rows": rows, "targets": target, "paper_accounting": paper}
+    record = {"command": args.command, "machine": machine, "rows": rows, "warmups": warmups,
+              "compile": compiling, "targets": target, "paper_accounting": paper}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    out.write_text(markdown(rows, args, machine, Path(os.path.relpath(png, out.parent)), target, paper))
-    print(f"{out}, {out.with_suffix('.json')}, {png}")
+    relative = {name: Path(os.path.relpath(path, out.parent)) for name, path in (("png", png), ("speed_ups", speed_ups))
+                if path}
+    out.write_text(markdown(rows, args, machine, relative, target, paper, compiling))
+    print(", ".join(map(str, [out, out.with_suffix(".json"), png] + ([speed_ups] if speed_ups else []))))
 
 
 if __name__ == "__main__":

@@ -39,12 +39,30 @@ def test_a_folder_without_finished_jobs_is_refused(tmp_path):
         jobs_under(tmp_path)
 
 
-def test_a_bf16_run_is_scored_in_bf16_as_it_scored_itself(make_cfg):
-    """A trainer.precision=bf16-mixed run logged its dev metrics under bf16 autocast; its predictions are made the
-    same way, so they agree with the run (in fp32 they may differ by a row or two: a false alarm)."""
-    cfg = make_cfg("task=sst2", "trainer.precision=bf16-mixed")
+def test_a_bf16_run_is_scored_in_bf16_in_the_batches_it_scored_itself(make_cfg, monkeypatch):
+    """A trainer.precision=bf16-mixed run logged its dev metrics under bf16 autocast, in file order, eval_batch_size
+    rows a batch padded to its longest; its predictions are made the same way (under bf16 a row's logits depend on its
+    batch's width: other batches flip a borderline row or two, a false alarm), so they reproduce the run exactly."""
+    import dkd.ship.evaluate as evaluate
+    from dkd.models import load_tokenizer
+
+    cfg = make_cfg("task=sst2", "trainer.precision=bf16-mixed", "data.eval_batch_size=8")
     run(cfg)
     out = Path(cfg.paths.output_dir)
-    predicted = evaluate_job(out, ("dev",))["dev"]["metrics"]
+    shapes = []
+
+    def recording(*args, **kwargs):
+        model = load_classifier(*args, **kwargs)
+        model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+        return model
+
+    load_classifier = evaluate.load_classifier
+    monkeypatch.setattr(evaluate, "load_classifier", recording)
+    predicted = evaluate_job(out, ("dev",))["dev"]
     logged = json.loads((out / "metrics.json").read_text())["dev"]
-    assert predicted["dev/acc"] == pytest.approx(logged["dev/acc"], abs=1e-4)
+    assert predicted["metrics"]["dev/acc"] == pytest.approx(logged["dev/acc"], abs=1e-6)
+    tokenizer = load_tokenizer(str(out / "student"))
+    lengths = [len(ids) for ids in tokenizer(evaluate.run_dev_splits(evaluate.run_config(out)[1])[1]["dev"].texts[0],
+                                             truncation=True, max_length=cfg.data.max_seq_length)["input_ids"]]
+    assert len(lengths) > 8 and len(set(lengths)) > 1  # several batches of mixed lengths: the order matters
+    assert shapes == [(len(lengths[i:i + 8]), max(lengths[i:i + 8])) for i in range(0, len(lengths), 8)]

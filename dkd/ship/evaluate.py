@@ -35,15 +35,17 @@ def labels_digest(labels: list) -> str:
 
 
 @torch.no_grad()
-def predict(model, tokenizer, split, max_length: int, batch_size: int, regression: bool, desc: str) -> torch.Tensor:
-    """Logits of ``model`` for every example of ``split``, in file order (batched by length: less padding)."""
-    data = EncodedSplit({"student": tokenize(split, tokenizer, max_length, desc)}, split.labels)
-    by_length = sorted(range(len(data)), key=lambda i: len(data.encodings["student"]["input_ids"][i]))
-    loader = DataLoader(data, batch_size=batch_size, sampler=by_length,
-                        collate_fn=Collator({"student": tokenizer.pad_token_id or 0}, regression))
+def predict(model, tokenizer, split, data_cfg, regression: bool, desc: str) -> torch.Tensor:
+    """Logits of ``model`` for every example of ``split``, batched and padded as the run's dev evaluation batched them:
+    in file order, ``data.eval_batch_size`` rows a batch, each as wide as its longest row (or ``data.max_seq_length``
+    under ``data.padding=max_length``). Under bf16 a row's logits depend on the width of its batch, so only the run's
+    own batches reproduce its dev score exactly."""
+    data = EncodedSplit({"student": tokenize(split, tokenizer, data_cfg.max_seq_length, desc)}, split.labels)
+    width = data_cfg.max_seq_length if data_cfg.get("padding") == "max_length" else None
+    loader = DataLoader(data, batch_size=data_cfg.eval_batch_size,
+                        collate_fn=Collator({"student": tokenizer.pad_token_id or 0}, regression, width))
     bar = tqdm(loader, desc=desc, leave=False, disable=None)  # no bar when the output is a log file
-    logits = torch.cat([model(**b["inputs"]["student"]).logits for b in bar])
-    return logits[torch.argsort(torch.tensor(by_length))]
+    return torch.cat([model(**b["inputs"]["student"]).logits for b in bar])
 
 
 def evaluate_job(job: Path, splits: tuple[str, ...] = ("dev", "test")) -> dict:
@@ -62,8 +64,7 @@ def evaluate_job(job: Path, splits: tuple[str, ...] = ("dev", "test")) -> dict:
     out = {}
     for name, split in data.items():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = predict(model, tokenizer, split, cfg.data.max_seq_length, cfg.data.eval_batch_size,
-                             spec.is_regression, f"{job.name} {name}").float()
+            logits = predict(model, tokenizer, split, cfg.data, spec.is_regression, f"{job.name} {name}").float()
         labels = torch.tensor(split.labels, dtype=torch.float if spec.is_regression else torch.long)
         scores = TaskMetrics(list(spec.metrics), [name], spec.num_labels, score=f"{name}/score")
         scores.update(0, logits, labels)

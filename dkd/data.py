@@ -358,6 +358,12 @@ class EncodedSplit(Dataset):
 PADDING = ("longest", "max_length")
 
 
+def fixed_width(padding: str, max_seq_length: int) -> int | None:
+    """Every batch's width under ``data.padding=max_length`` (``max_seq_length``); None under ``longest``: each batch as
+    wide as its longest row. Training, dev and ``python -m dkd.ship.evaluate`` batch alike through it."""
+    return max_seq_length if padding == "max_length" else None
+
+
 class Collator:
     """Pads each role's ids with that role's pad id to the longest in the batch (``data.padding=longest``), or to
     ``width`` tokens (``max_length``: the authors' ``pad_to_max_length``, every batch ``data.max_seq_length`` wide).
@@ -514,8 +520,7 @@ class TaskDataModule(pl.LightningDataModule):
         pad_ids = {role: tok.pad_token_id or 0 for role, tok in self.tokenizers.items()}
         return DataLoader(
             self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
-            collate_fn=Collator(pad_ids, self.spec.is_regression,
-                                self.max_seq_length if self.padding == "max_length" else None),
+            collate_fn=Collator(pad_ids, self.spec.is_regression, fixed_width(self.padding, self.max_seq_length)),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),  # worker seeds: leave the global RNG to dropout
         )

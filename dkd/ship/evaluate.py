@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dkd.cpu import cpu_threads
-from dkd.data import Collator, EncodedSplit, load_test_split, tokenize
+from dkd.data import Collator, EncodedSplit, fixed_width, load_test_split, tokenize
 from dkd.errors import UserError
 from dkd.metrics import TaskMetrics
 from dkd.models import load_classifier, load_tokenizer
@@ -41,7 +41,7 @@ def predict(model, tokenizer, split, data_cfg, regression: bool, desc: str) -> t
     under ``data.padding=max_length``). Under bf16 a row's logits depend on the width of its batch, so only the run's
     own batches reproduce its dev score exactly."""
     data = EncodedSplit({"student": tokenize(split, tokenizer, data_cfg.max_seq_length, desc)}, split.labels)
-    width = data_cfg.max_seq_length if data_cfg.get("padding") == "max_length" else None
+    width = fixed_width(data_cfg.get("padding", "longest"), data_cfg.max_seq_length)
     loader = DataLoader(data, batch_size=data_cfg.eval_batch_size,
                         collate_fn=Collator({"student": tokenizer.pad_token_id or 0}, regression, width))
     bar = tqdm(loader, desc=desc, leave=False, disable=None)  # no bar when the output is a log file

@@ -13,7 +13,8 @@ from dkd.moved import MOVED, current_target, current_targets
 from dkd.paths import CONF, ROOT
 
 PACKAGE = ROOT / "dkd"
-PLAIN = {"dkd.errors", "dkd.paths", "dkd.quiet", "dkd.hub", "dkd.moved", "dkd.cpu", "dkd.files"}  # helpers anyone may use
+# helpers anyone may use
+PLAIN = {"dkd.errors", "dkd.paths", "dkd.quiet", "dkd.hub", "dkd.moved", "dkd.cpu", "dkd.files"}
 
 
 def module_name(path: Path) -> str:

@@ -252,7 +252,7 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
         dm = datamodule(cfg, plan, {source.role: tokenizer}, hp.batch_size)
         system = FineTuneSystem(model, source.role, list(spec.metrics), dm.dev_splits, spec.num_labels,
                                 lr=hp.lr, weight_decay=hp.weight_decay, warmup_ratio=hp.warmup_ratio,
-                                warmup_rounding=hp.warmup_rounding)
+                                warmup_rounding=hp.warmup_rounding, adamw=hp.adamw)
         t = build_trainer(cfg, run_dir, hp.epochs, loggers, ckpt_path)
         dev, selected, logged = fit_and_evaluate(cfg, t, system, dm, ckpt_path, name)
         if t.is_global_zero:
@@ -328,7 +328,7 @@ def distill(cfg: DictConfig, plan: Plan) -> tuple[Callable[[], None], dict]:
         student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, teacher_outputs=outputs,
         keep_width=cfg.data.padding == "max_length", scope=hp.scope, metrics=list(spec.metrics),
         dev_splits=dm.dev_splits, num_labels=spec.num_labels, lr=hp.lr, weight_decay=hp.weight_decay,
-        warmup_ratio=hp.warmup_ratio, warmup_rounding=hp.warmup_rounding,
+        warmup_ratio=hp.warmup_ratio, warmup_rounding=hp.warmup_rounding, adamw=hp.adamw,
     )
     out = Path(cfg.paths.output_dir)
     ckpt_path = requeue.resume_from("distill", cfg.ckpt_path)

@@ -55,7 +55,7 @@ CALLBACK_FILE_KEYS = {"dirpath", "filename", "auto_insert_metric_name", "save_la
 
 # finetune keys at the value every teacher stored before the key existed was fine-tuned with: in the recipe, left out
 # of its key there, so those teachers keep their keys (``seed``: the job's seed then, 42 for a default run)
-FINETUNE_DEFAULTS = {"seed": 42, "warmup_rounding": "floor"}
+FINETUNE_DEFAULTS = {"seed": 42, "warmup_rounding": "floor", "adamw": "auto"}
 
 
 def recipe(cfg: DictConfig, role: str, spec: TaskSpec, data_id: str) -> dict:

@@ -78,8 +78,9 @@ def decisions(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("strategies", [
     ("sampler=entropy", "sampler.ratio=0.25", "adoption=hard"),  # efficient: the top 4 of 16, then two bins
-    ("sampler=entropy", "sampler.mode=faithful", "sampler.ratio=0.1", "adoption=soft_instance", "objective=kd_pt",
-     "weighting=uncertainty"),  # faithful: KD on the top 1 of 16 (one rank distils none), per-row weights
+    pytest.param(("sampler=entropy", "sampler.mode=faithful", "sampler.ratio=0.1", "adoption=soft_instance",
+                  "objective=kd_pt", "weighting=uncertainty"),  # faithful: KD on the top 1 of 16 (one rank distils
+                 marks=pytest.mark.slow),                       # none), per-row weights; 12 s: the slow tests
 ], ids=["efficient-hard", "faithful-soft_instance-uncertainty"])
 @gloo_teardown_flaky
 def test_two_processes_decide_and_train_as_one(make_cfg, tmp_path, strategies):

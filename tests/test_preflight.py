@@ -36,6 +36,7 @@ BAD = {
     "limit": (["task.train_limit=0"], r"task.train_limit=0: must be an integer >= 1, or null"),
     "subset size": (["distill.train_limit=100000"], r"distill.train_limit=100000 is more than the \d+ training rows"),
     "threads": (["threads=0"], r"threads=0: must be an integer >= 1, or null"),
+    "adamw": (["finetune.adamw=fast"], r"finetune.adamw='fast': must be one of \['auto', 'foreach', 'fused'\]"),
     "trainer key": (["+trainer.max_epoch=3"], r"trainer options: .*unexpected keyword argument 'max_epoch'"),
     "gpu": (["trainer.accelerator=gpu"], r"trainer options: No supported gpu backend found"),
     "callback": (["+callbacks.es._target_=pytorch_lightning.callbacks.EarlyStoping"], r"callbacks.es: "),
@@ -244,3 +245,17 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_said_in_one_line(make_cfg, m
         assert len(lines) == int(said), (native, precision, lines)
         if said:
             assert "trainer.precision=32 is faster here" in lines[0]
+
+
+def test_bf16_with_uncertainty_selection_is_said_in_one_line(make_cfg, caplog):
+    """bf16 lost accuracy with entropy selection (docs/results.md): a run that ranks rows by uncertainty under bf16
+    hears it once; full KD, random selection and fp32 runs hear nothing."""
+    for overrides, said in ((("sampler=entropy", "trainer.precision=bf16-mixed"), True),
+                            (("sampler=margin", "trainer.precision=bf16-mixed"), True),
+                            (("sampler=random", "trainer.precision=bf16-mixed"), False),
+                            (("trainer.precision=bf16-mixed",), False), (("sampler=entropy",), False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dkd.preflight"):
+            check(make_cfg("task=sst2", *overrides))
+        lines = [r.getMessage() for r in caplog.records if "bf16 scoring" in r.getMessage()]
+        assert len(lines) == int(said), (overrides, lines)

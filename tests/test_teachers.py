@@ -66,7 +66,7 @@ def test_a_changed_subset_gets_a_new_teacher_and_another_seed_reuses_it(make_cfg
     "callbacks=[default,early_stopping]", "task.dev_limit=8", "+trainer.max_steps=10",
     "trainer.limit_val_batches=0.5", "trainer.enable_checkpointing=false", "callbacks.model_checkpoint.mode=min",
     "+callbacks.swa._target_=pytorch_lightning.callbacks.StochasticWeightAveraging +callbacks.swa.swa_lrs=1e-4",
-    "finetune.seed=1", "finetune.warmup_rounding=ceil",
+    "finetune.seed=1", "finetune.warmup_rounding=ceil", "finetune.adamw=auto",
 ])
 def test_recipe_changes_move_the_teacher(make_cfg, change):
     base = check(make_cfg("task=sst2")).teachers["base"]
@@ -90,16 +90,18 @@ def test_same_recipe_same_folder_whatever_the_seed_or_student(make_cfg):
 
 
 def test_a_teacher_stored_before_its_seed_was_a_key_keeps_its_folder(make_cfg):
-    """finetune.seed and finetune.warmup_rounding at their defaults are left out of the key: the digest of a recipe
-    without them, as stored teachers' recipes were written, gives the same folder."""
+    """finetune.seed, finetune.warmup_rounding and finetune.adamw at the values teachers were fine-tuned with before
+    the keys existed are left out of the key: the digest of a recipe without them, as stored teachers' recipes were
+    written, gives the same folder."""
     import hashlib
 
     from dkd.teachers import recipe_key
 
-    r = check(make_cfg("task=sst2")).teachers["base"].recipe
+    r = check(make_cfg("task=sst2", "finetune.adamw=auto")).teachers["base"].recipe
     assert r["finetune"]["seed"] == 42 and r["finetune"]["warmup_rounding"] == "floor"  # the recipe names them
+    assert r["finetune"]["adamw"] == "auto"
     before = {k: v for k, v in r.items() if k != "model"}
-    before["finetune"] = {k: v for k, v in r["finetune"].items() if k not in ("seed", "warmup_rounding")}
+    before["finetune"] = {k: v for k, v in r["finetune"].items() if k not in ("seed", "warmup_rounding", "adamw")}
     assert recipe_key(r) == hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -18,7 +18,9 @@
 #   TEACHER      a fine-tuned all-MiniLM-L6-v2 SST-2 teacher folder of DKD's store [the newest
 #                outputs/teachers/sst2/all-MiniLM-L6-v2-*; none: fine-tuned first by DKD with TEACHER_CMD]
 #   ROWS [4000] EPOCHS [1] THREADS [2] REPEATS [1] SEED [1] DEV_ROWS [all 872]
-#   SIDES        which runs, in this order in odd repeats and reversed in even ones [authors dkd32 dkdbf16]
+#   SIDES        which runs, in this order in odd repeats and reversed in even ones [authors dkd32 dkdbf16]; also
+#                dkd32loop and dkdbf16loop: DKD with distill.adamw=auto (torch's per-parameter AdamW loop on a CPU, as
+#                before distill.adamw=fused was the default)
 #   DKD_CACHE    DKD's teacher-output cache: fresh (DKD's default disk cache, empty for each run, so every selected row
 #                runs the teacher, as on a first run), off, or shared (one cache for all DKD runs: later runs hit) [fresh]
 #   VERIFY       1: before timing, check that both sides tokenise the rows alike and that teacher and student
@@ -221,8 +223,8 @@ run_authors() {  # name
   $PYTHON "$HERE/authors_speed.py" annotate "$WORK/results/$name.json" name="$name" label=fp32 \
     short="dynamic_data.py --selection_strategy entropy --selection_ratio 0.1 (fp32)"
 }
-run_dkd() {  # name precision label
-  local name=$1 precision=$2 label=$3 cache=()
+run_dkd() {  # name precision label [more overrides]
+  local name=$1 precision=$2 label=$3 cache=() more=("${@:4}")
   case "$DKD_CACHE" in
     fresh) cache=(paths.cache_dir="$WORK/cache/$name");;
     off) cache=(paths.cache_dir="$WORK/cache/shared" distill.teacher_cache=off);;
@@ -232,14 +234,14 @@ run_dkd() {  # name precision label
   local args=(train.py sampler=entropy sampler.ratio=0.1 trainer.precision="$precision" threads="$THREADS"
     seed="$SEED" distill.epochs="$EPOCHS" task.data_dir="$WORK/data" task.train_limit=null
     teacher.dirs.base="$TEACHER" trainer=cpu trainer.enable_progress_bar=false compress.enabled=false
-    "${cache[@]}" hydra.run.dir="$WORK/runs/$name"
+    "${more[@]}" "${cache[@]}" hydra.run.dir="$WORK/runs/$name"
     +callbacks.bench_timer._target_=authors_speed.loop_timer +callbacks.bench_timer.out="$WORK/results/$name.json")
   local cmd=(env OMP_NUM_THREADS="$THREADS" PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" $PYTHON "${args[@]}")
   CMDS[$name]="cd $(quote "$REPO") && $(quote "${cmd[@]}")"
   (cd "$REPO" && "${cmd[@]}") > "$WORK/logs/$name.log" 2>&1 \
     || { say "$name failed: tail of $WORK/logs/$name.log:"; tail -30 "$WORK/logs/$name.log" >&2; return 1; }
   $PYTHON "$HERE/authors_speed.py" annotate "$WORK/results/$name.json" name="$name" label="$label" \
-    short="train.py sampler=entropy sampler.ratio=0.1 trainer.precision=$precision" \
+    short="train.py sampler=entropy sampler.ratio=0.1 trainer.precision=$precision${more:+ ${more[*]}}" \
     metrics="$WORK/runs/$name/metrics.json"
 }
 
@@ -255,7 +257,9 @@ for rep in $(seq 1 "$REPEATS"); do
       authors) run_authors "$name";;
       dkd32) run_dkd "$name" 32 fp32;;
       dkdbf16) run_dkd "$name" bf16-mixed bf16-mixed;;
-      *) say "unknown side $side (authors, dkd32, dkdbf16)"; exit 2;;
+      dkd32loop) run_dkd "$name" 32 "fp32, adamw=auto" distill.adamw=auto;;
+      dkdbf16loop) run_dkd "$name" bf16-mixed "bf16-mixed, adamw=auto" distill.adamw=auto;;
+      *) say "unknown side $side (authors, dkd32, dkdbf16, dkd32loop, dkdbf16loop)"; exit 2;;
     esac
     names+=("$name")
   done

@@ -14,7 +14,7 @@ set -euo pipefail
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
 SHARED=$(cd "$REPO/../shared" && pwd)
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/default_run_time.XXXXXX")}
-ln -sfn "$SHARED" "$WORK/shared"  # each clone finds the data as ../shared, as a fresh clone beside shared/ does
+mkdir -p "$WORK" && ln -sfn "$SHARED" "$WORK/shared"  # each clone finds the data as ../shared, as a fresh clone beside shared/ does
 git -C "$REPO" diff --quiet HEAD -- dkd conf train.py || echo "local changes are not in the clones (committed code only)" >&2
 echo "$(nproc) CPUs; clones under $WORK" >&2
 echo "| commit | precision | wall s (command) | teacher dev acc | student dev acc | metrics.json total_wall_time_s | train examples/s |"

@@ -8,6 +8,7 @@ import yaml
 
 from dkd.errors import UserError
 from dkd.studies.reproduction import STUDIES, gflops_per_instance, load_jobs, report, summarise, variant_of
+from dkd.studies.verdict import two_level_bootstrap
 
 SEEDS = (42, 1, 2, 3, 4)
 
@@ -83,7 +84,7 @@ def test_bootstrap_beside_the_t_interval_when_predictions_exist():
     (claim,) = [c for c in summarise(STUDIES["selection"], jobs)["claims"]
                 if c["variant"] == "entropy r=0.1" and c["baseline"] == "random r=0.1"]
     low, high = claim["dev"]["bootstrap"]
-    assert 0 <= low <= 0.1 <= high
+    assert 0 < low < 0.1 < high and (low, high) == two_level_bootstrap([[1] * 7 + [0] * 3] * 5, [right] * 5)
 
 
 def test_report_rebuilds_from_folders_and_from_its_saved_json(tmp_path):
@@ -121,7 +122,10 @@ def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
     main(["--study", "selection", str(saved), "--md", str(md), "--png", str(png)])
     out = capsys.readouterr().out
     assert out.strip() == md.read_text().strip() and png.is_file()
-    assert "entropy r=0.1 − full KD | -2.02 [-2.16, -1.88] | – | **refuted**" in out  # 2 points below: beyond 1
+    # 2 points below: beyond 1 (one claim: its Holm step is the 95% interval); no predictions: no bootstrap
+    assert ("| entropy r=0.1 − full KD | keeps (1) | 5 | -2.02 | [-2.16, -1.88] (95.0%) | [-2.16, -1.88] | – | "
+            "1.000 / <0.001 | **refuted**: more than 1 point lower |") in out
+    assert "Verdicts on **dev** (the jobs carry no test predictions)" in out
 
 
 def test_cli_says_what_is_wrong_without_a_traceback(tmp_path):
@@ -153,7 +157,7 @@ def test_objective_study_shows_the_alignment_term_beside_the_kd_term(tmp_path):
                                                "0,0,0.2,0.003,0.9\n1,0,0.4,0.005,0.8\n2,1,9.0,9.0,0.5\n")
     text = report("objective", [folder])
     assert "| kd_pt | 0.3000 | 0.00400 | 0.3000 | 0.4000 |" in text
-    assert "kd_pt_uncertainty − kd_pt | +5.00 [+5.00, +5.00]" in text
+    assert "| kd_pt_uncertainty − kd_pt | higher (1) | 5 | +5.00 | [+5.00, +5.00] (95.0%) | [+5.00, +5.00] |" in text
     metrics = json.loads((folder / "9" / "metrics.json").read_text())  # a job whose α_pt differs is another study
     metrics["config"]["weighting"]["alpha_pt"] = 1.0
     (folder / "9" / "metrics.json").write_text(json.dumps(metrics))

@@ -4,14 +4,15 @@ its tables and plots are made from the runs
 
 A study reads finished jobs (their ``metrics.json``, ``.hydra/hydra.yaml`` and, from ``python -m dkd.ship.evaluate``,
 ``predictions.json``), refuses jobs whose configs differ in anything but the studied options and the seed, names
-each job's variant, and tests each claim by the paired rule of :mod:`dkd.studies.verdict`. ``--save`` keeps what the
-tables and plots need as one JSON under docs/, so that they can be rebuilt without the outputs.
+each job's variant, and tests each claim by the paired rule of :mod:`dkd.studies.verdict` (Holm's correction over the
+study's claims on one split). ``--save`` keeps what the tables and plots need as one JSON under docs/, so that they can
+be rebuilt without the outputs.
 """
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -19,7 +20,7 @@ import yaml
 from dkd.errors import UserError
 from dkd.moved import current_targets
 from dkd.paths import CONF
-from dkd.studies.verdict import paired_bootstrap, paired_difference, verdict
+from dkd.studies.verdict import DELTA, paired_difference, two_level_bootstrap, verdicts
 
 DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # settings that change where and how a job runs, not what it computes
@@ -29,14 +30,15 @@ IGNORED = ("seed", "paths", "logger", "hydra", "threads", "compress", "trainer.e
 
 @dataclass(frozen=True)
 class Claim:
-    """``variant`` − ``baseline`` tested by :func:`dkd.studies.verdict.verdict` with ``margin`` and ``kind``."""
+    """``variant`` − ``baseline`` tested by :func:`dkd.studies.verdict.verdicts` as ``kind`` (higher, keeps, differ,
+    same) with the smallest effect of interest ``delta``."""
 
     name: str
     variant: str
     baseline: str
     says: str
-    margin: float = 0.0
     kind: str = "higher"
+    delta: float = DELTA
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,9 @@ def _selection() -> Study:
         for _, _, tail in MODES:
             for m in ("entropy", "margin", "least_confidence"):
                 v = f"{m} r={r}{tail}"
-                claims += [Claim("2a", v, "full KD", "keeps accuracy within 1 point of full KD", -0.01),
+                claims += [Claim("2a", v, "full KD", "keeps accuracy within 1 point of full KD", "keeps"),
                            Claim("2b", v, f"random r={r}{tail}", "beats random selection")]
-            claims += [Claim("2d", f"{a} r={r}{tail}", f"{b} r={r}{tail}", "the measures differ", 0.01, "differ")
+            claims += [Claim("2d", f"{a} r={r}{tail}", f"{b} r={r}{tail}", "the measures differ", "differ")
                        for a, b in (("entropy", "margin"), ("entropy", "least_confidence"),
                                     ("margin", "least_confidence"))]
         claims.append(Claim("2c", f"entropy r={r}", f"fixed random {r:.0%} subset",
@@ -123,7 +125,7 @@ def _precision() -> Study:
     variants = {f"{m} {name}": {**keys, "trainer.precision": p} for m, keys in methods.items()
                 for name, p in (("fp32", 32), ("bf16", "bf16-mixed"))}
     claims = tuple(Claim("bf16", f"{m} bf16", f"{m} fp32", "bf16 trains the student fp32 trains, within 1 point",
-                         0.01, "same") for m in methods)
+                         "same") for m in methods)
     return Study("bf16 against fp32 on the CPU", ("sampler", "trainer.precision"), variants, claims)
 
 
@@ -278,6 +280,11 @@ def _correct(job: dict, split: str) -> list[bool] | None:
     return None if pred is None else pred.get("correct")
 
 
+def verdict_split(jobs: list[dict]) -> str:
+    """Test where every job carries its test predictions (SST-5: dev only chose the checkpoints), else dev."""
+    return "test" if all("test" in j.get("predictions", {}) for j in jobs) else "dev"
+
+
 def gflops_per_instance(job: dict) -> float | None:
     """Training GFLOPs (the method's count: teacher forwards asked, cache hits included) per instance of the pool
     per epoch; a student trained on a subset is charged over the whole pool, as the paper's per-instance figures."""
@@ -289,7 +296,9 @@ def gflops_per_instance(job: dict) -> float | None:
 
 
 def summarise(study: Study, jobs: list[dict]) -> dict:
-    """Per variant: seeds, metrics, cost; per claim: the paired interval, the bootstrap check and the verdict."""
+    """Per variant: seeds, metrics, cost; per claim and split: the paired t interval, the two-level bootstrap and
+    the verdict, Holm-corrected over the study's claims on that split
+    (:func:`dkd.studies.verdict.verdicts`). ``verdict_split``: the split whose verdicts count."""
     check_same_setting(study, jobs)
     by_variant: dict[str, dict[int, dict]] = {}
     for job in jobs:
@@ -317,26 +326,32 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "first_epoch_terms": _mean_terms([j.get("first_epoch_terms", {}) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
-    claims = []
+    claims, families = [], {"dev": [], "test": []}  # per split, the claims tested on it: one Holm family
     for c in study.claims:
         if c.variant not in variants or c.baseline not in variants:
             continue
-        row = {"claim": c.name, "says": c.says, "variant": c.variant, "baseline": c.baseline}
+        row = {"claim": c.name, "says": c.says, "variant": c.variant, "baseline": c.baseline, "kind": c.kind,
+               "delta": c.delta}
         for split in ("dev", "test"):
             a, b = variants[c.baseline][split], variants[c.variant][split]
-            if len(set(a) & set(b)) < 2:
+            seeds = sorted(set(a) & set(b))
+            if len(seeds) < 2:
                 continue
             p = paired_difference(a, b)
-            row[split] = {"mean": p.mean, "low": p.low, "high": p.high, "n": p.n,
-                          "verdict": verdict(p, c.margin, c.kind)}
-            seeds = sorted(set(a) & set(b))
+            low, high = p.interval()
+            row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high}
             base = [_correct(by_variant[c.baseline][s], split) for s in seeds]
             var = [_correct(by_variant[c.variant][s], split) for s in seeds]
             if all(x is not None for x in base + var):
-                row[split]["bootstrap"] = paired_bootstrap(base, var)
+                row[split]["bootstrap"] = two_level_bootstrap(base, var)
+            families[split].append((row[split], p, c))
         claims.append(row)
+    for family in filter(None, families.values()):
+        for (cell, _, _), v in zip(family, verdicts([(p, c.kind, c.delta) for _, p, c in family])):
+            cell.update(asdict(v))
     teachers = {r: t["dev"] for r, t in jobs[0]["teachers"].items()}
     return {"title": study.title, "variants": variants, "claims": claims, "teachers": teachers,
+            "verdict_split": verdict_split(jobs),
             "commits": sorted({(j["metrics"].get("code") or {}).get("commit", "unrecorded")[:7] for j in jobs}),
             "task": jobs[0]["metrics"]["task"]}
 
@@ -346,10 +361,27 @@ def _mean_terms(per_job: list[dict]) -> dict[str, float]:
     return {n: statistics.mean(t[n] for t in per_job if n in t) for n in sorted(names)}
 
 
+def _gloss(r: dict, kind: str, delta: float) -> str:
+    """What a refuted claim's interval excludes, and a gain shown to be below δ (verdict.py's table)."""
+    size = f"{100 * delta:g} point" + ("" if f"{100 * delta:g}" == "1" else "s")
+    if r["below_delta"]:
+        return f": higher, by less than {size}"
+    if r["verdict"] != "refuted":
+        return ""
+    return ": " + {"higher": f"no gain of {size} or more", "keeps": f"more than {size} lower",
+                   "differ": f"within ±{size}", "same": f"more than {size} apart"}[kind]
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def markdown(summary: dict) -> str:
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
+    span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
     acc = lambda xs: "–" if not xs else (lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}")(*_mean_std(list(xs)))  # noqa
     teachers = ", ".join(f"{r} {100 * t['dev/score']:.2f}" for r, t in summary["teachers"].items())
+    split = summary["verdict_split"]
     lines = [f"### {summary['title']} — {summary['task']}", "",
              f"Teacher dev score: {teachers}. Commits: {', '.join(summary['commits'])}.", "",
              "| variant | seeds | dev (mean ± std) | test (mean ± std) | rows distilled | GFLOPs / instance | "
@@ -359,21 +391,31 @@ def markdown(summary: dict) -> str:
         g = "–" if v["gflops_per_instance"] is None else f"{v['gflops_per_instance']:.3f}"
         lines.append(f"| {label} | {len(v['seeds'])} | {acc(v['dev'].values())} | {acc(v['test'].values())} | "
                      f"{v['selected']:.3f} | {g} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | {v['paper']} |")
-    lines += ["", "| claim | variant − baseline | dev: d [95% t interval] | bootstrap | verdict | "
-                  "test: d [95% t interval] | verdict |", "|---|---|---|---|---|---|---|"]
+    why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
+    other = ["dev: d [95% t]"] if split == "test" else []
+    header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "Holm-level t interval", "95% t interval",
+              "two-level bootstrap", "p confirm / refute", "verdict", *other]
+    lines += ["", f"Verdicts on **{split}** ({why}): d = variant − baseline in points over the paired seeds; Holm's "
+                  f"correction over the study's claims on {split}, one-sided tests at 2.5% (p: Holm-adjusted); "
+                  "the Holm-level interval is the one that the step of Holm's procedure deciding the claim tests "
+                  "(its refute step where refuted, else its confirm step).", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in summary["claims"]:
-        cells = []
-        for split in ("dev", "test"):
-            r = c.get(split)
-            if r is None:
-                cells += ["–", "–"] + (["–"] if split == "dev" else [])
-                continue
-            cells.append(f"{pts(r['mean'])} [{pts(r['low'])}, {pts(r['high'])}]")
-            if split == "dev":
-                b = r.get("bootstrap")
-                cells.append("–" if b is None else f"[{pts(b[0])}, {pts(b[1])}]")
-            cells.append(f"**{r['verdict']}**")
-        lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | " + " | ".join(cells) + " |")
+        r = c.get(split)
+        if r is None:
+            cells = ["–"] * 7
+        else:
+            b = r.get("bootstrap")
+            verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"])
+            level, low, high = r["refute_step" if r["verdict"] == "refuted" else "confirm_step"]
+            cells = [str(r["n"]), pts(r["mean"]), f"{span(low, high)} ({100 * level:.1f}%)",
+                     span(r["low"], r["high"]), "–" if b is None else span(*b),
+                     f"{_p(r['holm_confirm'])} / {_p(r['holm_refute'])}", verdict]
+        if other:
+            d = c.get("dev")
+            cells.append("–" if d is None else f"{pts(d['mean'])} {span(d['low'], d['high'])}")
+        lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | "
+                     f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
     sized = {label: v for label, v in summary["variants"].items()
              if any(n.startswith("train/pt_") for n in v.get("first_epoch_terms", {}))}
     if sized:  # the alignment term beside the KD term, as the loss weighs them (α · unweighted mean, epoch 0)

@@ -7,15 +7,20 @@ import pytest
 import yaml
 
 from dkd.errors import UserError
-from dkd.studies.reproduction import STUDIES, gflops_per_instance, load_jobs, report, summarise, variant_of
+from dkd.studies.reproduction import (STUDIES, collapsed_on, gflops_per_instance, load_jobs, markdown, report,
+                                     summarise, variant_of)
 from dkd.studies.verdict import two_level_bootstrap
 
 SEEDS = (42, 1, 2, 3, 4)
 
 
 def job(sampler: str, seed: int, dev: float, ratio: float = 0.1, train_limit=None, lr: float = 7.5e-5,
-        correct: list | None = None) -> dict:
+        correct: list | None = None, classes: int | None = None, test: tuple | None = None) -> dict:
+    """``classes``: how many classes the run predicted on dev (metrics.json); ``test``: (accuracy, classes) of
+    ``python -m dkd.ship.evaluate`` on the test split."""
     pool, examples = 100, (train_limit or 100)
+    predictions = {**({"dev": {"correct": correct}} if correct else {}),
+                   **({"test": {"metrics": {"test/acc": test[0]}, "predicted_classes": test[1]}} if test else {})}
     return {
         "job": f"{sampler}-{ratio}-{train_limit}-{seed}", "choices": {"sampler": sampler, "task": "sst5"},
         "config": {"seed": seed, "threads": 1, "sampler": {"ratio": ratio, "mode": "efficient", "pool": 1},
@@ -24,9 +29,9 @@ def job(sampler: str, seed: int, dev: float, ratio: float = 0.1, train_limit=Non
                     "train_examples_per_s": 10.0, "train_examples": examples, "pool_examples": pool,
                     "decisions": {"sampler_selected": ratio if sampler != "none" else 1.0},
                     "flops": {"examples": 3 * examples, "gflops": {"total": 3 * examples * 2.0}},
-                    "code": {"commit": "abc1234def"}},
+                    "code": {"commit": "abc1234def"}, **({"predicted_classes": {"dev": classes}} if classes else {})},
         "teachers": {"base": {"dir": "t", "dev": {"dev/score": 0.5}}},
-        **({"predictions": {"dev": {"correct": correct}}} if correct else {}),
+        **({"predictions": predictions} if predictions else {}),
     }
 
 
@@ -87,6 +92,53 @@ def test_bootstrap_beside_the_t_interval_when_predictions_exist():
     assert 0 < low < 0.1 < high and (low, high) == two_level_bootstrap([[1] * 7 + [0] * 3] * 5, [right] * 5)
 
 
+def test_collapse_is_counted_per_arm_and_flagged_per_claim():
+    """A job whose model predicts one class on a split is counted per variant and flags every claim that pairs it
+    there; a count not recorded is said, never guessed. Every job has its test predictions: the verdicts are on test."""
+    base = {s: 0.40 + 0.01 * i for i, s in enumerate(SEEDS)}
+    jobs = [job("none", s, base[s], classes=5, test=(base[s] + 0.02, 5)) for s in SEEDS]
+    jobs += [job("entropy", s, base[s] - 0.001 * i, classes=5, test=(base[s] + 0.02 - 0.001 * i, 5))
+             for i, s in enumerate(SEEDS)]
+    jobs += [job("margin", s, base[s], test=(base[s] + 0.02, 5)) for s in SEEDS]  # dev classes not recorded
+    jobs += [job("random", s, 0.25 if s == 3 else base[s] - 0.05, classes={3: 1, 4: None}.get(s, 5),
+                 test=(0.23, 1) if s == 3 else (base[s] - 0.03, 5)) for s in SEEDS]
+    summary = summarise(STUDIES["selection"], jobs)
+    assert summary["verdict_split"] == "test"
+    variants = summary["variants"]
+    assert variants["random r=0.1"]["collapsed"]["dev"] == {42: False, 1: False, 2: False, 3: True, 4: None}
+    assert variants["random r=0.1"]["collapse_rate"] == {"dev": None, "test": 0.2}
+    assert variants["full KD"]["collapse_rate"] == {"dev": 0.0, "test": 0.0}
+    by = {(c["variant"], c["baseline"]): c for c in summary["claims"]}
+    beats_random = by[("entropy r=0.1", "random r=0.1")]
+    assert beats_random["test"]["collapse"] is True and beats_random["dev"]["collapse"] is True  # seed 3 on both
+    assert beats_random["test"]["collapsed"] == {"variant": [], "baseline": [3]}
+    assert by[("entropy r=0.1", "full KD")]["test"]["collapse"] is False
+    assert by[("margin r=0.1", "full KD")]["test"]["collapse"] is False
+    assert by[("margin r=0.1", "full KD")]["dev"]["collapse"] is None  # no collapse seen, but dev was not counted
+    text = markdown(summary)
+    assert "| 1/4 (1 not recorded) | 1/5 |" in text and "| not recorded | 0/5 |" in text and "| 0/5 | 0/5 |" in text
+    assert "| **yes**: baseline 3 |" in text and "Verdicts on **test** (dev only chose the checkpoints)" in text
+    jobs[0]["predictions"].pop("test")  # one job without test predictions: the verdicts fall back to dev
+    assert summarise(STUDIES["selection"], jobs)["verdict_split"] == "dev"
+
+
+def test_an_older_predictions_file_still_tells_the_classes_predicted(tmp_path):
+    """predictions.json written before evaluate counted the classes: they are counted from its predictions."""
+    j = job("none", 1, 0.4)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "metrics.json").write_text(json.dumps({**j["metrics"], "config": j["config"],
+                                                       "teachers": j["teachers"]}))
+    (tmp_path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": j["choices"]}}}))
+    (tmp_path / "predictions.json").write_text(json.dumps(
+        {"dev": {"metrics": {}, "correct": [1, 0, 1], "predictions": [2, 1, 2]},
+         "test": {"metrics": {"test/acc": 0.5}, "correct": [1, 0], "predictions": [3, 3]}}))
+    (loaded,) = load_jobs([tmp_path])
+    assert loaded["predictions"]["test"] == {"metrics": {"test/acc": 0.5}, "correct": [1, 0], "predicted_classes": 1}
+    assert collapsed_on(loaded, "test") is True and collapsed_on(loaded, "dev") is False
+    loaded["predictions"]["test"].pop("predicted_classes")
+    assert collapsed_on(loaded, "test") is None  # not recorded: not guessed from the accuracy
+
+
 def test_report_rebuilds_from_folders_and_from_its_saved_json(tmp_path):
     folder = tmp_path / "multirun"
     for i, j in enumerate(sweep({"entropy": 0.01})):
@@ -124,7 +176,7 @@ def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
     assert out.strip() == md.read_text().strip() and png.is_file()
     # 2 points below: beyond 1 (one claim: its Holm step is the 95% interval); no predictions: no bootstrap
     assert ("| entropy r=0.1 − full KD | keeps (1) | 5 | -2.02 | [-2.16, -1.88] (95.0%) | [-2.16, -1.88] | – | "
-            "1.000 / <0.001 | **refuted**: more than 1 point lower |") in out
+            "1.000 / <0.001 | **refuted**: more than 1 point lower | not recorded |") in out
     assert "Verdicts on **dev** (the jobs carry no test predictions)" in out
 
 

@@ -148,6 +148,16 @@ def _downsample(points: list, most: int = 120) -> list:
     return points[::step]
 
 
+def _kept(split: dict) -> dict:
+    """One split of ``predictions.json`` without the predicted labels (the bootstrap needs right/wrong per example),
+    and the number of classes predicted, counted from them where the file does not say it (evaluated before
+    ``python -m dkd.ship.evaluate`` wrote it)."""
+    kept = {k: v for k, v in split.items() if k != "predictions"}
+    if "correct" in split and "predictions" in split:  # a classification's labels; a regression's are numbers
+        kept.setdefault("predicted_classes", len(set(split["predictions"])))
+    return kept
+
+
 def read_job(job: Path) -> dict:
     """What a study needs of one finished job folder."""
     import csv
@@ -159,9 +169,8 @@ def read_job(job: Path) -> dict:
               "teachers": {r: {"dir": Path(t["dir"]).name, "dev": t.get("dev")}
                            for r, t in metrics.get("teachers", {}).items()}}
     if (job / "predictions.json").is_file():
-        record["predictions"] = {  # the bootstrap needs right/wrong per example, not the predicted labels
-            split: {k: v for k, v in p.items() if k != "predictions"}
-            for split, p in json.loads((job / "predictions.json").read_text()).items()}
+        predictions = json.loads((job / "predictions.json").read_text())
+        record["predictions"] = {split: _kept(p) for split, p in predictions.items()}
     logs = sorted(job.glob("csv/**/metrics.csv"))
     if logs:
         with open(logs[-1], newline="") as fh:
@@ -280,6 +289,15 @@ def _correct(job: dict, split: str) -> list[bool] | None:
     return None if pred is None else pred.get("correct")
 
 
+def collapsed_on(job: dict, split: str) -> bool | None:
+    """Whether the job's model predicts one class on ``split`` (None: not recorded). Counted by
+    ``python -m dkd.ship.evaluate`` from its per-example predictions; on dev, else by the run itself (metrics.json)."""
+    classes = job.get("predictions", {}).get(split, {}).get("predicted_classes")
+    if classes is None and split == "dev":  # the run's count, per dev split (dkd.studies.report reads it too)
+        classes = min((job["metrics"].get("predicted_classes") or {}).values(), default=None)
+    return None if classes is None else classes == 1
+
+
 def verdict_split(jobs: list[dict]) -> str:
     """Test where every job carries its test predictions (SST-5: dev only chose the checkpoints), else dev."""
     return "test" if all("test" in j.get("predictions", {}) for j in jobs) else "dev"
@@ -296,8 +314,8 @@ def gflops_per_instance(job: dict) -> float | None:
 
 
 def summarise(study: Study, jobs: list[dict]) -> dict:
-    """Per variant: seeds, metrics, cost; per claim and split: the paired t interval, the two-level bootstrap and
-    the verdict, Holm-corrected over the study's claims on that split
+    """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
+    two-level bootstrap, the collapse flag and the verdict, Holm-corrected over the study's claims on that split
     (:func:`dkd.studies.verdict.verdicts`). ``verdict_split``: the split whose verdicts count."""
     check_same_setting(study, jobs)
     by_variant: dict[str, dict[int, dict]] = {}
@@ -317,6 +335,8 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
         cost = [gflops_per_instance(j) for j in seeds.values()]
         variants[label] = {
             "seeds": sorted(dev), "dev": dev, "test": test,
+            "collapsed": {split: {s: collapsed_on(seeds[s], split) for s in sorted(scores)}
+                          for split, scores in (("dev", dev), ("test", test))},
             "gflops_per_instance": statistics.mean(c for c in cost if c is not None) if any(cost) else None,
             "wall_min": statistics.mean(j["metrics"]["wall_time_s"] for j in seeds.values()) / 60,
             "examples_per_s": statistics.mean(j["metrics"]["train_examples_per_s"] or 0 for j in seeds.values()),
@@ -326,6 +346,9 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "first_epoch_terms": _mean_terms([j.get("first_epoch_terms", {}) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
+        variants[label]["collapse_rate"] = {  # collapsed jobs / jobs; None: not recorded for every job
+            split: None if not flags or None in flags.values() else sum(flags.values()) / len(flags)
+            for split, flags in variants[label]["collapsed"].items()}
     claims, families = [], {"dev": [], "test": []}  # per split, the claims tested on it: one Holm family
     for c in study.claims:
         if c.variant not in variants or c.baseline not in variants:
@@ -339,7 +362,13 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
                 continue
             p = paired_difference(a, b)
             low, high = p.interval()
-            row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high}
+            fell = {arm: [s for s in seeds if variants[label]["collapsed"][split][s]]
+                    for arm, label in (("variant", c.variant), ("baseline", c.baseline))}
+            unknown = any(variants[label]["collapsed"][split][s] is None
+                          for label in (c.variant, c.baseline) for s in seeds)
+            row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high, "collapsed": fell,
+                          # a flag: an arm predicts one class in a paired seed (None: not recorded, none seen)
+                          "collapse": True if fell["variant"] or fell["baseline"] else None if unknown else False}
             base = [_correct(by_variant[c.baseline][s], split) for s in seeds]
             var = [_correct(by_variant[c.variant][s], split) for s in seeds]
             if all(x is not None for x in base + var):
@@ -359,6 +388,28 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
 def _mean_terms(per_job: list[dict]) -> dict[str, float]:
     names = set().union(*per_job) if per_job else set()
     return {n: statistics.mean(t[n] for t in per_job if n in t) for n in sorted(names)}
+
+
+def _collapse_rate(flags: dict) -> str:
+    """Collapsed jobs / jobs of one variant on one split, saying how many were not recorded."""
+    if not flags:
+        return "–"
+    known = [f for f in flags.values() if f is not None]
+    if not known:
+        return "not recorded"
+    rate = f"{sum(known)}/{len(known)}"
+    return rate if len(known) == len(flags) else f"{rate} ({len(flags) - len(known)} not recorded)"
+
+
+def _collapse_flag(r: dict) -> str:
+    """A claim's flag on one split: which arm predicts one class in which paired seeds."""
+    if r["collapse"] is None:
+        return "not recorded"
+    if not r["collapse"]:
+        return "no"
+    seeds = [f"{arm} {', '.join(map(str, r['collapsed'][arm]))}" for arm in ("baseline", "variant")
+             if r["collapsed"][arm]]
+    return f"**yes**: {'; '.join(seeds)}"
 
 
 def _gloss(r: dict, kind: str, delta: float) -> str:
@@ -384,17 +435,18 @@ def markdown(summary: dict) -> str:
     split = summary["verdict_split"]
     lines = [f"### {summary['title']} — {summary['task']}", "",
              f"Teacher dev score: {teachers}. Commits: {', '.join(summary['commits'])}.", "",
-             "| variant | seeds | dev (mean ± std) | test (mean ± std) | rows distilled | GFLOPs / instance | "
-             "wall min / run | train ex/s | paper (setting differs, see text) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| variant | seeds | dev (mean ± std) | test (mean ± std) | one class: dev | one class: test | "
+             "rows distilled | GFLOPs / instance | wall min / run | train ex/s | paper (setting differs, see text) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, v in summary["variants"].items():
         g = "–" if v["gflops_per_instance"] is None else f"{v['gflops_per_instance']:.3f}"
         lines.append(f"| {label} | {len(v['seeds'])} | {acc(v['dev'].values())} | {acc(v['test'].values())} | "
+                     f"{_collapse_rate(v['collapsed']['dev'])} | {_collapse_rate(v['collapsed']['test'])} | "
                      f"{v['selected']:.3f} | {g} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | {v['paper']} |")
     why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
     other = ["dev: d [95% t]"] if split == "test" else []
     header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "Holm-level t interval", "95% t interval",
-              "two-level bootstrap", "p confirm / refute", "verdict", *other]
+              "two-level bootstrap", "p confirm / refute", "verdict", "one class in a paired seed", *other]
     lines += ["", f"Verdicts on **{split}** ({why}): d = variant − baseline in points over the paired seeds; Holm's "
                   f"correction over the study's claims on {split}, one-sided tests at 2.5% (p: Holm-adjusted); "
                   "the Holm-level interval is the one that the step of Holm's procedure deciding the claim tests "
@@ -403,14 +455,14 @@ def markdown(summary: dict) -> str:
     for c in summary["claims"]:
         r = c.get(split)
         if r is None:
-            cells = ["–"] * 7
+            cells = ["–"] * 8
         else:
             b = r.get("bootstrap")
             verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"])
             level, low, high = r["refute_step" if r["verdict"] == "refuted" else "confirm_step"]
             cells = [str(r["n"]), pts(r["mean"]), f"{span(low, high)} ({100 * level:.1f}%)",
                      span(r["low"], r["high"]), "–" if b is None else span(*b),
-                     f"{_p(r['holm_confirm'])} / {_p(r['holm_refute'])}", verdict]
+                     f"{_p(r['holm_confirm'])} / {_p(r['holm_refute'])}", verdict, _collapse_flag(r)]
         if other:
             d = c.get("dev")
             cells.append("–" if d is None else f"{pts(d['mean'])} {span(d['low'], d['high'])}")

@@ -1,15 +1,25 @@
 """The reproduction report's studies, on synthetic jobs: which variant a job is, refusal of jobs that differ in more
 than the studied options, the paired claims and their verdicts, and a rebuild from the saved JSON."""
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from dkd.errors import UserError
-from dkd.studies.reproduction import (STUDIES, collapsed_on, gflops_per_instance, load_jobs, markdown, report,
-                                     summarise, variant_of)
-from dkd.studies.verdict import two_level_bootstrap
+from dkd.studies.reproduction import (
+    STUDIES,
+    collapsed_on,
+    gflops_per_instance,
+    load_jobs,
+    markdown,
+    report,
+    summarise,
+    variant_of,
+)
 
 SEEDS = (42, 1, 2, 3, 4)
 
@@ -88,8 +98,69 @@ def test_bootstrap_beside_the_t_interval_when_predictions_exist():
     jobs += [job("entropy", s, 0.8, correct=right) for s in SEEDS]
     (claim,) = [c for c in summarise(STUDIES["selection"], jobs)["claims"]
                 if c["variant"] == "entropy r=0.1" and c["baseline"] == "random r=0.1"]
-    low, high = claim["dev"]["bootstrap"]
-    assert 0 < low < 0.1 < high and (low, high) == two_level_bootstrap([[1] * 7 + [0] * 3] * 5, [right] * 5)
+    # every seed's pair answers alike, so the seeds add nothing: the one differing example (+1) is drawn
+    # Binomial(10, 0.1) times in 10, P(0) = 0.349, P(≤ 2) = 0.930, P(≤ 3) = 0.987: [0, 0.3]
+    assert claim["dev"]["bootstrap"] == (0.0, 0.3)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_metric_that_is_not_finite_names_its_claim_and_jobs(bad):
+    jobs = sweep({"entropy": 0.0})
+    jobs[8]["metrics"]["dev"]["dev/score"] = bad  # entropy, seed 3
+    with pytest.raises(UserError, match=r"claim 2a \(entropy r=0.1 − full KD\) on dev: the paired difference is not "
+                                        r"finite \(seed 3: (nan|inf) − 0.43\)\. The jobs \(seed 3: none-0.1-None-3 and "
+                                        r"entropy-0.1-None-3\)"):
+        summarise(STUDIES["selection"], jobs)
+
+
+HOLM_SEEDS = {  # per seed: full KD, random r=0.1 and entropy r=0.1 on dev
+    s: (full, full - 0.02 + noise, full - 0.02 + noise + gain)
+    for s, full, noise, gain in zip(SEEDS, (0.40, 0.41, 0.42, 0.43, 0.44), (0.003, -0.004, 0.001, 0.002, -0.002),
+                                    (0.012, 0.001, 0.010, 0.002, 0.009))}
+
+
+HOLM_TEST = {"none": (0.50, 0.52, 0.49, 0.51, 0.50), "random": (0.51, 0.50, 0.50, 0.52, 0.49),
+             "entropy": (0.50, 0.51, 0.51, 0.50, 0.50)}  # per seed, on test: no effect
+
+
+def holm_jobs(test: bool = False) -> list[dict]:
+    """Full KD, random and entropy at r = 0.1 (HOLM_SEEDS); ``test``: with the test accuracies of HOLM_TEST."""
+    return [job(name, s, HOLM_SEEDS[s][i], test=(HOLM_TEST[name][k], 5) if test else None)
+            for k, s in enumerate(SEEDS) for i, name in enumerate(("none", "random", "entropy"))]
+
+
+def test_holm_corrects_within_the_claims_with_a_verdict_on_one_split():
+    """Alone, entropy beats random (p = 0.019 < 0.025); in its family of two on dev (with entropy keeps full KD, p =
+    0.82) Holm doubles it to 0.038: unresolved. Claims of another family (the test split's), and claims without a
+    verdict (one seed), change nothing; more claims with a verdict on dev join the family."""
+    full, rand, ent = (np.array([HOLM_SEEDS[s][i] for s in SEEDS]) for i in range(3))
+    p_beats = stats.ttest_rel(ent, rand, alternative="greater").pvalue
+    p_keeps = stats.ttest_1samp(ent - full, -0.01, alternative="greater").pvalue
+    assert p_beats == pytest.approx(0.0188391, abs=1e-6) and p_keeps == pytest.approx(0.8217766, abs=1e-6)
+
+    def dev(summary: dict) -> dict:
+        return {(c["variant"], c["baseline"]): c["dev"] for c in summary["claims"]}
+
+    alone = dev(summarise(STUDIES["selection"], holm_jobs()))
+    beats = alone[("entropy r=0.1", "random r=0.1")]
+    assert beats["p_confirm"] == pytest.approx(p_beats) and beats["holm_confirm"] == pytest.approx(2 * p_beats)
+    assert beats["verdict"] == "unresolved" and alone[("entropy r=0.1", "full KD")]["holm_confirm"] == pytest.approx(
+        p_keeps)
+
+    with_test = summarise(STUDIES["selection"], holm_jobs(test=True))
+    assert with_test["verdict_split"] == "test" and with_test["families"] == {"dev": 2, "test": 2}
+    assert dev(with_test) == alone  # the test split's claims are another family
+    # ... whose p-values are larger: pooled in one family of four, dev's would have been 4 · p_beats
+    assert min(c["test"]["p_confirm"] for c in with_test["claims"]) > p_beats
+
+    one_seed = summarise(STUDIES["selection"], holm_jobs() + [job("margin", 42, 0.41)])
+    assert one_seed["families"] == {"dev": 2, "test": 0} and dev(one_seed) == {
+        **alone, **{k: {"n": 1, "verdict": "not tested"} for k in dev(one_seed) if "margin r=0.1" in k}}
+    assert "| 1 | – | – | – | – | not tested (n < 2) | – |" in markdown(one_seed)
+    assert "over the 2 claims of this study with a verdict on dev (one family)" in markdown(one_seed)
+
+    margin = summarise(STUDIES["selection"], holm_jobs() + [job("margin", s, HOLM_SEEDS[s][2]) for s in SEEDS])
+    assert margin["families"]["dev"] == 5  # margin keeps, beats random, differs from entropy: the same finding
 
 
 def test_collapse_is_counted_per_arm_and_flagged_per_claim():
@@ -174,9 +245,9 @@ def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
     main(["--study", "selection", str(saved), "--md", str(md), "--png", str(png)])
     out = capsys.readouterr().out
     assert out.strip() == md.read_text().strip() and png.is_file()
-    # 2 points below: beyond 1 (one claim: its Holm step is the 95% interval); no predictions: no bootstrap
-    assert ("| entropy r=0.1 − full KD | keeps (1) | 5 | -2.02 | [-2.16, -1.88] (95.0%) | [-2.16, -1.88] | – | "
-            "1.000 / <0.001 | **refuted**: more than 1 point lower | not recorded |") in out
+    # 2 points below: beyond 1 (one claim: Holm leaves its p as it is); no predictions: no bootstrap
+    assert ("| entropy r=0.1 − full KD | keeps (1) | 5 | -2.02 | [-2.16, -1.88] | – | refute <0.001 < 0.025 | "
+            "**refuted**: more than 1 point lower | not recorded |") in out
     assert "Verdicts on **dev** (the jobs carry no test predictions)" in out
 
 
@@ -209,7 +280,8 @@ def test_objective_study_shows_the_alignment_term_beside_the_kd_term(tmp_path):
                                                "0,0,0.2,0.003,0.9\n1,0,0.4,0.005,0.8\n2,1,9.0,9.0,0.5\n")
     text = report("objective", [folder])
     assert "| kd_pt | 0.3000 | 0.00400 | 0.3000 | 0.4000 |" in text
-    assert "| kd_pt_uncertainty − kd_pt | higher (1) | 5 | +5.00 | [+5.00, +5.00] (95.0%) | [+5.00, +5.00] |" in text
+    assert ("| kd_pt_uncertainty − kd_pt | higher (1) | 5 | +5.00 (d constant over seeds) | [+5.00, +5.00] | – | "
+            "confirm <0.001 < 0.025 | **confirmed** |") in text
     metrics = json.loads((folder / "9" / "metrics.json").read_text())  # a job whose α_pt differs is another study
     metrics["config"]["weighting"]["alpha_pt"] = 1.0
     (folder / "9" / "metrics.json").write_text(json.dumps(metrics))

@@ -4,9 +4,10 @@ its tables and plots are made from the runs
 
 A study reads finished jobs (their ``metrics.json``, ``.hydra/hydra.yaml`` and, from ``python -m dkd.ship.evaluate``,
 ``predictions.json``), refuses jobs whose configs differ in anything but the studied options and the seed, names
-each job's variant, and tests each claim by the paired rule of :mod:`dkd.studies.verdict` (Holm's correction over the
-study's claims on one split). ``--save`` keeps what the tables and plots need as one JSON under docs/, so that they can
-be rebuilt without the outputs.
+each job's variant, and tests each claim by the paired rule of :mod:`dkd.studies.verdict`. A study is one finding
+of the paper (or one check of ours); on each split its claims with a verdict there (both arms with two or more paired
+seeds) are one family for Holm's correction. ``--save`` keeps what the tables and plots need as one JSON under docs/,
+so that they can be rebuilt without the outputs.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import yaml
 from dkd.errors import UserError
 from dkd.moved import current_targets
 from dkd.paths import CONF
-from dkd.studies.verdict import DELTA, paired_difference, two_level_bootstrap, verdicts
+from dkd.studies.verdict import ALPHA, DELTA, NotFinite, paired_difference, two_level_bootstrap, verdicts
 
 DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # settings that change where and how a job runs, not what it computes
@@ -315,8 +316,9 @@ def gflops_per_instance(job: dict) -> float | None:
 
 def summarise(study: Study, jobs: list[dict]) -> dict:
     """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
-    two-level bootstrap, the collapse flag and the verdict, Holm-corrected over the study's claims on that split
-    (:func:`dkd.studies.verdict.verdicts`). ``verdict_split``: the split whose verdicts count."""
+    two-level bootstrap, the collapse flag and the verdict (:func:`dkd.studies.verdict.verdicts`), or ``not tested``
+    where fewer than two seeds pair. ``families``: per split, how many claims have a verdict there, the Holm family
+    they are corrected in. ``verdict_split``: the split whose verdicts count."""
     check_same_setting(study, jobs)
     by_variant: dict[str, dict[int, dict]] = {}
     for job in jobs:
@@ -349,7 +351,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
         variants[label]["collapse_rate"] = {  # collapsed jobs / jobs; None: not recorded for every job
             split: None if not flags or None in flags.values() else sum(flags.values()) / len(flags)
             for split, flags in variants[label]["collapsed"].items()}
-    claims, families = [], {"dev": [], "test": []}  # per split, the claims tested on it: one Holm family
+    claims, families = [], {"dev": [], "test": []}  # per split, the claims with a verdict there: one Holm family
     for c in study.claims:
         if c.variant not in variants or c.baseline not in variants:
             continue
@@ -359,14 +361,22 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             a, b = variants[c.baseline][split], variants[c.variant][split]
             seeds = sorted(set(a) & set(b))
             if len(seeds) < 2:
+                row[split] = {"n": len(seeds), "verdict": "not tested"}
                 continue
-            p = paired_difference(a, b)
+            try:
+                p = paired_difference(a, b)
+            except NotFinite as err:
+                named = "; ".join(f"seed {s}: {by_variant[c.baseline][s]['job']} and {by_variant[c.variant][s]['job']}"
+                                  for s in err.seeds)
+                raise UserError(f"{study.title}, claim {c.name} ({c.variant} − {c.baseline}) on {split}: {err}. "
+                                f"The jobs ({named}) have a metric that is NaN or infinite: rerun or leave them out."
+                                ) from err
             low, high = p.interval()
             fell = {arm: [s for s in seeds if variants[label]["collapsed"][split][s]]
                     for arm, label in (("variant", c.variant), ("baseline", c.baseline))}
             unknown = any(variants[label]["collapsed"][split][s] is None
                           for label in (c.variant, c.baseline) for s in seeds)
-            row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high, "collapsed": fell,
+            row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high, "constant": p.se == 0, "collapsed": fell,
                           # a flag: an arm predicts one class in a paired seed (None: not recorded, none seen)
                           "collapse": True if fell["variant"] or fell["baseline"] else None if unknown else False}
             base = [_correct(by_variant[c.baseline][s], split) for s in seeds]
@@ -380,7 +390,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             cell.update(asdict(v))
     teachers = {r: t["dev"] for r, t in jobs[0]["teachers"].items()}
     return {"title": study.title, "variants": variants, "claims": claims, "teachers": teachers,
-            "verdict_split": verdict_split(jobs),
+            "verdict_split": verdict_split(jobs), "families": {split: len(f) for split, f in families.items()},
             "commits": sorted({(j["metrics"].get("code") or {}).get("commit", "unrecorded")[:7] for j in jobs}),
             "task": jobs[0]["metrics"]["task"]}
 
@@ -427,6 +437,18 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _deciding(r: dict) -> str:
+    """The Holm-adjusted p of the test that decided the claim, against its level; both tests where neither did."""
+    def test(side: str, sign: str) -> str:
+        return f"{side} {_p(r[f'holm_{side}'])} {sign} {r[f'level_{side}']:g}"
+
+    if r["verdict"] == "confirmed":
+        return test("confirm", "<")
+    if r["verdict"] == "refuted":
+        return test("refute", "<")
+    return f"{test('confirm', '≥')}; {test('refute', '≥')}"
+
+
 def markdown(summary: dict) -> str:
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
     span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
@@ -445,27 +467,31 @@ def markdown(summary: dict) -> str:
                      f"{v['selected']:.3f} | {g} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | {v['paper']} |")
     why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
     other = ["dev: d [95% t]"] if split == "test" else []
-    header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "Holm-level t interval", "95% t interval",
-              "two-level bootstrap", "p confirm / refute", "verdict", "one class in a paired seed", *other]
-    lines += ["", f"Verdicts on **{split}** ({why}): d = variant − baseline in points over the paired seeds; Holm's "
-                  f"correction over the study's claims on {split}, one-sided tests at 2.5% (p: Holm-adjusted); "
-                  "the Holm-level interval is the one that the step of Holm's procedure deciding the claim tests "
-                  "(its refute step where refuted, else its confirm step).", "",
+    header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "95% t interval (unadjusted)",
+              "two-level bootstrap (95%, unadjusted)", "Holm-adjusted p of the deciding test", "verdict",
+              "one class in a paired seed", *other]
+    m = summary["families"][split]
+    lines += ["", f"Verdicts on **{split}** ({why}): d = variant − baseline in points over the paired seeds. Each "
+                  f"verdict is decided by Holm-adjusted p-values over the {m} claim{'' if m == 1 else 's'} of this "
+                  f"study with a verdict on {split} (one family), each test against its level: {ALPHA / 2:g} "
+                  f"one-sided, {ALPHA:g} two-sided (differ's confirm, same's refute), which for one claim alone is "
+                  "the rule of the 95% t interval; the intervals shown are not adjusted.", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    untested = "not tested (n < 2)"
     for c in summary["claims"]:
-        r = c.get(split)
-        if r is None:
-            cells = ["–"] * 8
+        r = c[split]
+        if r["verdict"] == "not tested":
+            cells = [str(r["n"]), "–", "–", "–", "–", untested, "–"]
         else:
             b = r.get("bootstrap")
             verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"])
-            level, low, high = r["refute_step" if r["verdict"] == "refuted" else "confirm_step"]
-            cells = [str(r["n"]), pts(r["mean"]), f"{span(low, high)} ({100 * level:.1f}%)",
-                     span(r["low"], r["high"]), "–" if b is None else span(*b),
-                     f"{_p(r['holm_confirm'])} / {_p(r['holm_refute'])}", verdict, _collapse_flag(r)]
+            d = pts(r["mean"]) + (" (d constant over seeds)" if r["constant"] else "")
+            cells = [str(r["n"]), d, span(r["low"], r["high"]), "–" if b is None else span(*b), _deciding(r),
+                     verdict, _collapse_flag(r)]
         if other:
-            d = c.get("dev")
-            cells.append("–" if d is None else f"{pts(d['mean'])} {span(d['low'], d['high'])}")
+            dev = c["dev"]
+            cells.append(untested if dev["verdict"] == "not tested"
+                         else f"{pts(dev['mean'])} {span(dev['low'], dev['high'])}")
         lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | "
                      f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
     sized = {label: v for label, v in summary["variants"].items()

@@ -12,6 +12,8 @@ from scipy import stats
 from dkd.errors import UserError
 from dkd.studies.reproduction import (
     STUDIES,
+    Claim,
+    Study,
     collapsed_on,
     gflops_per_instance,
     load_jobs,
@@ -103,6 +105,14 @@ def test_bootstrap_beside_the_t_interval_when_predictions_exist():
     assert claim["dev"]["bootstrap"] == (0.0, 0.3)
 
 
+def test_answers_to_different_numbers_of_examples_are_refused():
+    jobs = [job("none", s, 0.8, correct=[1, 0, 1]) for s in SEEDS]
+    jobs += [job("entropy", s, 0.8, correct=[1, 0] if s == 2 else [1, 1, 1]) for s in SEEDS]
+    with pytest.raises(UserError, match=r"different numbers of dev examples \(2 examples: entropy-0.1-None-2; "
+                                        r"3 examples: none-0.1-None-42, .*entropy-0.1-None-4\)"):
+        summarise(STUDIES["selection"], jobs)
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_a_metric_that_is_not_finite_names_its_claim_and_jobs(bad):
     jobs = sweep({"entropy": 0.0})
@@ -111,6 +121,14 @@ def test_a_metric_that_is_not_finite_names_its_claim_and_jobs(bad):
                                         r"finite \(seed 3: (nan|inf) − 0.43\)\. The jobs \(seed 3: none-0.1-None-3 and "
                                         r"entropy-0.1-None-3\)"):
         summarise(STUDIES["selection"], jobs)
+
+
+def test_a_claim_of_an_unknown_kind_or_a_claim_given_twice_is_refused():
+    with pytest.raises(ValueError, match="kind='better', not one of higher, keeps, differ, same"):
+        Claim("2x", "entropy r=0.1", "full KD", "beats", "better")
+    claim = Claim("2b", "entropy r=0.1", "random r=0.1", "beats random selection")
+    with pytest.raises(ValueError, match="claims given twice .*'entropy r=0.1', 'random r=0.1', 'higher'"):
+        Study("t", ("sampler",), {}, (claim, claim))
 
 
 HOLM_SEEDS = {  # per seed: full KD, random r=0.1 and entropy r=0.1 on dev
@@ -177,8 +195,6 @@ def test_collapse_is_counted_per_arm_and_flagged_per_claim():
     assert summary["verdict_split"] == "test"
     variants = summary["variants"]
     assert variants["random r=0.1"]["collapsed"]["dev"] == {42: False, 1: False, 2: False, 3: True, 4: None}
-    assert variants["random r=0.1"]["collapse_rate"] == {"dev": None, "test": 0.2}
-    assert variants["full KD"]["collapse_rate"] == {"dev": 0.0, "test": 0.0}
     by = {(c["variant"], c["baseline"]): c for c in summary["claims"]}
     beats_random = by[("entropy r=0.1", "random r=0.1")]
     assert beats_random["test"]["collapse"] is True and beats_random["dev"]["collapse"] is True  # seed 3 on both

@@ -21,7 +21,7 @@ import yaml
 from dkd.errors import UserError
 from dkd.moved import current_targets
 from dkd.paths import CONF
-from dkd.studies.verdict import ALPHA, DELTA, NotFinite, paired_difference, two_level_bootstrap, verdicts
+from dkd.studies.verdict import ALPHA, DELTA, KINDS, NotFinite, paired_difference, two_level_bootstrap, verdicts
 
 DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # settings that change where and how a job runs, not what it computes
@@ -41,6 +41,11 @@ class Claim:
     kind: str = "higher"
     delta: float = DELTA
 
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.name} ({self.variant} − {self.baseline}): kind={self.kind!r}, not one of "
+                             f"{', '.join(KINDS)}")
+
 
 @dataclass(frozen=True)
 class Study:
@@ -53,6 +58,12 @@ class Study:
     claims: tuple[Claim, ...] = ()
     paper: dict[str, str] = field(default_factory=dict)
     curves: tuple[str, ...] = ()  # logged decisions plotted over training (one seed per variant)
+
+    def __post_init__(self):
+        seen = [(c.variant, c.baseline, c.kind) for c in self.claims]
+        twice = sorted({x for x in seen if seen.count(x) > 1})
+        if twice:  # one comparison counted twice in a Holm family
+            raise ValueError(f"{self.title}: claims given twice (variant, baseline, kind): {twice}")
 
 
 MODES = (("efficient", 1, ""), ("efficient", 10, ", pool 10"), ("faithful", 1, ", faithful"))
@@ -290,13 +301,20 @@ def _correct(job: dict, split: str) -> list[bool] | None:
     return None if pred is None else pred.get("correct")
 
 
+def collapsed(result: dict) -> bool | None:
+    """Whether a job's model predicts one class on a dev split, by the run's own count in its metrics.json (None: not
+    recorded, runs before it was, or a regression)."""
+    classes = result.get("predicted_classes")
+    return None if not classes else min(classes.values()) == 1
+
+
 def collapsed_on(job: dict, split: str) -> bool | None:
     """Whether the job's model predicts one class on ``split`` (None: not recorded). Counted by
     ``python -m dkd.ship.evaluate`` from its per-example predictions; on dev, else by the run itself (metrics.json)."""
     classes = job.get("predictions", {}).get(split, {}).get("predicted_classes")
-    if classes is None and split == "dev":  # the run's count, per dev split (dkd.studies.report reads it too)
-        classes = min((job["metrics"].get("predicted_classes") or {}).values(), default=None)
-    return None if classes is None else classes == 1
+    if classes is not None:
+        return classes == 1
+    return collapsed(job["metrics"]) if split == "dev" else None
 
 
 def verdict_split(jobs: list[dict]) -> str:
@@ -314,12 +332,28 @@ def gflops_per_instance(job: dict) -> float | None:
     return flops["gflops"]["total"] / (m["pool_examples"] * epochs)
 
 
+def check_same_examples(jobs: list[dict]) -> None:
+    """On each split, every job that kept its per-example answers answered as many examples: the two-level bootstrap
+    pairs them by position."""
+    for split in ("dev", "test"):
+        jobs_of: dict[int, list[str]] = {}
+        for job in jobs:
+            correct = _correct(job, split)
+            if correct is not None:
+                jobs_of.setdefault(len(correct), []).append(job["job"])
+        if len(jobs_of) > 1:
+            shown = "; ".join(f"{n} examples: {', '.join(names)}" for n, names in sorted(jobs_of.items()))
+            raise UserError(f"The jobs answered different numbers of {split} examples ({shown}). A study's jobs are "
+                            f"evaluated on one {split} set: evaluate them again (python -m dkd.ship.evaluate) on it.")
+
+
 def summarise(study: Study, jobs: list[dict]) -> dict:
     """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
     two-level bootstrap, the collapse flag and the verdict (:func:`dkd.studies.verdict.verdicts`), or ``not tested``
     where fewer than two seeds pair. ``families``: per split, how many claims have a verdict there, the Holm family
     they are corrected in. ``verdict_split``: the split whose verdicts count."""
     check_same_setting(study, jobs)
+    check_same_examples(jobs)
     by_variant: dict[str, dict[int, dict]] = {}
     for job in jobs:
         seeds = by_variant.setdefault(variant_of(study, job), {})
@@ -348,9 +382,6 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "first_epoch_terms": _mean_terms([j.get("first_epoch_terms", {}) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
-        variants[label]["collapse_rate"] = {  # collapsed jobs / jobs; None: not recorded for every job
-            split: None if not flags or None in flags.values() else sum(flags.values()) / len(flags)
-            for split, flags in variants[label]["collapsed"].items()}
     claims, families = [], {"dev": [], "test": []}  # per split, the claims with a verdict there: one Holm family
     for c in study.claims:
         if c.variant not in variants or c.baseline not in variants:

@@ -1,20 +1,38 @@
 """The reproduction report's studies, on synthetic jobs: which variant a job is, refusal of jobs that differ in more
 than the studied options, the paired claims and their verdicts, and a rebuild from the saved JSON."""
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from dkd.errors import UserError
-from dkd.studies.reproduction import STUDIES, gflops_per_instance, load_jobs, report, summarise, variant_of
+from dkd.studies.reproduction import (
+    STUDIES,
+    Claim,
+    Study,
+    collapsed_on,
+    gflops_per_instance,
+    load_jobs,
+    markdown,
+    report,
+    summarise,
+    variant_of,
+)
 
 SEEDS = (42, 1, 2, 3, 4)
 
 
 def job(sampler: str, seed: int, dev: float, ratio: float = 0.1, train_limit=None, lr: float = 7.5e-5,
-        correct: list | None = None) -> dict:
+        correct: list | None = None, classes: int | None = None, test: tuple | None = None) -> dict:
+    """``classes``: how many classes the run predicted on dev (metrics.json); ``test``: (accuracy, classes) of
+    ``python -m dkd.ship.evaluate`` on the test split."""
     pool, examples = 100, (train_limit or 100)
+    predictions = {**({"dev": {"correct": correct}} if correct else {}),
+                   **({"test": {"metrics": {"test/acc": test[0]}, "predicted_classes": test[1]}} if test else {})}
     return {
         "job": f"{sampler}-{ratio}-{train_limit}-{seed}", "choices": {"sampler": sampler, "task": "sst5"},
         "config": {"seed": seed, "threads": 1, "sampler": {"ratio": ratio, "mode": "efficient", "pool": 1},
@@ -23,9 +41,9 @@ def job(sampler: str, seed: int, dev: float, ratio: float = 0.1, train_limit=Non
                     "train_examples_per_s": 10.0, "train_examples": examples, "pool_examples": pool,
                     "decisions": {"sampler_selected": ratio if sampler != "none" else 1.0},
                     "flops": {"examples": 3 * examples, "gflops": {"total": 3 * examples * 2.0}},
-                    "code": {"commit": "abc1234def"}},
+                    "code": {"commit": "abc1234def"}, **({"predicted_classes": {"dev": classes}} if classes else {})},
         "teachers": {"base": {"dir": "t", "dev": {"dev/score": 0.5}}},
-        **({"predictions": {"dev": {"correct": correct}}} if correct else {}),
+        **({"predictions": predictions} if predictions else {}),
     }
 
 
@@ -82,8 +100,130 @@ def test_bootstrap_beside_the_t_interval_when_predictions_exist():
     jobs += [job("entropy", s, 0.8, correct=right) for s in SEEDS]
     (claim,) = [c for c in summarise(STUDIES["selection"], jobs)["claims"]
                 if c["variant"] == "entropy r=0.1" and c["baseline"] == "random r=0.1"]
-    low, high = claim["dev"]["bootstrap"]
-    assert 0 <= low <= 0.1 <= high
+    # every seed's pair answers alike, so the seeds add nothing: the one differing example (+1) is drawn
+    # Binomial(10, 0.1) times in 10, P(0) = 0.349, P(≤ 2) = 0.930, P(≤ 3) = 0.987: [0, 0.3]
+    assert claim["dev"]["bootstrap"] == (0.0, 0.3)
+
+
+def test_answers_to_different_numbers_of_examples_are_refused():
+    jobs = [job("none", s, 0.8, correct=[1, 0, 1]) for s in SEEDS]
+    jobs += [job("entropy", s, 0.8, correct=[1, 0] if s == 2 else [1, 1, 1]) for s in SEEDS]
+    with pytest.raises(UserError, match=r"different numbers of dev examples \(2 examples: entropy-0.1-None-2; "
+                                        r"3 examples: none-0.1-None-42, .*entropy-0.1-None-4\)"):
+        summarise(STUDIES["selection"], jobs)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_metric_that_is_not_finite_names_its_claim_and_jobs(bad):
+    jobs = sweep({"entropy": 0.0})
+    jobs[8]["metrics"]["dev"]["dev/score"] = bad  # entropy, seed 3
+    with pytest.raises(UserError, match=r"claim 2a \(entropy r=0.1 − full KD\) on dev: the paired difference is not "
+                                        r"finite \(seed 3: (nan|inf) − 0.43\)\. The jobs \(seed 3: none-0.1-None-3 and "
+                                        r"entropy-0.1-None-3\)"):
+        summarise(STUDIES["selection"], jobs)
+
+
+def test_a_claim_of_an_unknown_kind_or_a_claim_given_twice_is_refused():
+    with pytest.raises(ValueError, match="kind='better', not one of higher, keeps, differ, same"):
+        Claim("2x", "entropy r=0.1", "full KD", "beats", "better")
+    claim = Claim("2b", "entropy r=0.1", "random r=0.1", "beats random selection")
+    with pytest.raises(ValueError, match="claims given twice .*'entropy r=0.1', 'random r=0.1', 'higher'"):
+        Study("t", ("sampler",), {}, (claim, claim))
+
+
+HOLM_SEEDS = {  # per seed: full KD, random r=0.1 and entropy r=0.1 on dev
+    s: (full, full - 0.02 + noise, full - 0.02 + noise + gain)
+    for s, full, noise, gain in zip(SEEDS, (0.40, 0.41, 0.42, 0.43, 0.44), (0.003, -0.004, 0.001, 0.002, -0.002),
+                                    (0.012, 0.001, 0.010, 0.002, 0.009))}
+
+
+HOLM_TEST = {"none": (0.50, 0.52, 0.49, 0.51, 0.50), "random": (0.51, 0.50, 0.50, 0.52, 0.49),
+             "entropy": (0.50, 0.51, 0.51, 0.50, 0.50)}  # per seed, on test: no effect
+
+
+def holm_jobs(test: bool = False) -> list[dict]:
+    """Full KD, random and entropy at r = 0.1 (HOLM_SEEDS); ``test``: with the test accuracies of HOLM_TEST."""
+    return [job(name, s, HOLM_SEEDS[s][i], test=(HOLM_TEST[name][k], 5) if test else None)
+            for k, s in enumerate(SEEDS) for i, name in enumerate(("none", "random", "entropy"))]
+
+
+def test_holm_corrects_within_the_claims_with_a_verdict_on_one_split():
+    """Alone, entropy beats random (p = 0.019 < 0.025); in its family of two on dev (with entropy keeps full KD, p =
+    0.82) Holm doubles it to 0.038: unresolved. Claims of another family (the test split's), and claims without a
+    verdict (one seed), change nothing; more claims with a verdict on dev join the family."""
+    full, rand, ent = (np.array([HOLM_SEEDS[s][i] for s in SEEDS]) for i in range(3))
+    p_beats = stats.ttest_rel(ent, rand, alternative="greater").pvalue
+    p_keeps = stats.ttest_1samp(ent - full, -0.01, alternative="greater").pvalue
+    assert p_beats == pytest.approx(0.0188391, abs=1e-6) and p_keeps == pytest.approx(0.8217766, abs=1e-6)
+
+    def dev(summary: dict) -> dict:
+        return {(c["variant"], c["baseline"]): c["dev"] for c in summary["claims"]}
+
+    alone = dev(summarise(STUDIES["selection"], holm_jobs()))
+    beats = alone[("entropy r=0.1", "random r=0.1")]
+    assert beats["p_confirm"] == pytest.approx(p_beats) and beats["holm_confirm"] == pytest.approx(2 * p_beats)
+    assert beats["verdict"] == "unresolved" and alone[("entropy r=0.1", "full KD")]["holm_confirm"] == pytest.approx(
+        p_keeps)
+
+    with_test = summarise(STUDIES["selection"], holm_jobs(test=True))
+    assert with_test["verdict_split"] == "test" and with_test["families"] == {"dev": 2, "test": 2}
+    assert dev(with_test) == alone  # the test split's claims are another family
+    # ... whose p-values are larger: pooled in one family of four, dev's would have been 4 · p_beats
+    assert min(c["test"]["p_confirm"] for c in with_test["claims"]) > p_beats
+
+    one_seed = summarise(STUDIES["selection"], holm_jobs() + [job("margin", 42, 0.41)])
+    assert one_seed["families"] == {"dev": 2, "test": 0} and dev(one_seed) == {
+        **alone, **{k: {"n": 1, "verdict": "not tested"} for k in dev(one_seed) if "margin r=0.1" in k}}
+    assert "| 1 | – | – | – | – | not tested (n < 2) | – |" in markdown(one_seed)
+    assert "over the 2 claims of this study with a verdict on dev (one family)" in markdown(one_seed)
+
+    margin = summarise(STUDIES["selection"], holm_jobs() + [job("margin", s, HOLM_SEEDS[s][2]) for s in SEEDS])
+    assert margin["families"]["dev"] == 5  # margin keeps, beats random, differs from entropy: the same finding
+
+
+def test_collapse_is_counted_per_arm_and_flagged_per_claim():
+    """A job whose model predicts one class on a split is counted per variant and flags every claim that pairs it
+    there; a count not recorded is said, never guessed. Every job has its test predictions: the verdicts are on test."""
+    base = {s: 0.40 + 0.01 * i for i, s in enumerate(SEEDS)}
+    jobs = [job("none", s, base[s], classes=5, test=(base[s] + 0.02, 5)) for s in SEEDS]
+    jobs += [job("entropy", s, base[s] - 0.001 * i, classes=5, test=(base[s] + 0.02 - 0.001 * i, 5))
+             for i, s in enumerate(SEEDS)]
+    jobs += [job("margin", s, base[s], test=(base[s] + 0.02, 5)) for s in SEEDS]  # dev classes not recorded
+    jobs += [job("random", s, 0.25 if s == 3 else base[s] - 0.05, classes={3: 1, 4: None}.get(s, 5),
+                 test=(0.23, 1) if s == 3 else (base[s] - 0.03, 5)) for s in SEEDS]
+    summary = summarise(STUDIES["selection"], jobs)
+    assert summary["verdict_split"] == "test"
+    variants = summary["variants"]
+    assert variants["random r=0.1"]["collapsed"]["dev"] == {42: False, 1: False, 2: False, 3: True, 4: None}
+    by = {(c["variant"], c["baseline"]): c for c in summary["claims"]}
+    beats_random = by[("entropy r=0.1", "random r=0.1")]
+    assert beats_random["test"]["collapse"] is True and beats_random["dev"]["collapse"] is True  # seed 3 on both
+    assert beats_random["test"]["collapsed"] == {"variant": [], "baseline": [3]}
+    assert by[("entropy r=0.1", "full KD")]["test"]["collapse"] is False
+    assert by[("margin r=0.1", "full KD")]["test"]["collapse"] is False
+    assert by[("margin r=0.1", "full KD")]["dev"]["collapse"] is None  # no collapse seen, but dev was not counted
+    text = markdown(summary)
+    assert "| 1/4 (1 not recorded) | 1/5 |" in text and "| not recorded | 0/5 |" in text and "| 0/5 | 0/5 |" in text
+    assert "| **yes**: baseline 3 |" in text and "Verdicts on **test** (dev only chose the checkpoints)" in text
+    jobs[0]["predictions"].pop("test")  # one job without test predictions: the verdicts fall back to dev
+    assert summarise(STUDIES["selection"], jobs)["verdict_split"] == "dev"
+
+
+def test_an_older_predictions_file_still_tells_the_classes_predicted(tmp_path):
+    """predictions.json written before evaluate counted the classes: they are counted from its predictions."""
+    j = job("none", 1, 0.4)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "metrics.json").write_text(json.dumps({**j["metrics"], "config": j["config"],
+                                                       "teachers": j["teachers"]}))
+    (tmp_path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": j["choices"]}}}))
+    (tmp_path / "predictions.json").write_text(json.dumps(
+        {"dev": {"metrics": {}, "correct": [1, 0, 1], "predictions": [2, 1, 2]},
+         "test": {"metrics": {"test/acc": 0.5}, "correct": [1, 0], "predictions": [3, 3]}}))
+    (loaded,) = load_jobs([tmp_path])
+    assert loaded["predictions"]["test"] == {"metrics": {"test/acc": 0.5}, "correct": [1, 0], "predicted_classes": 1}
+    assert collapsed_on(loaded, "test") is True and collapsed_on(loaded, "dev") is False
+    loaded["predictions"]["test"].pop("predicted_classes")
+    assert collapsed_on(loaded, "test") is None  # not recorded: not guessed from the accuracy
 
 
 def test_report_rebuilds_from_folders_and_from_its_saved_json(tmp_path):
@@ -121,7 +261,10 @@ def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
     main(["--study", "selection", str(saved), "--md", str(md), "--png", str(png)])
     out = capsys.readouterr().out
     assert out.strip() == md.read_text().strip() and png.is_file()
-    assert "entropy r=0.1 − full KD | -2.02 [-2.16, -1.88] | – | **refuted**" in out  # 2 points below: beyond 1
+    # 2 points below: beyond 1 (one claim: Holm leaves its p as it is); no predictions: no bootstrap
+    assert ("| entropy r=0.1 − full KD | keeps (1) | 5 | -2.02 | [-2.16, -1.88] | – | refute <0.001 < 0.025 | "
+            "**refuted**: more than 1 point lower | not recorded |") in out
+    assert "Verdicts on **dev** (the jobs carry no test predictions)" in out
 
 
 def test_cli_says_what_is_wrong_without_a_traceback(tmp_path):
@@ -153,7 +296,8 @@ def test_objective_study_shows_the_alignment_term_beside_the_kd_term(tmp_path):
                                                "0,0,0.2,0.003,0.9\n1,0,0.4,0.005,0.8\n2,1,9.0,9.0,0.5\n")
     text = report("objective", [folder])
     assert "| kd_pt | 0.3000 | 0.00400 | 0.3000 | 0.4000 |" in text
-    assert "kd_pt_uncertainty − kd_pt | +5.00 [+5.00, +5.00]" in text
+    assert ("| kd_pt_uncertainty − kd_pt | higher (1) | 5 | +5.00 (d constant over seeds) | [+5.00, +5.00] | – | "
+            "confirm <0.001 < 0.025 | **confirmed** |") in text
     metrics = json.loads((folder / "9" / "metrics.json").read_text())  # a job whose α_pt differs is another study
     metrics["config"]["weighting"]["alpha_pt"] = 1.0
     (folder / "9" / "metrics.json").write_text(json.dumps(metrics))

@@ -41,17 +41,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def collapsed(result: dict) -> bool | None:
-    """Whether a job's model predicts one class on a dev split (None: not recorded, runs before it was, or a
-    regression)."""
-    classes = result.get("predicted_classes")
-    return None if not classes else min(classes.values()) == 1
-
-
 def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
     """Markdown table of a multirun, one line per setting (the overrides that vary between jobs, except ``over``),
     with the dev score as mean ± sample std over ``over``, each job's score (``1 class``: it collapsed), how many
     jobs collapsed, and each job's wall time and FLOPs."""
+    # here, not at the top: Hydra loads this module for its callback at every multirun's start, and the studies'
+    # module brings scipy and statsmodels
+    from dkd.studies.reproduction import collapsed
+
     keys = [k for k in dict.fromkeys(k for r in rows for k in r["overrides"])
             if k != over and len({r["overrides"].get(k) for r in rows}) > 1]
     groups: dict[tuple, list[dict]] = {}

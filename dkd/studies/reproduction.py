@@ -4,14 +4,16 @@ its tables and plots are made from the runs
 
 A study reads finished jobs (their ``metrics.json``, ``.hydra/hydra.yaml`` and, from ``python -m dkd.ship.evaluate``,
 ``predictions.json``), refuses jobs whose configs differ in anything but the studied options and the seed, names
-each job's variant, and tests each claim by the paired rule of :mod:`dkd.studies.verdict`. ``--save`` keeps what the
-tables and plots need as one JSON under docs/, so that they can be rebuilt without the outputs.
+each job's variant, and tests each claim by the paired rule of :mod:`dkd.studies.verdict`. A study is one finding
+of the paper (or one check of ours); on each split its claims with a verdict there (both arms with two or more paired
+seeds) are one family for Holm's correction. ``--save`` keeps what the tables and plots need as one JSON under docs/,
+so that they can be rebuilt without the outputs.
 """
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -19,7 +21,7 @@ import yaml
 from dkd.errors import UserError
 from dkd.moved import current_targets
 from dkd.paths import CONF
-from dkd.studies.verdict import paired_bootstrap, paired_difference, verdict
+from dkd.studies.verdict import ALPHA, DELTA, KINDS, NotFinite, paired_difference, two_level_bootstrap, verdicts
 
 DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # settings that change where and how a job runs, not what it computes
@@ -29,14 +31,20 @@ IGNORED = ("seed", "paths", "logger", "hydra", "threads", "compress", "trainer.e
 
 @dataclass(frozen=True)
 class Claim:
-    """``variant`` − ``baseline`` tested by :func:`dkd.studies.verdict.verdict` with ``margin`` and ``kind``."""
+    """``variant`` − ``baseline`` tested by :func:`dkd.studies.verdict.verdicts` as ``kind`` (higher, keeps, differ,
+    same) with the smallest effect of interest ``delta``."""
 
     name: str
     variant: str
     baseline: str
     says: str
-    margin: float = 0.0
     kind: str = "higher"
+    delta: float = DELTA
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.name} ({self.variant} − {self.baseline}): kind={self.kind!r}, not one of "
+                             f"{', '.join(KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,12 @@ class Study:
     claims: tuple[Claim, ...] = ()
     paper: dict[str, str] = field(default_factory=dict)
     curves: tuple[str, ...] = ()  # logged decisions plotted over training (one seed per variant)
+
+    def __post_init__(self):
+        seen = [(c.variant, c.baseline, c.kind) for c in self.claims]
+        twice = sorted({x for x in seen if seen.count(x) > 1})
+        if twice:  # one comparison counted twice in a Holm family
+            raise ValueError(f"{self.title}: claims given twice (variant, baseline, kind): {twice}")
 
 
 MODES = (("efficient", 1, ""), ("efficient", 10, ", pool 10"), ("faithful", 1, ", faithful"))
@@ -69,9 +83,9 @@ def _selection() -> Study:
         for _, _, tail in MODES:
             for m in ("entropy", "margin", "least_confidence"):
                 v = f"{m} r={r}{tail}"
-                claims += [Claim("2a", v, "full KD", "keeps accuracy within 1 point of full KD", -0.01),
+                claims += [Claim("2a", v, "full KD", "keeps accuracy within 1 point of full KD", "keeps"),
                            Claim("2b", v, f"random r={r}{tail}", "beats random selection")]
-            claims += [Claim("2d", f"{a} r={r}{tail}", f"{b} r={r}{tail}", "the measures differ", 0.01, "differ")
+            claims += [Claim("2d", f"{a} r={r}{tail}", f"{b} r={r}{tail}", "the measures differ", "differ")
                        for a, b in (("entropy", "margin"), ("entropy", "least_confidence"),
                                     ("margin", "least_confidence"))]
         claims.append(Claim("2c", f"entropy r={r}", f"fixed random {r:.0%} subset",
@@ -123,7 +137,7 @@ def _precision() -> Study:
     variants = {f"{m} {name}": {**keys, "trainer.precision": p} for m, keys in methods.items()
                 for name, p in (("fp32", 32), ("bf16", "bf16-mixed"))}
     claims = tuple(Claim("bf16", f"{m} bf16", f"{m} fp32", "bf16 trains the student fp32 trains, within 1 point",
-                         0.01, "same") for m in methods)
+                         "same") for m in methods)
     return Study("bf16 against fp32 on the CPU", ("sampler", "trainer.precision"), variants, claims)
 
 
@@ -146,6 +160,16 @@ def _downsample(points: list, most: int = 120) -> list:
     return points[::step]
 
 
+def _kept(split: dict) -> dict:
+    """One split of ``predictions.json`` without the predicted labels (the bootstrap needs right/wrong per example),
+    and the number of classes predicted, counted from them where the file does not say it (evaluated before
+    ``python -m dkd.ship.evaluate`` wrote it)."""
+    kept = {k: v for k, v in split.items() if k != "predictions"}
+    if "correct" in split and "predictions" in split:  # a classification's labels; a regression's are numbers
+        kept.setdefault("predicted_classes", len(set(split["predictions"])))
+    return kept
+
+
 def read_job(job: Path) -> dict:
     """What a study needs of one finished job folder."""
     import csv
@@ -157,9 +181,8 @@ def read_job(job: Path) -> dict:
               "teachers": {r: {"dir": Path(t["dir"]).name, "dev": t.get("dev")}
                            for r, t in metrics.get("teachers", {}).items()}}
     if (job / "predictions.json").is_file():
-        record["predictions"] = {  # the bootstrap needs right/wrong per example, not the predicted labels
-            split: {k: v for k, v in p.items() if k != "predictions"}
-            for split, p in json.loads((job / "predictions.json").read_text()).items()}
+        predictions = json.loads((job / "predictions.json").read_text())
+        record["predictions"] = {split: _kept(p) for split, p in predictions.items()}
     logs = sorted(job.glob("csv/**/metrics.csv"))
     if logs:
         with open(logs[-1], newline="") as fh:
@@ -278,6 +301,27 @@ def _correct(job: dict, split: str) -> list[bool] | None:
     return None if pred is None else pred.get("correct")
 
 
+def collapsed(result: dict) -> bool | None:
+    """Whether a job's model predicts one class on a dev split, by the run's own count in its metrics.json (None: not
+    recorded, runs before it was, or a regression)."""
+    classes = result.get("predicted_classes")
+    return None if not classes else min(classes.values()) == 1
+
+
+def collapsed_on(job: dict, split: str) -> bool | None:
+    """Whether the job's model predicts one class on ``split`` (None: not recorded). Counted by
+    ``python -m dkd.ship.evaluate`` from its per-example predictions; on dev, else by the run itself (metrics.json)."""
+    classes = job.get("predictions", {}).get(split, {}).get("predicted_classes")
+    if classes is not None:
+        return classes == 1
+    return collapsed(job["metrics"]) if split == "dev" else None
+
+
+def verdict_split(jobs: list[dict]) -> str:
+    """Test where every job carries its test predictions (SST-5: dev only chose the checkpoints), else dev."""
+    return "test" if all("test" in j.get("predictions", {}) for j in jobs) else "dev"
+
+
 def gflops_per_instance(job: dict) -> float | None:
     """Training GFLOPs (the method's count: teacher forwards asked, cache hits included) per instance of the pool
     per epoch; a student trained on a subset is charged over the whole pool, as the paper's per-instance figures."""
@@ -288,9 +332,28 @@ def gflops_per_instance(job: dict) -> float | None:
     return flops["gflops"]["total"] / (m["pool_examples"] * epochs)
 
 
+def check_same_examples(jobs: list[dict]) -> None:
+    """On each split, every job that kept its per-example answers answered as many examples: the two-level bootstrap
+    pairs them by position."""
+    for split in ("dev", "test"):
+        jobs_of: dict[int, list[str]] = {}
+        for job in jobs:
+            correct = _correct(job, split)
+            if correct is not None:
+                jobs_of.setdefault(len(correct), []).append(job["job"])
+        if len(jobs_of) > 1:
+            shown = "; ".join(f"{n} examples: {', '.join(names)}" for n, names in sorted(jobs_of.items()))
+            raise UserError(f"The jobs answered different numbers of {split} examples ({shown}). A study's jobs are "
+                            f"evaluated on one {split} set: evaluate them again (python -m dkd.ship.evaluate) on it.")
+
+
 def summarise(study: Study, jobs: list[dict]) -> dict:
-    """Per variant: seeds, metrics, cost; per claim: the paired interval, the bootstrap check and the verdict."""
+    """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
+    two-level bootstrap, the collapse flag and the verdict (:func:`dkd.studies.verdict.verdicts`), or ``not tested``
+    where fewer than two seeds pair. ``families``: per split, how many claims have a verdict there, the Holm family
+    they are corrected in. ``verdict_split``: the split whose verdicts count."""
     check_same_setting(study, jobs)
+    check_same_examples(jobs)
     by_variant: dict[str, dict[int, dict]] = {}
     for job in jobs:
         seeds = by_variant.setdefault(variant_of(study, job), {})
@@ -308,6 +371,8 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
         cost = [gflops_per_instance(j) for j in seeds.values()]
         variants[label] = {
             "seeds": sorted(dev), "dev": dev, "test": test,
+            "collapsed": {split: {s: collapsed_on(seeds[s], split) for s in sorted(scores)}
+                          for split, scores in (("dev", dev), ("test", test))},
             "gflops_per_instance": statistics.mean(c for c in cost if c is not None) if any(cost) else None,
             "wall_min": statistics.mean(j["metrics"]["wall_time_s"] for j in seeds.values()) / 60,
             "examples_per_s": statistics.mean(j["metrics"]["train_examples_per_s"] or 0 for j in seeds.values()),
@@ -317,26 +382,46 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "first_epoch_terms": _mean_terms([j.get("first_epoch_terms", {}) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
-    claims = []
+    claims, families = [], {"dev": [], "test": []}  # per split, the claims with a verdict there: one Holm family
     for c in study.claims:
         if c.variant not in variants or c.baseline not in variants:
             continue
-        row = {"claim": c.name, "says": c.says, "variant": c.variant, "baseline": c.baseline}
+        row = {"claim": c.name, "says": c.says, "variant": c.variant, "baseline": c.baseline, "kind": c.kind,
+               "delta": c.delta}
         for split in ("dev", "test"):
             a, b = variants[c.baseline][split], variants[c.variant][split]
-            if len(set(a) & set(b)) < 2:
-                continue
-            p = paired_difference(a, b)
-            row[split] = {"mean": p.mean, "low": p.low, "high": p.high, "n": p.n,
-                          "verdict": verdict(p, c.margin, c.kind)}
             seeds = sorted(set(a) & set(b))
+            if len(seeds) < 2:
+                row[split] = {"n": len(seeds), "verdict": "not tested"}
+                continue
+            try:
+                p = paired_difference(a, b)
+            except NotFinite as err:
+                named = "; ".join(f"seed {s}: {by_variant[c.baseline][s]['job']} and {by_variant[c.variant][s]['job']}"
+                                  for s in err.seeds)
+                raise UserError(f"{study.title}, claim {c.name} ({c.variant} − {c.baseline}) on {split}: {err}. "
+                                f"The jobs ({named}) have a metric that is NaN or infinite: rerun or leave them out."
+                                ) from err
+            low, high = p.interval()
+            fell = {arm: [s for s in seeds if variants[label]["collapsed"][split][s]]
+                    for arm, label in (("variant", c.variant), ("baseline", c.baseline))}
+            unknown = any(variants[label]["collapsed"][split][s] is None
+                          for label in (c.variant, c.baseline) for s in seeds)
+            row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high, "constant": p.se == 0, "collapsed": fell,
+                          # a flag: an arm predicts one class in a paired seed (None: not recorded, none seen)
+                          "collapse": True if fell["variant"] or fell["baseline"] else None if unknown else False}
             base = [_correct(by_variant[c.baseline][s], split) for s in seeds]
             var = [_correct(by_variant[c.variant][s], split) for s in seeds]
             if all(x is not None for x in base + var):
-                row[split]["bootstrap"] = paired_bootstrap(base, var)
+                row[split]["bootstrap"] = two_level_bootstrap(base, var)
+            families[split].append((row[split], p, c))
         claims.append(row)
+    for family in filter(None, families.values()):
+        for (cell, _, _), v in zip(family, verdicts([(p, c.kind, c.delta) for _, p, c in family])):
+            cell.update(asdict(v))
     teachers = {r: t["dev"] for r, t in jobs[0]["teachers"].items()}
     return {"title": study.title, "variants": variants, "claims": claims, "teachers": teachers,
+            "verdict_split": verdict_split(jobs), "families": {split: len(f) for split, f in families.items()},
             "commits": sorted({(j["metrics"].get("code") or {}).get("commit", "unrecorded")[:7] for j in jobs}),
             "task": jobs[0]["metrics"]["task"]}
 
@@ -346,34 +431,100 @@ def _mean_terms(per_job: list[dict]) -> dict[str, float]:
     return {n: statistics.mean(t[n] for t in per_job if n in t) for n in sorted(names)}
 
 
+def _collapse_rate(flags: dict) -> str:
+    """Collapsed jobs / jobs of one variant on one split, saying how many were not recorded."""
+    if not flags:
+        return "–"
+    known = [f for f in flags.values() if f is not None]
+    if not known:
+        return "not recorded"
+    rate = f"{sum(known)}/{len(known)}"
+    return rate if len(known) == len(flags) else f"{rate} ({len(flags) - len(known)} not recorded)"
+
+
+def _collapse_flag(r: dict) -> str:
+    """A claim's flag on one split: which arm predicts one class in which paired seeds."""
+    if r["collapse"] is None:
+        return "not recorded"
+    if not r["collapse"]:
+        return "no"
+    seeds = [f"{arm} {', '.join(map(str, r['collapsed'][arm]))}" for arm in ("baseline", "variant")
+             if r["collapsed"][arm]]
+    return f"**yes**: {'; '.join(seeds)}"
+
+
+def _gloss(r: dict, kind: str, delta: float) -> str:
+    """What a refuted claim's interval excludes, and a gain shown to be below δ (verdict.py's table)."""
+    size = f"{100 * delta:g} point" + ("" if f"{100 * delta:g}" == "1" else "s")
+    if r["below_delta"]:
+        return f": higher, by less than {size}"
+    if r["verdict"] != "refuted":
+        return ""
+    return ": " + {"higher": f"no gain of {size} or more", "keeps": f"more than {size} lower",
+                   "differ": f"within ±{size}", "same": f"more than {size} apart"}[kind]
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _deciding(r: dict) -> str:
+    """The Holm-adjusted p of the test that decided the claim, against its level; both tests where neither did."""
+    def test(side: str, sign: str) -> str:
+        return f"{side} {_p(r[f'holm_{side}'])} {sign} {r[f'level_{side}']:g}"
+
+    if r["verdict"] == "confirmed":
+        return test("confirm", "<")
+    if r["verdict"] == "refuted":
+        return test("refute", "<")
+    return f"{test('confirm', '≥')}; {test('refute', '≥')}"
+
+
 def markdown(summary: dict) -> str:
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
+    span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
     acc = lambda xs: "–" if not xs else (lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}")(*_mean_std(list(xs)))  # noqa
     teachers = ", ".join(f"{r} {100 * t['dev/score']:.2f}" for r, t in summary["teachers"].items())
+    split = summary["verdict_split"]
     lines = [f"### {summary['title']} — {summary['task']}", "",
              f"Teacher dev score: {teachers}. Commits: {', '.join(summary['commits'])}.", "",
-             "| variant | seeds | dev (mean ± std) | test (mean ± std) | rows distilled | GFLOPs / instance | "
-             "wall min / run | train ex/s | paper (setting differs, see text) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| variant | seeds | dev (mean ± std) | test (mean ± std) | one class: dev | one class: test | "
+             "rows distilled | GFLOPs / instance | wall min / run | train ex/s | paper (setting differs, see text) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, v in summary["variants"].items():
         g = "–" if v["gflops_per_instance"] is None else f"{v['gflops_per_instance']:.3f}"
         lines.append(f"| {label} | {len(v['seeds'])} | {acc(v['dev'].values())} | {acc(v['test'].values())} | "
+                     f"{_collapse_rate(v['collapsed']['dev'])} | {_collapse_rate(v['collapsed']['test'])} | "
                      f"{v['selected']:.3f} | {g} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | {v['paper']} |")
-    lines += ["", "| claim | variant − baseline | dev: d [95% t interval] | bootstrap | verdict | "
-                  "test: d [95% t interval] | verdict |", "|---|---|---|---|---|---|---|"]
+    why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
+    other = ["dev: d [95% t]"] if split == "test" else []
+    header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "95% t interval (unadjusted)",
+              "two-level bootstrap (95%, unadjusted)", "Holm-adjusted p of the deciding test", "verdict",
+              "one class in a paired seed", *other]
+    m = summary["families"][split]
+    lines += ["", f"Verdicts on **{split}** ({why}): d = variant − baseline in points over the paired seeds. Each "
+                  f"verdict is decided by Holm-adjusted p-values over the {m} claim{'' if m == 1 else 's'} of this "
+                  f"study with a verdict on {split} (one family), each test against its level: {ALPHA / 2:g} "
+                  f"one-sided, {ALPHA:g} two-sided (differ's confirm, same's refute), which for one claim alone is "
+                  "the rule of the 95% t interval; the intervals shown are not adjusted.", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    untested = "not tested (n < 2)"
     for c in summary["claims"]:
-        cells = []
-        for split in ("dev", "test"):
-            r = c.get(split)
-            if r is None:
-                cells += ["–", "–"] + (["–"] if split == "dev" else [])
-                continue
-            cells.append(f"{pts(r['mean'])} [{pts(r['low'])}, {pts(r['high'])}]")
-            if split == "dev":
-                b = r.get("bootstrap")
-                cells.append("–" if b is None else f"[{pts(b[0])}, {pts(b[1])}]")
-            cells.append(f"**{r['verdict']}**")
-        lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | " + " | ".join(cells) + " |")
+        r = c[split]
+        if r["verdict"] == "not tested":
+            cells = [str(r["n"]), "–", "–", "–", "–", untested, "–"]
+        else:
+            b = r.get("bootstrap")
+            verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"])
+            d = pts(r["mean"]) + (" (d constant over seeds)" if r["constant"] else "")
+            cells = [str(r["n"]), d, span(r["low"], r["high"]), "–" if b is None else span(*b), _deciding(r),
+                     verdict, _collapse_flag(r)]
+        if other:
+            dev = c["dev"]
+            cells.append(untested if dev["verdict"] == "not tested"
+                         else f"{pts(dev['mean'])} {span(dev['low'], dev['high'])}")
+        lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | "
+                     f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
     sized = {label: v for label, v in summary["variants"].items()
              if any(n.startswith("train/pt_") for n in v.get("first_epoch_terms", {}))}
     if sized:  # the alignment term beside the KD term, as the loss weighs them (α · unweighted mean, epoch 0)

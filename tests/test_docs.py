@@ -154,7 +154,7 @@ def test_the_readme_is_an_overview_that_links_the_reference():
     text = (ROOT / "README.md").read_text()
     first_screen = "\n".join(text.splitlines()[:50])
     assert "bash setup.sh" in first_screen and "\npython train.py " in first_screen
-    assert "| the paper's finding | verdict here |" in first_screen and "docs/reproduction.md#" in first_screen
+    assert "| finding | claim | setting | verdict |" in first_screen and "docs/reproduction.md#" in first_screen
     for name in REFERENCE:
         assert f"(docs/{name})" in first_screen, name
     assert len(text.splitlines()) <= 150
@@ -194,3 +194,30 @@ def test_every_python_m_entry_point_and_module_name_is_one_of_today():
     missing = [f"{f}:{n}: python -m {m}" for f, n, m, run in found
                if run and not (ROOT / (m.replace(".", "/") + ".py")).is_file()]
     assert not missing, "python -m names of no module:\n" + "\n".join(missing)
+
+
+VERDICT_TABLE = re.compile(r"`python -m dkd\.studies\.report --verdicts ([^`]+)`")
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/reproduction.md"])
+def test_the_verdict_table_is_the_reports(page):
+    """The README's and the report's verdict table are what the report makes of the committed study JSON, by the
+    command quoted under it."""
+    from dkd.studies.reproduction import verdict_table
+
+    text = (ROOT / page).read_text()
+    command = VERDICT_TABLE.search(text)
+    assert command, f"{page}: no `python -m dkd.studies.report --verdicts …` quoted"
+    assert verdict_table([ROOT / p for p in command.group(1).split()]) in text, (
+        f"{page}: its verdict table is not the report's; paste the output of {command.group(0)}")
+
+
+def test_the_bf16_warning_quotes_the_precision_study():
+    """The figures the bf16-with-selection warning quotes are the precision study's, recomputed from its JSON."""
+    from dkd.preflight import BF16_ENTROPY_ON_TEST
+    from dkd.studies.reproduction import STUDIES, load_jobs, summarise
+
+    summary = summarise(STUDIES["precision"], load_jobs([ROOT / "docs" / "repro" / "precision_sst5.json"]))
+    (claim,) = [c for c in summary["claims"] if c["variant"] == "entropy r=0.1 bf16"]
+    test = claim["test"]
+    assert BF16_ENTROPY_ON_TEST == tuple(round(100 * test[k], 1) for k in ("mean", "low", "high"))

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from dkd.errors import UserError
 from dkd.studies.report import collect, main, sweep_table
 
 
@@ -44,3 +45,38 @@ def test_a_collapsed_job_is_shown_and_counted_per_setting(tmp_path):
     assert "| entropy | 3 | " in table and "| 0.5 (1 class) / 0.51 / 0.52 | 1/2 |" in table
     assert "| none | 1 | 0.5300 ± 0.0000 | 0.53 | 0/1 |" in table
     assert summary[0]["collapsed"] == {"1": True, "2": False, "3": None}
+
+
+def test_the_pilot_picks_per_mode_the_best_recipe_without_a_collapse(tmp_path, capsys):
+    """Design v2's recipe check: per mode the best mean dev among recipes with no one-class job (efficient mode pools
+    its samplers); within half a point, fewer epochs; an incomplete pilot picks nothing."""
+    from dkd.studies.report import pilot_picks
+
+    grid = {  # (sampler, lr, epochs): the two pilot seeds' dev scores, classes predicted
+        ("none", "7.5e-5", 3): ((0.44, 0.45), (5, 5)), ("none", "2e-4", 3): ((0.46, 0.47), (5, 5)),
+        ("none", "7.5e-5", 6): ((0.463, 0.47), (5, 5)), ("none", "2e-4", 6): ((0.50, 0.51), (5, 1)),
+        ("random", "7.5e-5", 3): ((0.36, 0.37), (3, 3)), ("entropy", "7.5e-5", 3): ((0.34, 0.36), (3, 2)),
+        ("random", "7.5e-5", 6): ((0.41, 0.42), (3, 3)), ("entropy", "7.5e-5", 6): ((0.40, 0.41), (3, 3))}
+    num = 0
+    for (sampler, lr, epochs), (scores, classes) in grid.items():
+        for seed, score, c in zip((100, 101), scores, classes):
+            job(tmp_path, num, [f"sampler={sampler}", f"distill.lr={lr}", f"distill.epochs={epochs}", f"seed={seed}"],
+                score, 60.0, classes=c)
+            num += 1
+    _, rows = sweep_table(collect(tmp_path))
+    table, picks = pilot_picks(rows)
+    # 2e-4 × 6 is best but collapses; 7.5e-5 × 6 (46.65) is within half a point of 2e-4 × 3 (46.5) and costs more
+    assert picks["full KD"] == {"distill.lr": 2e-4, "distill.epochs": 3, "dev": pytest.approx(0.465),
+                                "every_recipe_collapses": False}
+    assert picks["efficient"]["distill.epochs"] == 6 and picks["efficient"]["dev"] == pytest.approx(0.41)
+    assert "| full KD | 0.0002 | 6 | none | 2 | 1 | 50.50 |  |" in table
+    main(["--pick", str(_saved(tmp_path, rows))])
+    assert "| efficient | 7.5e-05 | 6 | random, entropy | 4 | 0 | 41.00 | **yes** |" in capsys.readouterr().out
+    with pytest.raises(UserError, match="efficient pilot is not complete"):
+        pilot_picks([r for r in rows if not (r["sampler"] == "entropy" and r["distill.epochs"] == "6")])
+
+
+def _saved(folder: Path, rows: list[dict]) -> Path:
+    path = folder / "pilot.json"
+    path.write_text(json.dumps(rows))
+    return path

@@ -21,6 +21,7 @@ from dkd.studies.reproduction import (
     report,
     summarise,
     variant_of,
+    verdict_table,
 )
 
 SEEDS = (42, 1, 2, 3, 4)
@@ -36,7 +37,8 @@ def job(sampler: str, seed: int, dev: float, ratio: float = 0.1, train_limit=Non
     return {
         "job": f"{sampler}-{ratio}-{train_limit}-{seed}", "choices": {"sampler": sampler, "task": "sst5"},
         "config": {"seed": seed, "threads": 1, "sampler": {"ratio": ratio, "mode": "efficient", "pool": 1},
-                   "distill": {"lr": lr, "train_limit": train_limit}, "paths": {"output_dir": f"/x/{seed}"}},
+                   "distill": {"lr": lr, "epochs": 3, "train_limit": train_limit},
+                   "paths": {"output_dir": f"/x/{seed}"}},
         "metrics": {"seed": seed, "task": "sst5", "dev": {"dev/score": dev}, "wall_time_s": 60.0,
                     "train_examples_per_s": 10.0, "train_examples": examples, "pool_examples": pool,
                     "decisions": {"sampler_selected": ratio if sampler != "none" else 1.0},
@@ -80,12 +82,56 @@ def test_claims_follow_the_paired_interval():
 
 def test_jobs_that_differ_beyond_the_studied_options_are_refused():
     jobs = sweep({"entropy": 0.0})
-    jobs[-1]["config"]["distill"]["lr"] = 1e-4
-    with pytest.raises(UserError, match="differs from .* distill.lr: 7.5e-05 vs 0.0001"):
+    jobs[-1]["config"]["distill"]["weight_decay"] = 0.1
+    with pytest.raises(UserError, match="differs from .* distill.weight_decay: None vs 0.1"):
         summarise(STUDIES["selection"], jobs)
     twice = sweep({}) + [job("none", 1, 0.3)]
     with pytest.raises(UserError, match="same variant and seed"):
         summarise(STUDIES["selection"], twice)
+
+
+def test_each_variant_has_one_recipe_which_may_differ_between_variants():
+    """Design v2's pilot picks the student's learning rate and epochs per mode: arms may differ in them (shown per
+    variant), the seeds of one arm may not."""
+    jobs = sweep({"entropy": 0.0}, lr=7.5e-5)
+    for j in jobs[5:]:
+        j["config"]["distill"].update(lr=2e-4, epochs=6)
+    summary = summarise(STUDIES["selection"], jobs)
+    assert summary["variants"]["entropy r=0.1"]["recipe"] == {"distill.lr": 2e-4, "distill.epochs": 6,
+                                                              "trainer.precision": None}
+    assert "| entropy r=0.1 | 5 | 0.0002, 6 |" in markdown(summary) and "Precision: fp32." in markdown(summary)
+    jobs[-1]["config"]["distill"]["epochs"] = 3
+    with pytest.raises(UserError, match="variant 'entropy r=0.1' were trained by different recipes .*epochs=3"):
+        summarise(STUDIES["selection"], jobs)
+
+
+def test_the_verdict_table_has_a_row_per_claim_with_its_setting(tmp_path):
+    """One row per claim of each saved study, its comparisons grouped by verdict, the setting they share (task, split,
+    seeds, precision, recipe), the arms that collapsed, and a row for each finding not run."""
+    base = {s: 0.40 + 0.01 * i for i, s in enumerate(SEEDS)}
+    jobs = [job("none", s, base[s], classes=5, test=(base[s], 5)) for s in SEEDS]
+    jobs += [job("margin", s, base[s] - 0.05 - 0.001 * i, classes=5, test=(base[s] - 0.05 - 0.001 * i, 5))
+             for i, s in enumerate(SEEDS)]
+    jobs += [job("entropy", s, base[s] + 0.001 * (i % 2), classes=5, test=(base[s] + 0.001 * (i % 2), 5))
+             for i, s in enumerate(SEEDS)]
+    jobs += [job("random", s, 0.25, classes=1 if s == 3 else 5, test=(0.25, 1 if s == 3 else 5)) for s in SEEDS]
+    saved = tmp_path / "selection.json"
+    saved.write_text(json.dumps({"study": "selection", "jobs": jobs}))
+    table = verdict_table([saved])
+    rows = [line for line in table.splitlines() if line.startswith("| Finding 2")]
+    assert [r.split(" | ")[1].split(":")[0] for r in rows] == ["2a", "2b", "2d"]  # in claim order
+    keeps = rows[0]
+    assert "2a: keeps accuracy within 1 point of full KD (against full KD)" in keeps
+    assert "SST-5, original data (8,544 sentences); efficient mode" in keeps
+    assert "verdict on test; 5 seeds; fp32; student lr 7.5e-05, 3 epochs" in keeps
+    assert "**refuted**: more than 1 point lower for margin r=0.1" in keeps
+    assert "**confirmed** for entropy r=0.1" in keeps and "| none |" in keeps
+    beats = rows[1]
+    assert beats.endswith("| entropy r=0.1 +17.04 [+15.08, +19.00] †; margin r=0.1 +11.80 [+10.03, +13.57] † | "
+                          "random r=0.1 1/5 |")  # † : random's seed 3 predicts one class
+    assert "| Finding 1: teacher adoption | 1a, 1b | — | **not run yet** |" in table
+    with pytest.raises(UserError, match="not a study JSON"):
+        verdict_table([tmp_path / "missing.json"])
 
 
 def test_a_subset_run_is_charged_over_the_whole_pool():

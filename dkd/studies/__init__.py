@@ -1,6 +1,7 @@
 """Studies over many runs: the sweep summary and the reproduction report (``python -m dkd.studies.report``), its
-studies and claims (``reproduction``), the paired verdict rule (``verdict``), and the speed benchmark (``python -m
-dkd.studies.bench``).
+studies, claims and verdict table (``reproduction``), the paired verdict rule (``verdict``), what a job's metrics.json
+says (``records``), one class recovered for jobs run before it was counted (``python -m dkd.studies.backfill``), and
+the speed benchmark (``python -m dkd.studies.bench``).
 
 The top of the house: they may import the system, the strategies and the shipping tools; nothing imports them (Hydra
 calls :class:`dkd.studies.report.SweepSummary` at the end of a multirun)."""

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from dkd.errors import UserError
 from dkd.moved import current_target
+from dkd.studies.records import collapsed, mean_std
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +37,10 @@ def collect(folder: Path) -> list[dict]:
     return rows
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return mean, std
-
-
 def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
     """Markdown table of a multirun, one line per setting (the overrides that vary between jobs, except ``over``),
     with the dev score as mean ± sample std over ``over``, each job's score (``1 class``: it collapsed), how many
     jobs collapsed, and each job's wall time and FLOPs."""
-    # here, not at the top: Hydra loads this module for its callback at every multirun's start, and the studies'
-    # module brings scipy and statsmodels
-    from dkd.studies.reproduction import collapsed
-
     keys = [k for k in dict.fromkeys(k for r in rows for k in r["overrides"])
             if k != over and len({r["overrides"].get(k) for r in rows}) > 1]
     groups: dict[tuple, list[dict]] = {}
@@ -60,7 +52,7 @@ def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting, jobs in groups.items():
         scores = [j["result"]["dev"]["dev/score"] for j in jobs]
-        mean, std = _mean_std(scores)
+        mean, std = mean_std(scores)
         flops = [j["result"].get("flops") or {} for j in jobs]
         per = lambda name: [f.get("gflops_per_example", {}).get(name) for f in flops]  # noqa: E731
         ratio = [f.get("ratio_to_full_kd") for f in flops]
@@ -89,6 +81,50 @@ def summarise(rows: list[dict], where: str, over: str = "seed") -> tuple[str, li
     """The sweep's summary as text (what ``python -m dkd.studies.report`` prints) and as JSON-ready rows."""
     table, summary = sweep_table(rows, over)
     return f"{len(rows)} finished jobs in {where}\n\n{table}", summary
+
+
+def pilot_picks(rows: list[dict], cheaper_within: float = 0.005) -> tuple[str, dict]:
+    """Design v2's recipe check (docs/reproduction.md): per mode (``sampler=none``: full KD; any other sampler:
+    efficient mode, its samplers pooled), among the recipes (``distill.lr``, ``distill.epochs``) where no pilot job
+    predicts one class on dev, the best mean dev score; within ``cheaper_within`` of it, the fewest epochs. Where
+    every recipe collapses somewhere, the best mean, said so. ``rows``: the pilot's sweep summary (``--json``)."""
+    modes: dict[str, dict[tuple, dict]] = {}
+    for r in rows:
+        missing = [k for k in ("sampler", "distill.lr", "distill.epochs") if k not in r]
+        if missing:
+            raise UserError(f"A pilot row without {', '.join(missing)}: the pilot's summary varies the sampler, "
+                            f"distill.lr and distill.epochs (docs/repro/v2_pilot_run.sh).")
+        if None in r["collapsed"].values():
+            raise UserError(f"Pilot jobs {r['sampler']} lr {r['distill.lr']} epochs {r['distill.epochs']}: the number "
+                            f"of classes they predict is not recorded, so collapse cannot be ruled out.")
+        recipe = (float(r["distill.lr"]), int(r["distill.epochs"]))
+        arm = modes.setdefault("full KD" if r["sampler"] == "none" else "efficient", {}).setdefault(
+            recipe, {"scores": [], "collapsed": 0, "samplers": []})
+        arm["scores"] += list(r["scores"].values())
+        arm["collapsed"] += sum(r["collapsed"].values())
+        arm["samplers"].append(r["sampler"])
+    lines = ["| mode | student lr | epochs | samplers | pilot jobs | one class | dev (mean) | picked |",
+             "|---|---|---|---|---|---|---|---|"]
+    picks = {}
+    for mode, recipes in modes.items():
+        shapes = {rec: (sorted(a["samplers"]), len(a["scores"])) for rec, a in recipes.items()}
+        if len(set(map(str, shapes.values()))) > 1:
+            shown = "; ".join(f"lr {rec[0]:g} × {rec[1]} epochs: {n} jobs of {', '.join(samplers)}"
+                              for rec, (samplers, n) in shapes.items())
+            raise UserError(f"The {mode} pilot is not complete ({shown}): every recipe needs the same samplers and "
+                            f"seeds before one is picked.")
+        means = {rec: mean_std(a["scores"])[0] for rec, a in recipes.items()}
+        healthy = [rec for rec, a in recipes.items() if not a["collapsed"]]
+        pool = healthy or list(recipes)
+        best = max(means[rec] for rec in pool)
+        pick = min((rec for rec in pool if means[rec] >= best - cheaper_within), key=lambda rec: (rec[1], -means[rec]))
+        picks[mode] = {"distill.lr": pick[0], "distill.epochs": pick[1], "dev": means[pick],
+                       "every_recipe_collapses": not healthy}
+        for rec, a in sorted(recipes.items(), key=lambda item: (item[0][1], item[0][0])):
+            said = "" if rec != pick else "**yes**" + ("" if healthy else " (every recipe has a one-class job)")
+            lines.append(f"| {mode} | {rec[0]:g} | {rec[1]} | {', '.join(a['samplers'])} | {len(a['scores'])} | "
+                         f"{a['collapsed']} | {100 * means[rec]:.2f} | {said} |")
+    return "\n".join(lines) + "\n", picks
 
 
 class SweepSummary(Callback):
@@ -121,20 +157,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--study", default=None, help="a reproduction study (dkd/studies/reproduction.py: STUDIES)")
     parser.add_argument("--save", default=None, help="with --study: its jobs as one JSON (rebuild without outputs)")
     parser.add_argument("--png", default=None, help="with --study: its plot")
-    parser.add_argument("--md", default=None, help="with --study: also write the Markdown here")
+    parser.add_argument("--md", default=None, help="with --study or --verdicts: also write the Markdown here")
+    parser.add_argument("--pick", action="store_true",
+                        help="design v2's recipe check: the recipe per mode from a pilot's summary JSON (--json)")
+    parser.add_argument("--verdicts", action="store_true",
+                        help="the verdict table of the paper's findings (README.md, docs/reproduction.md) from study "
+                             "JSONs saved by --study … --save, given as the folders")
     args = parser.parse_args(argv)
-    if args.study:
-        from dkd.errors import UserError
+    if args.study or args.verdicts:
         from dkd.studies.reproduction import report as study_report
+        from dkd.studies.reproduction import verdict_table
 
+        sources = [Path(f) for f in args.folders]
         try:
-            text = study_report(args.study, [Path(f) for f in args.folders], args.save and Path(args.save),
-                                args.png and Path(args.png))
+            text = verdict_table(sources) if args.verdicts else study_report(
+                args.study, sources, args.save and Path(args.save), args.png and Path(args.png))
         except UserError as err:  # a user's mistake: the message, not a traceback
             raise SystemExit(f"python -m dkd.studies.report: {err}") from None
         print(text)
         if args.md:
             Path(args.md).write_text(text)
+        return
+    if args.pick:
+        try:
+            text, _ = pilot_picks([row for f in args.folders for row in json.loads(Path(f).read_text())])
+        except UserError as err:
+            raise SystemExit(f"python -m dkd.studies.report: {err}") from None
+        print(text)
         return
     rows = [row for folder in args.folders for row in collect(Path(folder))]
     if not rows:

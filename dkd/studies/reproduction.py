@@ -21,10 +21,14 @@ import yaml
 from dkd.errors import UserError
 from dkd.moved import current_targets
 from dkd.paths import CONF
+from dkd.studies.records import collapsed, mean_std
 from dkd.studies.verdict import ALPHA, DELTA, KINDS, NotFinite, paired_difference, two_level_bootstrap, verdicts
 
 DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # settings that change where and how a job runs, not what it computes
+# the student's recipe, which design v2's pilot picks per mode (docs/reproduction.md): it may differ between variants,
+# never between the seeds of one, and each variant's shows in the tables
+RECIPE = ("distill.lr", "distill.epochs")
 IGNORED = ("seed", "paths", "logger", "hydra", "threads", "compress", "trainer.enable_progress_bar", "data.cache_dir",
            "data.num_workers", "ckpt_path", "keep_last_ckpt", "optimized_metric")
 
@@ -50,7 +54,8 @@ class Claim:
 @dataclass(frozen=True)
 class Study:
     """``keys``: the studied options (a config group's choice, or a dotted key); ``variants``: label → the values of
-    those keys that make it (None: the key left at its default of null)."""
+    those keys that make it (None: the key left at its default of null); ``setting``: what the variants' labels leave
+    unsaid, for the verdict table."""
 
     title: str
     keys: tuple[str, ...]
@@ -58,6 +63,7 @@ class Study:
     claims: tuple[Claim, ...] = ()
     paper: dict[str, str] = field(default_factory=dict)
     curves: tuple[str, ...] = ()  # logged decisions plotted over training (one seed per variant)
+    setting: str = ""
 
     def __post_init__(self):
         seen = [(c.variant, c.baseline, c.kind) for c in self.claims]
@@ -66,7 +72,7 @@ class Study:
             raise ValueError(f"{self.title}: claims given twice (variant, baseline, kind): {twice}")
 
 
-MODES = (("efficient", 1, ""), ("efficient", 10, ", pool 10"), ("faithful", 1, ", faithful"))
+MODES = (("efficient", 1, ""), ("efficient", 10, " (pool 10)"), ("faithful", 1, " (faithful)"))
 
 
 def _selection() -> Study:
@@ -96,7 +102,8 @@ def _selection() -> Study:
         "least_confidence r=0.1": "51.2 (4.65 GFLOPs)"}
     return Study("Finding 2: data selection", ("sampler", "sampler.ratio", "sampler.mode", "sampler.pool",
                                                "distill.train_limit"), variants, tuple(claims), paper,
-                 ("train/sampler_u_selected", "train/sampler_u_all"))
+                 ("train/sampler_u_selected", "train/sampler_u_all"),
+                 "efficient mode unless marked (faithful: the authors' mode; pool 10: k rows of 10 batches)")
 
 
 def _adoption() -> Study:
@@ -117,7 +124,8 @@ def _objective() -> Study:
               Claim("3", "kd_pt_uncertainty", "kd_pt_uncertainty_r", "the paper's direction beats the reverse"),
               Claim("3", "kd_uncertainty", "kd", "u-weighted logit KD beats plain KD"))
     return Study("Finding 3: objective adaptation", ("variant",), {n: {"variant": n} for n in names}, claims,
-                 curves=("train/weighting_u", "train/weighting_pt"))
+                 curves=("train/weighting_u", "train/weighting_pt"),
+                 setting="full KD, logit KD + [CLS] alignment")
 
 
 def _combined() -> Study:
@@ -271,9 +279,9 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
 
 
 def check_same_setting(study: Study, jobs: list[dict]) -> None:
-    """Every job's config equals the first's outside the studied options (and the keys their choices set), the seed
-    and the run-only settings."""
-    skip = (*IGNORED, *study.keys)
+    """Every job's config equals the first's outside the studied options (and the keys their choices set), the
+    recipe (:data:`RECIPE`, checked per variant by :func:`recipe_of`), the seed and the run-only settings."""
+    skip = (*IGNORED, *RECIPE, *study.keys)
     chosen = set_by_choices(study, jobs)
 
     def rest(job: dict) -> dict:
@@ -291,30 +299,38 @@ def check_same_setting(study: Study, jobs: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ tables
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def _correct(job: dict, split: str) -> list[bool] | None:
     """Per example, right or wrong (a classification task's predictions against the labels of that split)."""
     pred = job.get("predictions", {}).get(split)
     return None if pred is None else pred.get("correct")
 
 
-def collapsed(result: dict) -> bool | None:
-    """Whether a job's model predicts one class on a dev split, by the run's own count in its metrics.json (None: not
-    recorded, runs before it was, or a regression)."""
-    classes = result.get("predicted_classes")
-    return None if not classes else min(classes.values()) == 1
-
-
 def collapsed_on(job: dict, split: str) -> bool | None:
     """Whether the job's model predicts one class on ``split`` (None: not recorded). Counted by
-    ``python -m dkd.ship.evaluate`` from its per-example predictions; on dev, else by the run itself (metrics.json)."""
-    classes = job.get("predictions", {}).get(split, {}).get("predicted_classes")
-    if classes is not None:
-        return classes == 1
+    ``python -m dkd.ship.evaluate`` from its per-example predictions, else recovered from its right answers and the
+    labels (:mod:`dkd.studies.backfill`, jobs evaluated before the count); on dev, else by the run itself."""
+    record = job.get("predictions", {}).get(split, {})
+    if record.get("predicted_classes") is not None:
+        return record["predicted_classes"] == 1
+    if "one_class" in record:
+        return record["one_class"]
     return collapsed(job["metrics"]) if split == "dev" else None
+
+
+def recipe_of(label: str, jobs: list[dict]) -> dict:
+    """The recipe (:data:`RECIPE`) and precision the jobs of one variant share: a variant trained two ways is two
+    arms, not one."""
+    seen: dict[tuple, str] = {}
+    for job in jobs:
+        flat = flatten(job["config"])
+        seen.setdefault(tuple(flat.get(k) for k in (*RECIPE, "trainer.precision")), job["job"])
+    if len(seen) > 1:
+        shown = "; ".join(f"{', '.join(f'{k}={v}' for k, v in zip((*RECIPE, 'trainer.precision'), key))} "
+                          f"({name})" for key, name in seen.items())
+        raise UserError(f"The jobs of variant '{label}' were trained by different recipes ({shown}). One variant is "
+                        f"one recipe: report them as separate studies, or leave the odd ones out.")
+    (key,) = seen
+    return dict(zip((*RECIPE, "trainer.precision"), key))
 
 
 def verdict_split(jobs: list[dict]) -> str:
@@ -378,7 +394,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "examples_per_s": statistics.mean(j["metrics"]["train_examples_per_s"] or 0 for j in seeds.values()),
             "selected": statistics.mean(j["metrics"]["decisions"].get("sampler_selected", 1.0)
                                         for j in seeds.values()),
-            "paper": study.paper.get(label, ""),
+            "paper": study.paper.get(label, ""), "recipe": recipe_of(label, list(seeds.values())),
             "first_epoch_terms": _mean_terms([j.get("first_epoch_terms", {}) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
@@ -480,20 +496,33 @@ def _deciding(r: dict) -> str:
     return f"{test('confirm', '≥')}; {test('refute', '≥')}"
 
 
+def _recipe(recipe: dict) -> str:
+    return f"{recipe['distill.lr']:g}, {recipe['distill.epochs']}"
+
+
+def _precisions(summary: dict) -> str:
+    """The studied variants' training precision (fp32: Lightning's 32 and 32-true, and no key in older jobs)."""
+    named = {str(v["recipe"]["trainer.precision"]) for v in summary["variants"].values()}
+    return ", ".join(sorted("fp32" if p in ("32", "32-true", "None") else p for p in named))
+
+
 def markdown(summary: dict) -> str:
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
     span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
-    acc = lambda xs: "–" if not xs else (lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}")(*_mean_std(list(xs)))  # noqa
+    acc = lambda xs: "–" if not xs else (lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}")(*mean_std(list(xs)))  # noqa
     teachers = ", ".join(f"{r} {100 * t['dev/score']:.2f}" for r, t in summary["teachers"].items())
     split = summary["verdict_split"]
     lines = [f"### {summary['title']} — {summary['task']}", "",
-             f"Teacher dev score: {teachers}. Commits: {', '.join(summary['commits'])}.", "",
-             "| variant | seeds | dev (mean ± std) | test (mean ± std) | one class: dev | one class: test | "
-             "rows distilled | GFLOPs / instance | wall min / run | train ex/s | paper (setting differs, see text) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Teacher dev score: {teachers}. Precision: {_precisions(summary)}. Commits: "
+             f"{', '.join(summary['commits'])}.", "",
+             "| variant | seeds | student lr, epochs | dev (mean ± std) | test (mean ± std) | one class: dev | "
+             "one class: test | rows distilled | GFLOPs / instance | wall min / run | train ex/s | "
+             "paper (setting differs, see text) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, v in summary["variants"].items():
         g = "–" if v["gflops_per_instance"] is None else f"{v['gflops_per_instance']:.3f}"
-        lines.append(f"| {label} | {len(v['seeds'])} | {acc(v['dev'].values())} | {acc(v['test'].values())} | "
+        lines.append(f"| {label} | {len(v['seeds'])} | {_recipe(v['recipe'])} | {acc(v['dev'].values())} | "
+                     f"{acc(v['test'].values())} | "
                      f"{_collapse_rate(v['collapsed']['dev'])} | {_collapse_rate(v['collapsed']['test'])} | "
                      f"{v['selected']:.3f} | {g} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | {v['paper']} |")
     why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
@@ -545,10 +574,10 @@ def ratio_curves(study: Study, summary: dict) -> dict[str, list[tuple[float, flo
     for label, v in summary["variants"].items():
         spec = study.variants[label]
         if "sampler.ratio" in spec and spec["sampler.mode"] == "efficient" and spec["sampler.pool"] == 1:
-            curves.setdefault(spec["sampler"], []).append((spec["sampler.ratio"], *_mean_std(list(v["dev"].values()))))
+            curves.setdefault(spec["sampler"], []).append((spec["sampler.ratio"], *mean_std(list(v["dev"].values()))))
     for points in curves.values():
         if full:
-            points.append((1.0, *_mean_std(list(full["dev"].values()))))
+            points.append((1.0, *mean_std(list(full["dev"].values()))))
         points.sort()
     return {k: v for k, v in curves.items() if len(v) > 1}
 
@@ -568,7 +597,7 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
         colour.setdefault(study.variants[label].get("sampler", label), colour[label])
     fig, axes = plt.subplots(1, 4 if ratios else 3, figsize=(22 if ratios else 17, 4.8))
     for label, v in summary["variants"].items():
-        mean, std = _mean_std(list(v["dev"].values()))
+        mean, std = mean_std(list(v["dev"].values()))
         for ax, x in ((axes[0], v["gflops_per_instance"]), (axes[1], v["wall_min"])):
             if x is not None:
                 ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=3, label=label, color=colour[label])
@@ -621,3 +650,87 @@ def report(name: str, sources: list[Path], save: Path | None = None, png: Path |
     if png:
         plot(summary, jobs, png, study)
     return markdown(summary)
+
+
+# ------------------------------------------------------------------------------------------------ the verdict table
+TASKS = {"sst5": "SST-5, original data (8,544 sentences)", "sst2": "SST-2's pool of 67,349 phrases (redundant)"}
+FINDINGS = ("selection", "objective", "adoption", "combined")  # the paper's findings, in the verdict table's order
+
+
+def verdict_rows(name: str, summary: dict) -> list[dict]:
+    """One row per claim of a study (its name and what it says), the comparisons that test it on the verdict split:
+    what each decided, with the setting they share."""
+    study, split = STUDIES[name], summary["verdict_split"]
+    variants, rows = summary["variants"], {}
+    for c in summary["claims"]:
+        if c[split]["verdict"] != "not tested":
+            rows.setdefault((c["claim"], c["says"]), []).append(c)
+    out = []
+    for (claim, says), claims in rows.items():
+        arms = list(dict.fromkeys(a for c in claims for a in (c["baseline"], c["variant"])))
+        recipes: dict[str, list[str]] = {}
+        for arm in arms:
+            recipe = variants[arm]["recipe"]
+            recipes.setdefault(f"lr {recipe['distill.lr']:g}, {recipe['distill.epochs']} epochs", []).append(arm)
+        ns = sorted({c[split]["n"] for c in claims})
+        seeds = f"{ns[0]} seeds" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} seeds (n per comparison)"
+        recipe = ("student " + next(iter(recipes)) if len(recipes) == 1 else
+                  "student " + "; ".join(f"{', '.join(a)}: {r}" for r, a in recipes.items()))
+        where = "verdict on test" if split == "test" else "verdict on dev (no test split)"
+        setting = "; ".join(filter(None, (TASKS.get(summary["task"], summary["task"]), study.setting, where, seeds,
+                                          _precisions({"variants": {a: variants[a] for a in arms}}), recipe)))
+        out.append({"finding": study.title, "claim": claim, "says": says, "setting": setting, "comparisons": claims,
+                    "split": split, "collapsed": _collapse_cell({a: variants[a]["collapsed"][split] for a in arms}),
+                    "n_max": ns[-1]})
+    return sorted(out, key=lambda row: row["claim"])
+
+
+def _collapse_cell(flags: dict[str, dict]) -> str:
+    """The arms of a row with a job that predicts one class, as collapsed jobs / jobs; those not counted."""
+    fell = [f"{arm} {_collapse_rate(f)}" for arm, f in flags.items() if any(f.values())]
+    unknown = [arm for arm, f in flags.items() if any(v is None for v in f.values())]
+    if len(unknown) == len(flags):
+        return "not recorded (jobs run before the count)"
+    return "; ".join(fell + ([f"not recorded for {', '.join(unknown)}"] if unknown else [])) or "none"
+
+
+def verdict_table(sources: list[Path]) -> str:
+    """The verdict of every claim of the paper's findings, one row per claim, from study JSONs saved by ``--save``
+    (``python -m dkd.studies.report --verdicts <json>…``); the findings without one are said to be not run."""
+    pts = lambda x: f"{100 * x:+.2f}".replace("-", "−")  # noqa: E731 - differences in points
+    lines = ["| finding | claim | setting | verdict | d, points [95% t interval] | one class (jobs of an arm) |",
+             "|---|---|---|---|---|---|"]
+    seen = []
+    for source in sources:
+        try:
+            name = json.loads(source.read_text())["study"]
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"{source}: not a study JSON saved by python -m dkd.studies.report --study … --save "
+                            f"({err}).") from None
+        if name not in STUDIES:
+            raise UserError(f"{source}: study {name!r} is none of {', '.join(STUDIES)}.")
+        seen.append(name)
+        for row in verdict_rows(name, summarise(STUDIES[name], load_jobs([source]))):
+            claims, split = row["comparisons"], row["split"]
+            common = len({c["baseline"] for c in claims}) == 1
+            by_verdict: dict[str, list[str]] = {}
+            for c in claims:
+                r = c[split]
+                label = c["variant"] if common and len(claims) > 1 else f"{c['variant']} − {c['baseline']}"
+                by_verdict.setdefault(f"**{r['verdict']}**{_gloss(r, c['kind'], c['delta'])}", []).append(label)
+            verdict = "; ".join(f"{v} for {', '.join(labels)}" if len(claims) > 1 else v
+                                for v, labels in by_verdict.items())
+            d = "; ".join(
+                (c["variant"] if common and len(claims) > 1 else f"{c['variant']} − {c['baseline']}")
+                + f" {pts(c[split]['mean'])} [{pts(c[split]['low'])}, {pts(c[split]['high'])}]"
+                + (f" (n = {c[split]['n']})" if c[split]["n"] != row["n_max"] else "")
+                + (" †" if c[split]["collapse"] else "") for c in claims)
+            against = f" (against {claims[0]['baseline']})" if common and len(claims) > 1 else ""
+            lines.append(f"| {row['finding']} | {row['claim']}: {row['says']}{against} | {row['setting']} | "
+                         f"{verdict} | {d} | {row['collapsed']} |")
+    for name in FINDINGS:
+        if name not in seen:
+            study = STUDIES[name]
+            claims = ", ".join(dict.fromkeys(c.name for c in study.claims))
+            lines.append(f"| {study.title} | {claims} | — | **not run yet** | — | — |")
+    return "\n".join(lines) + "\n\n† an arm of the comparison predicts one class in a paired seed.\n"

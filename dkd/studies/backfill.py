@@ -1,0 +1,95 @@
+"""Whether a job's model predicts one class, for jobs evaluated before ``python -m dkd.ship.evaluate`` counted the
+classes it predicts, recovered from each split's right answers and labels into a saved study JSON (``--study …
+--save``):
+
+    python -m dkd.studies.backfill docs/repro/objective_sst5.json [--data-dir ../shared/data/sst5]
+
+A model that predicts class c for every example is right exactly on the examples labelled c. So a model whose right
+answers are not one class's examples predicts two classes or more (certain); one whose right answers are exactly the
+examples of one class c is recorded as predicting one class (inferred: a model of several classes would have to be
+right on every example of c and on no other example); one right on nothing is not told (null). Each split gets
+``one_class`` (true, false or null) and ``one_class_from: "right answers and labels"``; a split that already counts
+its classes (``predicted_classes``) is left as it is. The labels are read from the task's files and checked against
+the digest the evaluation recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dkd.data import load_test_split, read_table
+from dkd.errors import UserError
+from dkd.ship.evaluate import labels_digest
+from dkd.tasks import task_spec
+
+FROM = "right answers and labels"
+
+
+def one_class(correct: list[int], labels: list[int]) -> bool | None:
+    """Whether the right answers are exactly the examples of one class (see the module's text); None where none is
+    right (one class absent from the split would do that too)."""
+    right = {label for ok, label in zip(correct, labels) if ok}
+    if not right:
+        return None
+    if len(right) > 1:
+        return False
+    (c,) = right
+    return all(bool(ok) == (label == c) for ok, label in zip(correct, labels))
+
+
+def split_labels(config: dict, split: str, data_dir: Path) -> list[int]:
+    """The labels of a task's ``split`` (dev or test) as the job's task reads them, from ``data_dir``."""
+    spec = task_spec(OmegaConf.create(config))
+    if split == "test":
+        return load_test_split(spec, str(data_dir)).labels
+    path = data_dir / spec.dev_files[split]
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (the {spec.name} {split} split); give --data-dir the task's folder.")
+    from dkd.data import frame_to_split
+
+    return frame_to_split(read_table(path, spec.header, spec.encoding), spec, spec.columns, spec.label_column,
+                          str(path)).labels
+
+
+def backfill(saved: Path, data_dir: Path | None = None) -> int:
+    """Adds ``one_class`` to every split of every job in ``saved`` that has right answers but no class count;
+    returns how many splits it filled."""
+    data = json.loads(saved.read_text())
+    labels: dict[tuple[str, str], list[int]] = {}
+    filled = 0
+    for job in data["jobs"]:
+        for split, record in job.get("predictions", {}).items():
+            if "predicted_classes" in record or "correct" not in record:
+                continue
+            folder = data_dir or Path(record["source"]).parent
+            key = (str(folder), split)
+            if key not in labels:
+                labels[key] = split_labels(job["config"], split, folder)
+            if labels_digest(labels[key]) != record["labels_digest"]:
+                raise UserError(f"{saved}: job {job['job']}, split {split}: the labels in {folder} are not the ones "
+                                f"it was evaluated on (digest {labels_digest(labels[key])}, recorded "
+                                f"{record['labels_digest']}); give --data-dir the folder it was evaluated on.")
+            record["one_class"], record["one_class_from"] = one_class(record["correct"], labels[key]), FROM
+            filled += 1
+    saved.write_text(json.dumps(data))
+    return filled
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dkd.studies.backfill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("saved", nargs="+", help="study JSONs saved by python -m dkd.studies.report --study … --save")
+    parser.add_argument("--data-dir", default=None, help="the task's data folder (default: where each split was "
+                                                          "read at evaluation, as recorded)")
+    args = parser.parse_args(argv)
+    try:
+        for path in map(Path, args.saved):
+            print(f"{path}: {backfill(path, args.data_dir and Path(args.data_dir))} splits filled")
+    except UserError as err:
+        raise SystemExit(f"python -m dkd.studies.backfill: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -307,6 +307,7 @@ def test_cli_writes_markdown_json_and_plot(tmp_path, capsys):
     main(["--study", "selection", str(saved), "--md", str(md), "--png", str(png)])
     out = capsys.readouterr().out
     assert out.strip() == md.read_text().strip() and png.is_file()
+    assert (tmp_path / "s_claims.png").stat().st_size > 10_000  # the claims' paired differences beside it
     # 2 points below: beyond 1 (one claim: Holm leaves its p as it is); no predictions: no bootstrap
     assert ("| entropy r=0.1 − full KD | keeps (1) | 5 | -2.02 | [-2.16, -1.88] | – | refute <0.001 < 0.025 | "
             "**refuted**: more than 1 point lower | not recorded |") in out

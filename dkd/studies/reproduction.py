@@ -637,8 +637,54 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
     return png
 
 
+VERDICT_COLOURS = {"confirmed": "tab:green", "refuted": "tab:red", "unresolved": "tab:gray"}
+
+
+def plot_claims(summary: dict, png: Path) -> Path:
+    """One row per claim with a verdict on the verdict split: the paired difference d̄ with its 95% t interval (thick)
+    and the two-level bootstrap (thin), coloured by the Holm verdict, against 0 and the ±δ band; a hollow marker where
+    an arm predicts one class in a paired seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = summary["verdict_split"]
+    rows = [c for c in summary["claims"] if c[split]["verdict"] != "not tested"]
+    if not rows:
+        raise UserError(f"{summary['title']}: no claim has two or more paired seeds on {split}; nothing to plot.")
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 1.6))
+    delta = 100 * max(c["delta"] for c in rows)
+    ax.axvspan(-delta, delta, color="0.92", zorder=0, label=f"±δ = {delta:g} point")
+    ax.axvline(0, color="0.4", linewidth=0.8)
+    for y, c in enumerate(reversed(rows)):
+        r = c[split]
+        colour = VERDICT_COLOURS[r["verdict"]]
+        ax.plot([100 * r["low"], 100 * r["high"]], [y, y], color=colour, linewidth=3.5, solid_capstyle="butt")
+        if r.get("bootstrap"):  # just under the t interval, so that neither hides the other
+            ax.plot([100 * x for x in r["bootstrap"]], [y - 0.22] * 2, color="0.2", linewidth=1)
+        ax.plot(100 * r["mean"], y, "o", color=colour, markerfacecolor="white" if r["collapse"] else colour,
+                markersize=7)
+    ax.set_yticks(range(len(rows)), [f"{c['claim']}: {c['variant']} − {c['baseline']} ({c['kind']})"
+                                     for c in reversed(rows)], fontsize=8)
+    handles = [plt.Line2D([], [], color=col, linewidth=3.5, label=v) for v, col in VERDICT_COLOURS.items()]
+    handles += [plt.Line2D([], [], color="0.2", linewidth=1, label="two-level bootstrap"),
+                plt.Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="",
+                           label="an arm predicts one class")]
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1), title="95% t interval, Holm verdict", title_fontsize=7)
+    ax.set(xlabel=f"d = variant − baseline on {split} (accuracy points, paired seeds)",
+           title=f"{summary['title']} — {summary['task']}: {len(rows)} claims")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def report(name: str, sources: list[Path], save: Path | None = None, png: Path | None = None) -> str:
-    """The study's Markdown (tables and verdicts); ``save``: its jobs as one JSON; ``png``: its plot."""
+    """The study's Markdown (tables and verdicts); ``save``: its jobs as one JSON; ``png``: its plot, and beside it
+    (``<png>_claims.png``) the claims' paired differences (:func:`plot_claims`)."""
     if name not in STUDIES:
         raise UserError(f"--study {name}: known studies are {', '.join(STUDIES)}.")
     study = STUDIES[name]
@@ -649,6 +695,8 @@ def report(name: str, sources: list[Path], save: Path | None = None, png: Path |
         save.write_text(json.dumps({"study": name, "summary": summary, "jobs": jobs}))
     if png:
         plot(summary, jobs, png, study)
+        if any(c[summary["verdict_split"]]["verdict"] != "not tested" for c in summary["claims"]):
+            plot_claims(summary, png.with_name(f"{png.stem}_claims.png"))
     return markdown(summary)
 
 

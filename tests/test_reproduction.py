@@ -85,6 +85,17 @@ def test_jobs_that_differ_beyond_the_studied_options_are_refused():
     jobs[-1]["config"]["distill"]["weight_decay"] = 0.1
     with pytest.raises(UserError, match="differs from .* distill.weight_decay: None vs 0.1"):
         summarise(STUDIES["selection"], jobs)
+    older = sweep({"entropy": 0.0})  # a key added since some jobs ran: absent means what those jobs did
+    for j in older[5:]:
+        j["config"]["distill"]["adamw"] = "auto"
+    summarise(STUDIES["selection"], older)
+    older[-1]["config"]["distill"]["adamw"] = "fused"
+    with pytest.raises(UserError, match="distill.adamw: 'auto' vs 'fused'"):
+        summarise(STUDIES["selection"], older)
+    other = sweep({"entropy": 0.0})
+    other[-1]["teachers"] = {"base": {"dir": "another", "dev": {"dev/score": 0.5}}}
+    with pytest.raises(UserError, match="learnt from other teachers"):
+        summarise(STUDIES["selection"], other)
     twice = sweep({}) + [job("none", 1, 0.3)]
     with pytest.raises(UserError, match="same variant and seed"):
         summarise(STUDIES["selection"], twice)

@@ -23,14 +23,20 @@ from dkd.moved import current_targets
 from dkd.paths import CONF
 from dkd.studies.records import collapsed, mean_std
 from dkd.studies.verdict import ALPHA, DELTA, KINDS, NotFinite, paired_difference, two_level_bootstrap, verdicts
+from dkd.teachers import FINETUNE_DEFAULTS
 
 DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # settings that change where and how a job runs, not what it computes
 # the student's recipe, which design v2's pilot picks per mode (docs/reproduction.md): it may differ between variants,
 # never between the seeds of one, and each variant's shows in the tables
 RECIPE = ("distill.lr", "distill.epochs")
-IGNORED = ("seed", "paths", "logger", "hydra", "threads", "compress", "trainer.enable_progress_bar", "data.cache_dir",
-           "data.num_workers", "ckpt_path", "keep_last_ckpt", "optimized_metric")
+# options added after jobs a study still reads: the value that does what those jobs did, which a job without the key
+# counts as (finetune.*: as the teacher store counts them; distill.scope: one process decides alike either way)
+ADDED_LATER = {**{f"finetune.{k}": v for k, v in FINETUNE_DEFAULTS.items()}, "distill.adamw": "auto",
+               "distill.warmup_rounding": "floor", "distill.scope": "global", "task.encoding": "utf-8"}
+IGNORED = ("seed", "paths", "task.data_dir", "teacher.dirs", "logger", "hydra", "threads", "compress",
+           "trainer.enable_progress_bar", "data.cache_dir", "data.num_workers", "ckpt_path", "keep_last_ckpt",
+           "optimized_metric")
 
 
 @dataclass(frozen=True)
@@ -280,16 +286,22 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
 
 def check_same_setting(study: Study, jobs: list[dict]) -> None:
     """Every job's config equals the first's outside the studied options (and the keys their choices set), the
-    recipe (:data:`RECIPE`, checked per variant by :func:`recipe_of`), the seed and the run-only settings."""
+    recipe (:data:`RECIPE`, checked per variant by :func:`recipe_of`), the seed and the run-only settings; a key an
+    older job lacks counts as its value in :data:`ADDED_LATER`. Every job learnt from the same teacher folders."""
     skip = (*IGNORED, *RECIPE, *study.keys)
     chosen = set_by_choices(study, jobs)
 
     def rest(job: dict) -> dict:
-        return {k: v for k, v in flatten(job["config"]).items()
+        return {k: v for k, v in {**ADDED_LATER, **flatten(job["config"])}.items()
                 if k not in chosen and not any(k == s or k.startswith(f"{s}.") for s in skip)}
 
     first = rest(jobs[0])
+    teachers = {role: t["dir"] for role, t in jobs[0]["teachers"].items()}
     for job in jobs[1:]:
+        theirs = {role: t["dir"] for role, t in job["teachers"].items()}
+        if theirs != teachers:  # the same stored teacher, whether named (teacher.dirs) or found by its recipe
+            raise UserError(f"{job['job']} learnt from other teachers than {jobs[0]['job']}: {theirs} vs {teachers}. "
+                            f"A study compares students of one teacher.")
         other = rest(job)
         diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if diff:

@@ -96,6 +96,9 @@ def test_jobs_that_differ_beyond_the_studied_options_are_refused():
     other[-1]["teachers"] = {"base": {"dir": "another", "dev": {"dev/score": 0.5}}}
     with pytest.raises(UserError, match="learnt from other teachers"):
         summarise(STUDIES["selection"], other)
+    other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.49}}}  # fine-tuned again: the same name
+    with pytest.raises(UserError, match="learnt from other teachers"):
+        summarise(STUDIES["selection"], other)
     twice = sweep({}) + [job("none", 1, 0.3)]
     with pytest.raises(UserError, match="same variant and seed"):
         summarise(STUDIES["selection"], twice)

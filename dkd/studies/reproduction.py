@@ -296,9 +296,12 @@ def check_same_setting(study: Study, jobs: list[dict]) -> None:
                 if k not in chosen and not any(k == s or k.startswith(f"{s}.") for s in skip)}
 
     first = rest(jobs[0])
-    teachers = {role: t["dir"] for role, t in jobs[0]["teachers"].items()}
+    def teachers_of(job: dict) -> dict:  # a teacher fine-tuned again by its recipe keeps the folder name, not its score
+        return {role: (t["dir"], (t.get("dev") or {}).get("dev/score")) for role, t in job["teachers"].items()}
+
+    teachers = teachers_of(jobs[0])
     for job in jobs[1:]:
-        theirs = {role: t["dir"] for role, t in job["teachers"].items()}
+        theirs = teachers_of(job)
         if theirs != teachers:  # the same stored teacher, whether named (teacher.dirs) or found by its recipe
             raise UserError(f"{job['job']} learnt from other teachers than {jobs[0]['job']}: {theirs} vs {teachers}. "
                             f"A study compares students of one teacher.")

@@ -1,5 +1,6 @@
 """The README and the docs pages: every `python train.py …` line of their code blocks composes as written, every
 relative link and anchor resolves, and the README stays one screen of overview with the reference in docs/."""
+import functools
 import json
 import re
 import shlex
@@ -199,16 +200,21 @@ def test_every_python_m_entry_point_and_module_name_is_one_of_today():
 VERDICT_TABLE = re.compile(r"`python -m dkd\.studies\.report --verdicts ([^`]+)`")
 
 
+@functools.cache
+def verdict_table_of(sources: tuple[str, ...]) -> str:  # the README and the report quote the same JSON: read once
+    from dkd.studies.reproduction import verdict_table
+
+    return verdict_table([ROOT / p for p in sources])
+
+
 @pytest.mark.parametrize("page", ["README.md", "docs/reproduction.md"])
 def test_the_verdict_table_is_the_reports(page):
     """The README's and the report's verdict table are what the report makes of the committed study JSON, by the
     command quoted under it."""
-    from dkd.studies.reproduction import verdict_table
-
     text = (ROOT / page).read_text()
     command = VERDICT_TABLE.search(text)
     assert command, f"{page}: no `python -m dkd.studies.report --verdicts …` quoted"
-    assert verdict_table([ROOT / p for p in command.group(1).split()]) in text, (
+    assert verdict_table_of(tuple(command.group(1).split())) in text, (
         f"{page}: its verdict table is not the report's; paste the output of {command.group(0)}")
 
 

@@ -74,6 +74,13 @@ def test_the_pilot_picks_per_mode_the_best_recipe_without_a_collapse(tmp_path, c
     assert "| efficient | 7.5e-05 | 6 | random, entropy | 4 | 0 | 41.00 | **yes** |" in capsys.readouterr().out
     with pytest.raises(UserError, match="efficient pilot is not complete"):
         pilot_picks([r for r in rows if not (r["sampler"] == "entropy" and r["distill.epochs"] == "6")])
+    for r in rows:  # every full-KD recipe has a one-class job: the best mean, fewer epochs or not, and said so
+        if r["sampler"] == "none":
+            r["collapsed"]["100"] = True
+    table, picks = pilot_picks(rows)
+    assert picks["full KD"] == {"distill.lr": 2e-4, "distill.epochs": 6, "dev": pytest.approx(0.505),
+                                "every_recipe_collapses": True}
+    assert "| 50.50 | **yes** (every recipe has a one-class job) |" in table
 
 
 def _saved(folder: Path, rows: list[dict]) -> Path:

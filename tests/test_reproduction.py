@@ -94,10 +94,17 @@ def test_jobs_that_differ_beyond_the_studied_options_are_refused():
         summarise(STUDIES["selection"], older)
     other = sweep({"entropy": 0.0})
     other[-1]["teachers"] = {"base": {"dir": "another", "dev": {"dev/score": 0.5}}}
-    with pytest.raises(UserError, match="learnt from other teachers"):
+    with pytest.raises(UserError, match="differ in their base teacher .folder, dev score.: .'another', 0.5."):
         summarise(STUDIES["selection"], other)
     other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.49}}}  # fine-tuned again: the same name
-    with pytest.raises(UserError, match="learnt from other teachers"):
+    with pytest.raises(UserError, match="differ in their base teacher"):
+        summarise(STUDIES["selection"], other)
+    other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}}, "large": {"dir": "l", "dev": None}}
+    summarise(STUDIES["selection"], other)  # another role beside the same base teacher: the combined study's case
+    other[-1]["metrics"]["data"] = "0123"
+    summarise(STUDIES["selection"], other)  # not recorded by the others: nothing to compare
+    other[0]["metrics"]["data"] = "4567"
+    with pytest.raises(UserError, match="differ in their training data: 0123 vs 4567"):
         summarise(STUDIES["selection"], other)
     twice = sweep({}) + [job("none", 1, 0.3)]
     with pytest.raises(UserError, match="same variant and seed"):

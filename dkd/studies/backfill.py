@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from dkd.data import load_test_split, read_table
 from dkd.errors import UserError
 from dkd.ship.evaluate import labels_digest
+from dkd.studies.reproduction import STUDIES, load_jobs, summarise
 from dkd.tasks import task_spec
 
 FROM = "right answers and labels"
@@ -75,6 +76,9 @@ def backfill(saved: Path, data_dir: Path | None = None) -> int:
             record["one_class"], record["one_class_from"] = one_class(record["correct"], labels[key]), FROM
             filled += 1
     saved.write_text(json.dumps(data))
+    if filled and "summary" in data:  # the saved summary's collapse flags come from the jobs: made again
+        data["summary"] = summarise(STUDIES[data["study"]], load_jobs([saved]))
+        saved.write_text(json.dumps(data))
     return filled
 
 

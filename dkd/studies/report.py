@@ -87,7 +87,8 @@ def pilot_picks(rows: list[dict], cheaper_within: float = 0.005) -> tuple[str, d
     """Design v2's recipe check (docs/reproduction.md): per mode (``sampler=none``: full KD; any other sampler:
     efficient mode, its samplers pooled), among the recipes (``distill.lr``, ``distill.epochs``) where no pilot job
     predicts one class on dev, the best mean dev score; within ``cheaper_within`` of it, the fewest epochs. Where
-    every recipe collapses somewhere, the best mean, said so. ``rows``: the pilot's sweep summary (``--json``)."""
+    every recipe collapses somewhere, the best mean, said so (``every_recipe_collapses``: the mode's verdicts are
+    flagged). ``rows``: the pilot's sweep summary (``--json``)."""
     modes: dict[str, dict[tuple, dict]] = {}
     for r in rows:
         missing = [k for k in ("sampler", "distill.lr", "distill.epochs") if k not in r]
@@ -99,25 +100,28 @@ def pilot_picks(rows: list[dict], cheaper_within: float = 0.005) -> tuple[str, d
                             f"of classes they predict is not recorded, so collapse cannot be ruled out.")
         recipe = (float(r["distill.lr"]), int(r["distill.epochs"]))
         arm = modes.setdefault("full KD" if r["sampler"] == "none" else "efficient", {}).setdefault(
-            recipe, {"scores": [], "collapsed": 0, "samplers": []})
+            recipe, {"scores": [], "collapsed": 0, "samplers": [], "seeds": []})
         arm["scores"] += list(r["scores"].values())
+        arm["seeds"] += [(r["sampler"], seed) for seed in r["scores"]]
         arm["collapsed"] += sum(r["collapsed"].values())
         arm["samplers"].append(r["sampler"])
     lines = ["| mode | student lr | epochs | samplers | pilot jobs | one class | dev (mean) | picked |",
              "|---|---|---|---|---|---|---|---|"]
     picks = {}
     for mode, recipes in modes.items():
-        shapes = {rec: (sorted(a["samplers"]), len(a["scores"])) for rec, a in recipes.items()}
-        if len(set(map(str, shapes.values()))) > 1:
-            shown = "; ".join(f"lr {rec[0]:g} × {rec[1]} epochs: {n} jobs of {', '.join(samplers)}"
-                              for rec, (samplers, n) in shapes.items())
-            raise UserError(f"The {mode} pilot is not complete ({shown}): every recipe needs the same samplers and "
-                            f"seeds before one is picked.")
+        jobs = {rec: sorted(map(str, a["seeds"])) for rec, a in recipes.items()}
+        if len({tuple(j) for j in jobs.values()}) > 1:
+            shown = "; ".join(f"lr {rec[0]:g} × {rec[1]} epochs: {', '.join(j)}" for rec, j in jobs.items())
+            raise UserError(f"The {mode} pilot is not complete (sampler and seed of each job: {shown}): every recipe "
+                            f"needs the same samplers and seeds before one is picked.")
         means = {rec: mean_std(a["scores"])[0] for rec, a in recipes.items()}
         healthy = [rec for rec, a in recipes.items() if not a["collapsed"]]
-        pool = healthy or list(recipes)
-        best = max(means[rec] for rec in pool)
-        pick = min((rec for rec in pool if means[rec] >= best - cheaper_within), key=lambda rec: (rec[1], -means[rec]))
+        if healthy:  # the best mean; within cheaper_within of it, the fewest epochs
+            best = max(means[rec] for rec in healthy)
+            pick = min((rec for rec in healthy if means[rec] >= best - cheaper_within),
+                       key=lambda rec: (rec[1], -means[rec]))
+        else:  # every recipe has a one-class job: the best mean, said so
+            pick = max(recipes, key=lambda rec: means[rec])
         picks[mode] = {"distill.lr": pick[0], "distill.epochs": pick[1], "dev": means[pick],
                        "every_recipe_collapses": not healthy}
         for rec, a in sorted(recipes.items(), key=lambda item: (item[0][1], item[0][0])):
@@ -161,8 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pick", action="store_true",
                         help="design v2's recipe check: the recipe per mode from a pilot's summary JSON (--json)")
     parser.add_argument("--verdicts", action="store_true",
-                        help="the verdict table of the paper's findings (README.md, docs/reproduction.md) from study "
-                             "JSONs saved by --study … --save, given as the folders")
+                        help="the verdict table of the paper's findings (README.md, docs/reproduction.md); the "
+                             "positional arguments are study JSONs saved by --study … --save (those of one study are "
+                             "read as one)")
     args = parser.parse_args(argv)
     if args.study or args.verdicts:
         from dkd.studies.reproduction import report as study_report

@@ -284,10 +284,22 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
     return varying
 
 
+def shared(job: dict) -> dict:
+    """What every job of a study must share where it has it: the training data's fingerprint, each split's labels,
+    and each teacher role's folder and dev score (a teacher fine-tuned again by its recipe keeps its folder name,
+    not its score; named by ``teacher.dirs`` or found by its recipe, it is the same teacher). Roles may differ: the
+    combined study varies them."""
+    out = {"training data": job["metrics"].get("data")}
+    out.update({f"{split} labels": p.get("labels_digest") for split, p in job.get("predictions", {}).items()})
+    out.update({f"{role} teacher (folder, dev score)": (t["dir"], (t.get("dev") or {}).get("dev/score"))
+                for role, t in job.get("teachers", {}).items()})
+    return {what: value for what, value in out.items() if value is not None}  # None: not recorded by that job
+
+
 def check_same_setting(study: Study, jobs: list[dict]) -> None:
     """Every job's config equals the first's outside the studied options (and the keys their choices set), the
     recipe (:data:`RECIPE`, checked per variant by :func:`recipe_of`), the seed and the run-only settings; a key an
-    older job lacks counts as its value in :data:`ADDED_LATER`. Every job learnt from the same teacher folders."""
+    older job lacks counts as its value in :data:`ADDED_LATER`; and they share what :func:`shared` names."""
     skip = (*IGNORED, *RECIPE, *study.keys)
     chosen = set_by_choices(study, jobs)
 
@@ -295,16 +307,15 @@ def check_same_setting(study: Study, jobs: list[dict]) -> None:
         return {k: v for k, v in {**ADDED_LATER, **flatten(job["config"])}.items()
                 if k not in chosen and not any(k == s or k.startswith(f"{s}.") for s in skip)}
 
+    known: dict[str, tuple] = {}  # what must be the same for every job that has it → (its value, the first job's name)
+    for job in jobs:
+        for what, value in shared(job).items():
+            value0, job0 = known.setdefault(what, (value, job["job"]))
+            if value != value0:
+                raise UserError(f"{job['job']} and {job0} differ in their {what}: {value} vs {value0}. A study "
+                                f"compares students of the same data and teachers.")
     first = rest(jobs[0])
-    def teachers_of(job: dict) -> dict:  # a teacher fine-tuned again by its recipe keeps the folder name, not its score
-        return {role: (t["dir"], (t.get("dev") or {}).get("dev/score")) for role, t in job["teachers"].items()}
-
-    teachers = teachers_of(jobs[0])
     for job in jobs[1:]:
-        theirs = teachers_of(job)
-        if theirs != teachers:  # the same stored teacher, whether named (teacher.dirs) or found by its recipe
-            raise UserError(f"{job['job']} learnt from other teachers than {jobs[0]['job']}: {theirs} vs {teachers}. "
-                            f"A study compares students of one teacher.")
         other = rest(job)
         diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if diff:
@@ -322,14 +333,13 @@ def _correct(job: dict, split: str) -> list[bool] | None:
 
 def collapsed_on(job: dict, split: str) -> bool | None:
     """Whether the job's model predicts one class on ``split`` (None: not recorded). Counted by
-    ``python -m dkd.ship.evaluate`` from its per-example predictions, else recovered from its right answers and the
-    labels (:mod:`dkd.studies.backfill`, jobs evaluated before the count); on dev, else by the run itself."""
+    ``python -m dkd.ship.evaluate`` from its per-example predictions, else (on dev) by the run itself, else recovered
+    from its right answers and the labels (:mod:`dkd.studies.backfill`, jobs run before either count)."""
     record = job.get("predictions", {}).get(split, {})
     if record.get("predicted_classes") is not None:
         return record["predicted_classes"] == 1
-    if "one_class" in record:
-        return record["one_class"]
-    return collapsed(job["metrics"]) if split == "dev" else None
+    counted = collapsed(job["metrics"]) if split == "dev" else None
+    return counted if counted is not None else record.get("one_class")  # a count before an inference
 
 
 def recipe_of(label: str, jobs: list[dict]) -> dict:
@@ -759,11 +769,13 @@ def _collapse_cell(flags: dict[str, dict]) -> str:
 
 def verdict_table(sources: list[Path]) -> str:
     """The verdict of every claim of the paper's findings, one row per claim, from study JSONs saved by ``--save``
-    (``python -m dkd.studies.report --verdicts <json>…``); the findings without one are said to be not run."""
+    (``python -m dkd.studies.report --verdicts <json>…``; the JSONs of one study are read as one, so that added seeds
+    pool with the first); the findings without one are said to be not run, and the comparisons a study defines but
+    whose arms did not run are counted under the table."""
     pts = lambda x: f"{100 * x:+.2f}".replace("-", "−")  # noqa: E731 - differences in points
-    lines = ["| finding | claim | setting | verdict | d, points [95% t interval] | one class (jobs of an arm) |",
-             "|---|---|---|---|---|---|"]
-    seen = []
+    lines = ["| finding | claim | setting | verdict | d, points [95% t interval] | one class on the verdict split "
+             "(jobs of an arm) |", "|---|---|---|---|---|---|"]
+    by_study: dict[str, list[Path]] = {}
     for source in sources:
         try:
             name = json.loads(source.read_text())["study"]
@@ -772,28 +784,41 @@ def verdict_table(sources: list[Path]) -> str:
                             f"({err}).") from None
         if name not in STUDIES:
             raise UserError(f"{source}: study {name!r} is none of {', '.join(STUDIES)}.")
-        seen.append(name)
-        for row in verdict_rows(name, summarise(STUDIES[name], load_jobs([source]))):
+        by_study.setdefault(name, []).append(source)
+    left_out = []
+    for name, paths in by_study.items():
+        summary = summarise(STUDIES[name], load_jobs(paths))
+        tested = {(c["variant"], c["baseline"], c["kind"]) for c in summary["claims"]
+                  if c[summary["verdict_split"]]["verdict"] != "not tested"}
+        untested = [c for c in STUDIES[name].claims if (c.variant, c.baseline, c.kind) not in tested]
+        if untested:
+            shown = ("; ".join(f"{c.variant} − {c.baseline}" for c in untested) if len(untested) <= 3
+                     else f"{len(untested)} comparisons, claims {', '.join(dict.fromkeys(c.name for c in untested))}")
+            left_out.append(f"{STUDIES[name].title}: {shown}")
+        for row in verdict_rows(name, summary):
             claims, split = row["comparisons"], row["split"]
             common = len({c["baseline"] for c in claims}) == 1
+            label = lambda c: (c["variant"] if common and len(claims) > 1  # noqa: E731
+                               else f"{c['variant']} − {c['baseline']}")
             by_verdict: dict[str, list[str]] = {}
             for c in claims:
-                r = c[split]
-                label = c["variant"] if common and len(claims) > 1 else f"{c['variant']} − {c['baseline']}"
-                by_verdict.setdefault(f"**{r['verdict']}**{_gloss(r, c['kind'], c['delta'])}", []).append(label)
+                by_verdict.setdefault(f"**{c[split]['verdict']}**{_gloss(c[split], c['kind'], c['delta'])}",
+                                      []).append(label(c))
             verdict = "; ".join(f"{v} for {', '.join(labels)}" if len(claims) > 1 else v
                                 for v, labels in by_verdict.items())
             d = "; ".join(
-                (c["variant"] if common and len(claims) > 1 else f"{c['variant']} − {c['baseline']}")
-                + f" {pts(c[split]['mean'])} [{pts(c[split]['low'])}, {pts(c[split]['high'])}]"
+                f"{label(c)} {pts(c[split]['mean'])} [{pts(c[split]['low'])}, {pts(c[split]['high'])}]"
                 + (f" (n = {c[split]['n']})" if c[split]["n"] != row["n_max"] else "")
                 + (" †" if c[split]["collapse"] else "") for c in claims)
             against = f" (against {claims[0]['baseline']})" if common and len(claims) > 1 else ""
             lines.append(f"| {row['finding']} | {row['claim']}: {row['says']}{against} | {row['setting']} | "
                          f"{verdict} | {d} | {row['collapsed']} |")
     for name in FINDINGS:
-        if name not in seen:
+        if name not in by_study:
             study = STUDIES[name]
             claims = ", ".join(dict.fromkeys(c.name for c in study.claims))
             lines.append(f"| {study.title} | {claims} | — | **not run yet** | — | — |")
-    return "\n".join(lines) + "\n\n† an arm of the comparison predicts one class in a paired seed.\n"
+    lines += ["", "† an arm of the comparison predicts one class in a paired seed."]
+    if left_out:
+        lines.append(f"Defined by a study but not run, so not in the table: {'; '.join(left_out)}.")
+    return "\n".join(lines) + "\n"

@@ -19,24 +19,34 @@ cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"  # the checkout this 
 export DKD_ROOT="$PWD"
 OUT=outputs/v2
 mkdir -p $OUT
+pick() {  # NAME: "<lr> <epochs>" from the variable NAME, checked
+  local value=${!1:-} lr epochs extra
+  read -r lr epochs extra <<< "$value"
+  if [ -z "$lr" ] || ! [[ "$epochs" =~ ^[1-9][0-9]*$ ]] || [ -n "$extra" ]; then
+    echo "$1=\"$value\": give the pick as \"<lr> <epochs>\" (python -m dkd.studies.report --pick)" >&2
+    return 2
+  fi
+  echo "$lr $epochs"
+}
 overrides() {  # arm: the overrides that make it
+  local lr epochs picked selection=experiment=repro_selection_sst5
   case "$1" in
-    kd_pt|kd_pt_uncertainty|kd_pt_uncertainty_r) echo "experiment=repro_objective variant=$1"; return;;
-  esac
-  : "${FULL:?FULL=<lr> <epochs>, the pick for full KD (python -m dkd.studies.report --pick)}"
-  : "${EFF:?EFF=<lr> <epochs>, the pick for efficient mode}"
-  local full_lr full_ep eff_lr eff_ep
-  read -r full_lr full_ep <<< "$FULL"
-  read -r eff_lr eff_ep <<< "$EFF"
-  local full="distill.lr=$full_lr distill.epochs=$full_ep" eff="distill.lr=$eff_lr distill.epochs=$eff_ep"
-  local ten="distill.lr=$eff_lr distill.epochs=$((10 * eff_ep))" selection=experiment=repro_selection_sst5
-  case "$1" in
-    full_kd) echo "$selection sampler=none $full";;
-    faithful) echo "$selection sampler=entropy sampler.mode=faithful $full";;
-    random|entropy|margin|least_confidence) echo "$selection sampler=$1 $eff";;
-    subset) echo "$selection sampler=none distill.train_limit=854 $ten";;
-    pool_random|pool_entropy) echo "$selection sampler=${1#pool_} sampler.pool=10 $ten";;
-    *) echo "unknown arm $1" >&2; return 2;;
+    kd_pt|kd_pt_uncertainty|kd_pt_uncertainty_r) echo "experiment=repro_objective variant=$1";;
+    full_kd|faithful)
+      picked=$(pick FULL) || return 2
+      read -r lr epochs <<< "$picked"
+      local mode=$([ "$1" = faithful ] && echo "sampler=entropy sampler.mode=faithful" || echo "sampler=none")
+      echo "$selection $mode distill.lr=$lr distill.epochs=$epochs";;
+    random|entropy|margin|least_confidence|subset|pool_random|pool_entropy)
+      picked=$(pick EFF) || return 2
+      read -r lr epochs <<< "$picked"
+      case "$1" in
+        subset) echo "$selection sampler=none distill.train_limit=854 distill.lr=$lr distill.epochs=$((10 * epochs))";;
+        pool_*) echo "$selection sampler=${1#pool_} sampler.pool=10 distill.lr=$lr distill.epochs=$((10 * epochs))";;
+        *) echo "$selection sampler=$1 distill.lr=$lr distill.epochs=$epochs";;
+      esac;;
+    *) echo "unknown arm $1: full_kd faithful random entropy margin least_confidence subset pool_random" \
+         "pool_entropy kd_pt kd_pt_uncertainty kd_pt_uncertainty_r" >&2; return 2;;
   esac
 }
 queue=()
@@ -46,22 +56,33 @@ for seed in ${SEEDS:=42 1 2 3 4}; do for arm in ${ARMS:?ARMS=<arms>}; do
   [ -f "$dir/predictions.json" ] && continue
   queue+=("$dir|$o seed=$seed")
 done; done
-LOG=$OUT/batch.log
-if [ -z "${DRY:-}" ]; then  # the teacher of every arm, found in the store by its recipe or fine-tuned once, first
-  python train.py experiment=repro_selection_sst5 stage=teacher threads=2 trainer.enable_progress_bar=false \
-    >> $OUT/teacher.log 2>&1 || { echo "the teacher failed: $OUT/teacher.log" >&2; exit 1; }
-fi
-echo "start $ARMS seeds $SEEDS FULL=${FULL:-} EFF=${EFF:-} $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)," \
-  "${#queue[@]} jobs to run" >> $LOG
-run_one() {
+run_one() {  # one job: trained (unless an earlier attempt finished training), then evaluated on test
   local dir=${1%%|*} o=${1#*|}
-  if [ -n "${DRY:-}" ]; then echo "python train.py $o hydra.run.dir=$dir"; return; fi
-  # shellcheck disable=SC2086  # the overrides are words
-  python train.py $o threads=1 trainer.enable_progress_bar=false hydra.run.dir="$dir" > "$dir.log" 2>&1 \
-    && python -m dkd.ship.evaluate "$dir" --threads 1 >> "$dir.log" 2>&1
-  echo "$(basename "$dir") rc=$? $(date -u +%FT%TZ)" >> "$LOG"
+  local train="python train.py $o threads=1 trainer.enable_progress_bar=false hydra.run.dir=$dir"
+  local evaluate="python -m dkd.ship.evaluate $dir --threads 1"
+  if [ -n "${DRY:-}" ]; then echo "$train && $evaluate"; return; fi
+  if [ ! -f "$dir/metrics.json" ]; then
+    $train > "$dir.log" 2>&1 && $evaluate >> "$dir.log" 2>&1
+  else
+    $evaluate >> "$dir.log" 2>&1
+  fi
+  local rc=$?
+  echo "$(basename "$dir") rc=$rc $(date -u +%FT%TZ)" >> "$LOG"
+  return $rc
 }
 export -f run_one
+LOG=$OUT/batch.log
 export OUT LOG DRY
+if [ -n "${DRY:-}" ]; then
+  printf '%s\n' "${queue[@]}" | xargs -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
+  exit
+fi
+# the teacher of every arm, found in the store by its recipe or fine-tuned once, before the jobs
+python train.py experiment=repro_selection_sst5 stage=teacher threads=2 trainer.enable_progress_bar=false \
+  >> $OUT/teacher.log 2>&1 || { echo "the teacher failed: $OUT/teacher.log" >&2; exit 1; }
+echo "start $ARMS seeds $SEEDS FULL=${FULL:-} EFF=${EFF:-} $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)," \
+  "${#queue[@]} jobs to run" >> $LOG
 printf '%s\n' "${queue[@]}" | xargs -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
-echo "end $(date -u +%FT%TZ)" >> $LOG
+rc=$?  # xargs: 123 when a job failed (its log: <job folder>.log)
+echo "end rc=$rc $(date -u +%FT%TZ)" >> $LOG
+exit $rc

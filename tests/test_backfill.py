@@ -7,7 +7,7 @@ import pytest
 from dkd.errors import UserError
 from dkd.ship.evaluate import labels_digest
 from dkd.studies.backfill import backfill, one_class
-from dkd.studies.reproduction import collapsed_on
+from dkd.studies.jobs import collapsed_on
 
 
 def test_one_class_only_when_the_right_answers_are_exactly_one_class():

@@ -221,7 +221,9 @@ def test_the_verdict_table_is_the_reports(page):
 def test_the_bf16_warning_quotes_the_precision_study():
     """The figures the bf16-with-selection warning quotes are the precision study's, recomputed from its JSON."""
     from dkd.preflight import BF16_ENTROPY_ON_TEST
-    from dkd.studies.reproduction import STUDIES, load_jobs, summarise
+    from dkd.studies.design import STUDIES
+    from dkd.studies.jobs import load_jobs
+    from dkd.studies.reproduction import summarise
 
     summary = summarise(STUDIES["precision"], load_jobs([ROOT / "docs" / "repro" / "precision_sst5.json"]))
     (claim,) = [c for c in summary["claims"] if c["variant"] == "entropy r=0.1 bf16"]

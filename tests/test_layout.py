@@ -124,17 +124,18 @@ def test_paths_are_found_from_the_package_and_no_module_computes_its_own():
 
 def test_the_tools_that_read_conf_find_it():
     from dkd.provenance import code_version
-    from dkd.studies import reproduction
+    from dkd.studies import jobs
 
     if (ROOT / ".git").exists():  # a checkout (CI's is one), not an installed wheel
         assert code_version() is not None
-    assert reproduction.group_values("variant", "kd_pt_uncertainty")["weighting._target_"].endswith(
+    assert jobs.group_values("variant", "kd_pt_uncertainty")["weighting._target_"].endswith(
         "UncertaintyWeights")  # through the variant's defaults into conf/weighting
 
 
 def test_a_study_refuses_a_group_that_conf_does_not_have():
     from dkd.errors import UserError
-    from dkd.studies.reproduction import Study, set_by_choices
+    from dkd.studies.design import Study
+    from dkd.studies.jobs import set_by_choices
 
     study = Study("t", ("no_such_group",), {"a": {"no_such_group": "x"}})
     with pytest.raises(UserError, match="no_such_group"):
@@ -204,7 +205,7 @@ def test_current_target_maps_only_the_moved_modules():
 
 def test_the_committed_studies_name_the_old_targets_and_still_group():
     """docs/repro/*.json were saved before the move; each of their jobs reads with today's _target_s."""
-    from dkd.studies.reproduction import load_jobs
+    from dkd.studies.jobs import load_jobs
 
     saved = ROOT / "docs" / "repro" / "objective_sst5.json"
     if not saved.is_file():
@@ -216,7 +217,8 @@ def test_the_committed_studies_name_the_old_targets_and_still_group():
 
 def test_a_study_mixes_jobs_run_before_and_after_the_move(tmp_path):
     """A job saved with the old _target_s and one with the new ones, the same setting otherwise: one study."""
-    from dkd.studies.reproduction import STUDIES, check_same_setting, load_jobs
+    from dkd.studies.design import STUDIES
+    from dkd.studies.jobs import check_same_setting, load_jobs
 
     def job(name: str, objective_target: str, seed: int) -> dict:
         return {"job": name, "choices": {"variant": "kd"}, "metrics": {},

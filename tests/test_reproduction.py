@@ -10,19 +10,10 @@ import yaml
 from scipy import stats
 
 from dkd.errors import UserError
-from dkd.studies.reproduction import (
-    STUDIES,
-    Claim,
-    Study,
-    collapsed_on,
-    gflops_per_instance,
-    load_jobs,
-    markdown,
-    report,
-    summarise,
-    variant_of,
-    verdict_table,
-)
+from dkd.studies.design import STUDIES, Claim, Study
+from dkd.studies.jobs import collapsed_on, gflops_per_instance, load_jobs, variant_of
+from dkd.studies.reproduction import report, summarise, verdict_table
+from dkd.studies.tables import markdown
 
 SEEDS = (42, 1, 2, 3, 4)
 

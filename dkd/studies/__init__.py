@@ -1,5 +1,6 @@
 """Studies over many runs: the sweep summary and the reproduction report (``python -m dkd.studies.report``), its
-studies, claims and verdict table (``reproduction``), the paired verdict rule (``verdict``), what a job's metrics.json
+studies' design (``design``), the jobs they read (``jobs``), their verdicts (``reproduction``), tables and verdict
+table (``tables``) and plots (``plots``), the paired verdict rule (``verdict``), what a job's metrics.json
 says (``records``), one class recovered for jobs run before it was counted (``python -m dkd.studies.backfill``), and
 the speed benchmark (``python -m dkd.studies.bench``).
 

@@ -23,7 +23,9 @@ from omegaconf import OmegaConf
 from dkd.data import frame_to_split, load_test_split, read_table
 from dkd.errors import UserError
 from dkd.ship.evaluate import labels_digest
-from dkd.studies.reproduction import STUDIES, load_jobs, summarise
+from dkd.studies.design import STUDIES
+from dkd.studies.jobs import load_jobs
+from dkd.studies.reproduction import summarise
 from dkd.tasks import task_spec
 
 FROM = "right answers and labels"

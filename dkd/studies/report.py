@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                                                    "with --study also job folders or a study JSON saved by --save")
     parser.add_argument("--over", default="seed", help="the override averaged over (default: %(default)s)")
     parser.add_argument("--json", default=None, help="also write the summary as JSON here")
-    parser.add_argument("--study", default=None, help="a reproduction study (dkd/studies/reproduction.py: STUDIES)")
+    parser.add_argument("--study", default=None, help="a reproduction study (dkd/studies/design.py: STUDIES)")
     parser.add_argument("--save", default=None, help="with --study: its jobs as one JSON (rebuild without outputs)")
     parser.add_argument("--png", default=None, help="with --study: its plot")
     parser.add_argument("--md", default=None, help="with --study or --verdicts: also write the Markdown here")

@@ -1,0 +1,128 @@
+"""The reproduction report's studies as designed: which variants each compares (the values of its studied options),
+which claims of the paper it tests, each with its kind and smallest effect of interest (docs/reproduction.md, design
+v2). Read by :mod:`dkd.studies.jobs` (which variant a job is) and :mod:`dkd.studies.reproduction` (the verdicts)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dkd.studies.verdict import DELTA, KINDS
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``variant`` − ``baseline`` tested by :func:`dkd.studies.verdict.verdicts` as ``kind`` (higher, keeps, differ,
+    same) with the smallest effect of interest ``delta``."""
+
+    name: str
+    variant: str
+    baseline: str
+    says: str
+    kind: str = "higher"
+    delta: float = DELTA
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.name} ({self.variant} − {self.baseline}): kind={self.kind!r}, not one of "
+                             f"{', '.join(KINDS)}")
+
+
+@dataclass(frozen=True)
+class Study:
+    """``keys``: the studied options (a config group's choice, or a dotted key); ``variants``: label → the values of
+    those keys that make it (None: the key left at its default of null); ``setting``: what the variants' labels leave
+    unsaid, for the verdict table."""
+
+    title: str
+    keys: tuple[str, ...]
+    variants: dict[str, dict]
+    claims: tuple[Claim, ...] = ()
+    paper: dict[str, str] = field(default_factory=dict)
+    curves: tuple[str, ...] = ()  # logged decisions plotted over training (one seed per variant)
+    setting: str = ""
+
+    def __post_init__(self):
+        seen = [(c.variant, c.baseline, c.kind) for c in self.claims]
+        twice = sorted({x for x in seen if seen.count(x) > 1})
+        if twice:  # one comparison counted twice in a Holm family
+            raise ValueError(f"{self.title}: claims given twice (variant, baseline, kind): {twice}")
+
+
+MODES = (("efficient", 1, ""), ("efficient", 10, " (pool 10)"), ("faithful", 1, " (faithful)"))
+
+
+def _selection() -> Study:
+    full = {"sampler": "none", "distill.train_limit": None}
+    variants = {"full KD": full}
+    for r in (0.1, 0.5):
+        variants[f"fixed random {r:.0%} subset"] = {"sampler": "none", "distill.train_limit": f"{r:.0%} of the pool"}
+        for name in ("random", "entropy", "margin", "least_confidence"):
+            for mode, pool, tail in MODES:
+                variants[f"{name} r={r}{tail}"] = {"sampler": name, "sampler.ratio": r, "sampler.mode": mode,
+                                                   "sampler.pool": pool, "distill.train_limit": None}
+    claims = []
+    for r in (0.1, 0.5):
+        for _, _, tail in MODES:
+            for m in ("entropy", "margin", "least_confidence"):
+                v = f"{m} r={r}{tail}"
+                claims += [Claim("2a", v, "full KD", "keeps accuracy within 1 point of full KD", "keeps"),
+                           Claim("2b", v, f"random r={r}{tail}", "beats random selection")]
+            claims += [Claim("2d", f"{a} r={r}{tail}", f"{b} r={r}{tail}", "the measures differ", "differ")
+                       for a, b in (("entropy", "margin"), ("entropy", "least_confidence"),
+                                    ("margin", "least_confidence"))]
+        claims.append(Claim("2c", f"entropy r={r}", f"fixed random {r:.0%} subset",
+                            "selecting per batch beats a fixed random subset of the same share"))
+    paper = {  # Table 4 of the paper: augmented data, r = 0.1, BERT-base teacher, 6-layer BERT student (SST-5 acc)
+        "full KD": "51.4 (TinyBERT full KD; 24.9 GFLOPs)", "random r=0.1": "51.1 (2.49 GFLOPs)",
+        "entropy r=0.1": "51.5 (4.65 GFLOPs)", "margin r=0.1": "51.6 (4.65 GFLOPs)",
+        "least_confidence r=0.1": "51.2 (4.65 GFLOPs)"}
+    return Study("Finding 2: data selection", ("sampler", "sampler.ratio", "sampler.mode", "sampler.pool",
+                                               "distill.train_limit"), variants, tuple(claims), paper,
+                 ("train/sampler_u_selected", "train/sampler_u_all"),
+                 "efficient mode unless marked (faithful: the authors' mode; pool 10: k rows of 10 batches)")
+
+
+def _adoption() -> Study:
+    names = ("smallest", "largest", "ensemble", "hard", "soft", "soft_instance")
+    variants = {n: {"adoption": n} for n in names}
+    claims = [Claim("1a", n, single, f"adoption beats the {single} teacher alone")
+              for n in ("hard", "soft", "soft_instance") for single in ("smallest", "largest")]
+    claims.append(Claim("1b", "smallest", "largest", "the smaller teacher's student beats the larger's "
+                                                     "(read only if the larger teacher is the better teacher)"))
+    paper = {"hard": "CoLA 42.7 MCC, RTE 66.9 (BERT-base + BERT-large teachers)"}
+    return Study("Finding 1: teacher adoption", ("adoption",), variants, tuple(claims), paper,
+                 ("train/adoption_weight_large", "train/adoption_share_large"))
+
+
+def _objective() -> Study:
+    names = ("kd", "kd_uncertainty", "kd_pt", "kd_pt_uncertainty", "kd_pt_uncertainty_r")
+    claims = (Claim("3", "kd_pt_uncertainty", "kd_pt", "weighting KD against alignment by u beats fixed weights"),
+              Claim("3", "kd_pt_uncertainty", "kd_pt_uncertainty_r", "the paper's direction beats the reverse"),
+              Claim("3", "kd_uncertainty", "kd", "u-weighted logit KD beats plain KD"))
+    return Study("Finding 3: objective adaptation", ("variant",), {n: {"variant": n} for n in names}, claims,
+                 curves=("train/weighting_u", "train/weighting_pt"),
+                 setting="full KD, logit KD + [CLS] alignment")
+
+
+def _combined() -> Study:
+    static = {"sampler": "none", "adoption": "single", "variant": "kd"}
+    variants = {"static KD": static, "selection alone": {**static, "sampler": "entropy"},
+                "adoption alone": {**static, "adoption": "soft_instance"},
+                "objective alone": {**static, "variant": "kd_pt_uncertainty"},
+                "combined": {"sampler": "entropy", "adoption": "soft_instance", "variant": "kd_pt_uncertainty"}}
+    claims = tuple(Claim("combined", "combined", v, "the three strategies together beat each alone")
+                   for v in ("selection alone", "adoption alone", "objective alone", "static KD"))
+    return Study("The combined run", ("sampler", "adoption", "variant", "teacher"), variants, claims)
+
+
+def _precision() -> Study:
+    """bf16 against fp32 on the CPU (docs/results.md, issue 27): the same students within a point?"""
+    methods = {"full KD": {"sampler": "none"}, "entropy r=0.1": {"sampler": "entropy"}}
+    variants = {f"{m} {name}": {**keys, "trainer.precision": p} for m, keys in methods.items()
+                for name, p in (("fp32", 32), ("bf16", "bf16-mixed"))}
+    claims = tuple(Claim("bf16", f"{m} bf16", f"{m} fp32", "bf16 trains the student fp32 trains, within 1 point",
+                         "same") for m in methods)
+    return Study("bf16 against fp32 on the CPU", ("sampler", "trainer.precision"), variants, claims)
+
+
+STUDIES = {"selection": _selection(), "adoption": _adoption(), "objective": _objective(), "combined": _combined(),
+           "precision": _precision()}

@@ -1,0 +1,216 @@
+"""The reproduction report's Markdown: a study's table of variants and its claims' verdicts (:func:`markdown`), and
+the verdict table of every finding, one row per claim with its setting (:func:`verdict_markdown`), from the summaries
+of :func:`dkd.studies.reproduction.summarise`."""
+from __future__ import annotations
+
+import statistics
+
+from dkd.studies.design import STUDIES
+from dkd.studies.records import mean_std
+from dkd.studies.verdict import ALPHA
+
+
+def _collapse_rate(flags: dict) -> str:
+    """Collapsed jobs / jobs of one variant on one split, saying how many were not recorded."""
+    if not flags:
+        return "–"
+    known = [f for f in flags.values() if f is not None]
+    if not known:
+        return "not recorded"
+    rate = f"{sum(known)}/{len(known)}"
+    return rate if len(known) == len(flags) else f"{rate} ({len(flags) - len(known)} not recorded)"
+
+
+def _collapse_flag(r: dict) -> str:
+    """A claim's flag on one split: which arm predicts one class in which paired seeds."""
+    if r["collapse"] is None:
+        return "not recorded"
+    if not r["collapse"]:
+        return "no"
+    seeds = [f"{arm} {', '.join(map(str, r['collapsed'][arm]))}" for arm in ("baseline", "variant")
+             if r["collapsed"][arm]]
+    return f"**yes**: {'; '.join(seeds)}"
+
+
+def _gloss(r: dict, kind: str, delta: float) -> str:
+    """What a refuted claim's interval excludes, and a gain shown to be below δ (verdict.py's table)."""
+    size = f"{100 * delta:g} point" + ("" if f"{100 * delta:g}" == "1" else "s")
+    if r["below_delta"]:
+        return f": higher, by less than {size}"
+    if r["verdict"] != "refuted":
+        return ""
+    return ": " + {"higher": f"no gain of {size} or more", "keeps": f"more than {size} lower",
+                   "differ": f"within ±{size}", "same": f"more than {size} apart"}[kind]
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _deciding(r: dict) -> str:
+    """The Holm-adjusted p of the test that decided the claim, against its level; both tests where neither did."""
+    def test(side: str, sign: str) -> str:
+        return f"{side} {_p(r[f'holm_{side}'])} {sign} {r[f'level_{side}']:g}"
+
+    if r["verdict"] == "confirmed":
+        return test("confirm", "<")
+    if r["verdict"] == "refuted":
+        return test("refute", "<")
+    return f"{test('confirm', '≥')}; {test('refute', '≥')}"
+
+
+def _recipe(recipe: dict) -> str:
+    return f"{recipe['distill.lr']:g}, {recipe['distill.epochs']}"
+
+
+def _precisions(summary: dict) -> str:
+    """The studied variants' training precision (fp32: Lightning's 32 and 32-true, and no key in older jobs)."""
+    named = {str(v["recipe"]["trainer.precision"]) for v in summary["variants"].values()}
+    return ", ".join(sorted("fp32" if p in ("32", "32-true", "None") else p for p in named))
+
+
+def markdown(summary: dict) -> str:
+    pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
+    span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
+    acc = lambda xs: "–" if not xs else (lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}")(*mean_std(list(xs)))  # noqa
+    teachers = ", ".join(f"{r} {100 * t['dev/score']:.2f}" for r, t in summary["teachers"].items())
+    split = summary["verdict_split"]
+    lines = [f"### {summary['title']} — {summary['task']}", "",
+             f"Teacher dev score: {teachers}. Precision: {_precisions(summary)}. Commits: "
+             f"{', '.join(summary['commits'])}.", "",
+             "| variant | seeds | student lr, epochs | dev (mean ± std) | test (mean ± std) | one class: dev | "
+             "one class: test | rows distilled | GFLOPs / instance | wall min / run | train ex/s | "
+             "paper (setting differs, see text) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, v in summary["variants"].items():
+        g = "–" if v["gflops_per_instance"] is None else f"{v['gflops_per_instance']:.3f}"
+        lines.append(f"| {label} | {len(v['seeds'])} | {_recipe(v['recipe'])} | {acc(v['dev'].values())} | "
+                     f"{acc(v['test'].values())} | "
+                     f"{_collapse_rate(v['collapsed']['dev'])} | {_collapse_rate(v['collapsed']['test'])} | "
+                     f"{v['selected']:.3f} | {g} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | {v['paper']} |")
+    why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
+    other = ["dev: d [95% t]"] if split == "test" else []
+    header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "95% t interval (unadjusted)",
+              "two-level bootstrap (95%, unadjusted)", "Holm-adjusted p of the deciding test", "verdict",
+              "one class in a paired seed", *other]
+    m = summary["families"][split]
+    lines += ["", f"Verdicts on **{split}** ({why}): d = variant − baseline in points over the paired seeds. Each "
+                  f"verdict is decided by Holm-adjusted p-values over the {m} claim{'' if m == 1 else 's'} of this "
+                  f"study with a verdict on {split} (one family), each test against its level: {ALPHA / 2:g} "
+                  f"one-sided, {ALPHA:g} two-sided (differ's confirm, same's refute), which for one claim alone is "
+                  "the rule of the 95% t interval; the intervals shown are not adjusted.", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    untested = "not tested (n < 2)"
+    for c in summary["claims"]:
+        r = c[split]
+        if r["verdict"] == "not tested":
+            cells = [str(r["n"]), "–", "–", "–", "–", untested, "–"]
+        else:
+            b = r.get("bootstrap")
+            verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"])
+            d = pts(r["mean"]) + (" (d constant over seeds)" if r["constant"] else "")
+            cells = [str(r["n"]), d, span(r["low"], r["high"]), "–" if b is None else span(*b), _deciding(r),
+                     verdict, _collapse_flag(r)]
+        if other:
+            dev = c["dev"]
+            cells.append(untested if dev["verdict"] == "not tested"
+                         else f"{pts(dev['mean'])} {span(dev['low'], dev['high'])}")
+        lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | "
+                     f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
+    sized = {label: v for label, v in summary["variants"].items()
+             if any(n.startswith("train/pt_") for n in v.get("first_epoch_terms", {}))}
+    if sized:  # the alignment term beside the KD term, as the loss weighs them (α · unweighted mean, epoch 0)
+        lines += ["", "Loss terms over the first epoch (mean over seeds and steps, before the per-row weights):", "",
+                  "| variant | KD term | alignment term | α_kd · KD | α_pt · alignment |", "|---|---|---|---|---|"]
+        for label, v in sized.items():
+            t, a = v["first_epoch_terms"], v["alpha"]
+            kd = statistics.mean(x for n, x in t.items() if n.startswith("train/kd_"))
+            pt = statistics.mean(x for n, x in t.items() if n.startswith("train/pt_"))
+            lines.append(f"| {label} | {kd:.4f} | {pt:.5f} | {a['alpha_kd'] * kd:.4f} | {a['alpha_pt'] * pt:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+TASKS = {"sst5": "SST-5, original data (8,544 sentences)", "sst2": "SST-2's pool of 67,349 phrases (redundant)"}
+FINDINGS = ("selection", "objective", "adoption", "combined")  # the paper's findings, in the verdict table's order
+
+
+def verdict_rows(name: str, summary: dict) -> list[dict]:
+    """One row per claim of a study (its name and what it says), the comparisons that test it on the verdict split:
+    what each decided, with the setting they share."""
+    study, split = STUDIES[name], summary["verdict_split"]
+    variants, rows = summary["variants"], {}
+    for c in summary["claims"]:
+        if c[split]["verdict"] != "not tested":
+            rows.setdefault((c["claim"], c["says"]), []).append(c)
+    out = []
+    for (claim, says), claims in rows.items():
+        arms = list(dict.fromkeys(a for c in claims for a in (c["baseline"], c["variant"])))
+        recipes: dict[str, list[str]] = {}
+        for arm in arms:
+            recipe = variants[arm]["recipe"]
+            recipes.setdefault(f"lr {recipe['distill.lr']:g}, {recipe['distill.epochs']} epochs", []).append(arm)
+        ns = sorted({c[split]["n"] for c in claims})
+        seeds = f"{ns[0]} seeds" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} seeds (n per comparison)"
+        recipe = ("student " + next(iter(recipes)) if len(recipes) == 1 else
+                  "student " + "; ".join(f"{', '.join(a)}: {r}" for r, a in recipes.items()))
+        where = "verdict on test" if split == "test" else "verdict on dev (no test split)"
+        setting = "; ".join(filter(None, (TASKS.get(summary["task"], summary["task"]), study.setting, where, seeds,
+                                          _precisions({"variants": {a: variants[a] for a in arms}}), recipe)))
+        out.append({"finding": study.title, "claim": claim, "says": says, "setting": setting, "comparisons": claims,
+                    "split": split, "collapsed": _collapse_cell({a: variants[a]["collapsed"][split] for a in arms}),
+                    "n_max": ns[-1]})
+    return sorted(out, key=lambda row: row["claim"])
+
+
+def _collapse_cell(flags: dict[str, dict]) -> str:
+    """The arms of a row with a job that predicts one class, as collapsed jobs / jobs; those not counted."""
+    fell = [f"{arm} {_collapse_rate(f)}" for arm, f in flags.items() if any(f.values())]
+    unknown = [arm for arm, f in flags.items() if any(v is None for v in f.values())]
+    if len(unknown) == len(flags):
+        return "not recorded (jobs run before the count)"
+    return "; ".join(fell + ([f"not recorded for {', '.join(unknown)}"] if unknown else [])) or "none"
+
+
+def verdict_markdown(summaries: dict[str, dict]) -> str:
+    """The verdict of every claim of the paper's findings, one row per claim, from each study's summary (study name →
+    :func:`dkd.studies.reproduction.summarise`'s); the findings without one are said to be not run, and the
+    comparisons a study defines but whose arms did not run are counted under the table."""
+    pts = lambda x: f"{100 * x:+.2f}".replace("-", "−")  # noqa: E731 - differences in points
+    lines = ["| finding | claim | setting | verdict | d, points [95% t interval] | one class on the verdict split "
+             "(jobs of an arm) |", "|---|---|---|---|---|---|"]
+    left_out = []
+    for name, summary in summaries.items():
+        tested = {(c["variant"], c["baseline"], c["kind"]) for c in summary["claims"]
+                  if c[summary["verdict_split"]]["verdict"] != "not tested"}
+        untested = [c for c in STUDIES[name].claims if (c.variant, c.baseline, c.kind) not in tested]
+        if untested:
+            shown = ("; ".join(f"{c.variant} − {c.baseline}" for c in untested) if len(untested) <= 3
+                     else f"{len(untested)} comparisons, claims {', '.join(dict.fromkeys(c.name for c in untested))}")
+            left_out.append(f"{STUDIES[name].title}: {shown}")
+        for row in verdict_rows(name, summary):
+            claims, split = row["comparisons"], row["split"]
+            common = len({c["baseline"] for c in claims}) == 1
+            label = lambda c: (c["variant"] if common and len(claims) > 1  # noqa: E731
+                               else f"{c['variant']} − {c['baseline']}")
+            by_verdict: dict[str, list[str]] = {}
+            for c in claims:
+                by_verdict.setdefault(f"**{c[split]['verdict']}**{_gloss(c[split], c['kind'], c['delta'])}",
+                                      []).append(label(c))
+            verdict = "; ".join(f"{v} for {', '.join(labels)}" if len(claims) > 1 else v
+                                for v, labels in by_verdict.items())
+            d = "; ".join(
+                f"{label(c)} {pts(c[split]['mean'])} [{pts(c[split]['low'])}, {pts(c[split]['high'])}]"
+                + (f" (n = {c[split]['n']})" if c[split]["n"] != row["n_max"] else "")
+                + (" †" if c[split]["collapse"] else "") for c in claims)
+            against = f" (against {claims[0]['baseline']})" if common and len(claims) > 1 else ""
+            lines.append(f"| {row['finding']} | {row['claim']}: {row['says']}{against} | {row['setting']} | "
+                         f"{verdict} | {d} | {row['collapsed']} |")
+    for name in FINDINGS:
+        if name not in summaries:
+            study = STUDIES[name]
+            claims = ", ".join(dict.fromkeys(c.name for c in study.claims))
+            lines.append(f"| {study.title} | {claims} | — | **not run yet** | — | — |")
+    lines += ["", "† an arm of the comparison predicts one class in a paired seed."]
+    if left_out:
+        lines.append(f"Defined by a study but not run, so not in the table: {'; '.join(left_out)}.")
+    return "\n".join(lines) + "\n"

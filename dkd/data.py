@@ -192,9 +192,14 @@ def load_local(spec: TaskSpec, data_dir: Path) -> dict[str, Split]:
                 f"Task '{spec.name}': missing {split} file {path} (the folder holds {shown}). "
                 f"Point task.data_dir at a folder with {', '.join(files.values())}."
             )
-        frame = read_table(path, spec.header, spec.encoding)
-        splits[split] = frame_to_split(frame, spec, spec.columns, spec.label_column, str(path))
+        splits[split] = read_split(spec, path)
     return splits
+
+
+def read_split(spec: TaskSpec, path: Path) -> Split:
+    """One split of the task from a local file, read and checked as the task says (columns, header, encoding)."""
+    return frame_to_split(read_table(path, spec.header, spec.encoding), spec, spec.columns, spec.label_column,
+                          str(path))
 
 
 def hub_split_of(spec: TaskSpec, hub_split: str) -> Split:
@@ -238,8 +243,7 @@ def load_test_split(spec: TaskSpec, data_dir: str | None) -> Split:
         if not path.is_file():
             raise DataError(f"Task '{spec.name}': missing test file {path}; point task.data_dir at a folder with "
                             f"{spec.test_file}.")
-        frame = read_table(path, spec.header, spec.encoding)
-        return frame_to_split(frame, spec, spec.columns, spec.label_column, str(path))
+        return read_split(spec, path)
     from dkd.hub import hub_reachable
 
     hub_reachable()
@@ -249,11 +253,7 @@ def load_test_split(spec: TaskSpec, data_dir: str | None) -> Split:
 def load_splits(spec: TaskSpec, data_dir: str | None, custom_files: dict | None = None) -> dict[str, Split]:
     """Local folder if it exists, else the hub; ``custom_files`` (train/dev paths) for ``task=custom``."""
     if custom_files is not None:
-        return {
-            split: frame_to_split(read_table(Path(path), encoding=spec.encoding), spec, spec.columns,
-                                  spec.label_column, str(path))
-            for split, path in custom_files.items()
-        }
+        return {split: read_split(spec, Path(path)) for split, path in custom_files.items()}
     if data_dir and Path(data_dir).is_dir():
         log.info("Reading %s from %s", spec.name, data_dir)
         return load_local(spec, Path(data_dir))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dkd.data import frame_to_split, load_test_split, read_table
+from dkd.data import load_test_split, read_split
 from dkd.errors import UserError
 from dkd.ship.evaluate import labels_digest
 from dkd.studies.design import STUDIES
@@ -51,8 +51,7 @@ def split_labels(config: dict, split: str, data_dir: Path) -> list[int]:
     path = data_dir / spec.dev_files[split]
     if not path.is_file():
         raise UserError(f"{path}: no such file (the {spec.name} {split} split); give --data-dir the task's folder.")
-    return frame_to_split(read_table(path, spec.header, spec.encoding), spec, spec.columns, spec.label_column,
-                          str(path)).labels
+    return read_split(spec, path).labels
 
 
 def backfill(saved: Path, data_dir: Path | None = None) -> int:

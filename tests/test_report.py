@@ -50,13 +50,15 @@ def test_a_collapsed_job_is_shown_and_counted_per_setting(tmp_path):
 def test_the_pilot_picks_per_mode_the_best_recipe_without_a_collapse(tmp_path, capsys):
     """Design v2's recipe check: per mode the best mean dev among recipes with no one-class job (efficient mode pools
     its samplers); within half a point, fewer epochs; an incomplete pilot picks nothing."""
-    from dkd.studies.report import pilot_picks
+    from dkd.studies.report import PILOT_GRID, pilot_picks
 
     grid = {  # (sampler, lr, epochs): the two pilot seeds' dev scores, classes predicted
         ("none", "7.5e-5", 3): ((0.44, 0.45), (5, 5)), ("none", "2e-4", 3): ((0.46, 0.47), (5, 5)),
         ("none", "7.5e-5", 6): ((0.463, 0.47), (5, 5)), ("none", "2e-4", 6): ((0.50, 0.51), (5, 1)),
         ("random", "7.5e-5", 3): ((0.36, 0.37), (3, 3)), ("entropy", "7.5e-5", 3): ((0.34, 0.36), (3, 2)),
-        ("random", "7.5e-5", 6): ((0.41, 0.42), (3, 3)), ("entropy", "7.5e-5", 6): ((0.40, 0.41), (3, 3))}
+        ("random", "7.5e-5", 6): ((0.41, 0.42), (3, 3)), ("entropy", "7.5e-5", 6): ((0.40, 0.41), (3, 3)),
+        ("random", "2e-4", 3): ((0.35, 0.36), (3, 3)), ("entropy", "2e-4", 3): ((0.30, 0.26), (3, 1)),
+        ("random", "2e-4", 6): ((0.39, 0.40), (3, 3)), ("entropy", "2e-4", 6): ((0.38, 0.39), (3, 3))}
     num = 0
     for (sampler, lr, epochs), (scores, classes) in grid.items():
         for seed, score, c in zip((100, 101), scores, classes):
@@ -74,6 +76,11 @@ def test_the_pilot_picks_per_mode_the_best_recipe_without_a_collapse(tmp_path, c
     assert "| efficient | 7.5e-05 | 6 | random, entropy | 4 | 0 | 41.00 | **yes** |" in capsys.readouterr().out
     with pytest.raises(UserError, match="efficient pilot is not complete"):
         pilot_picks([r for r in rows if not (r["sampler"] == "entropy" and r["distill.epochs"] == "6")])
+    with pytest.raises(UserError, match=r"full KD pilot is not the design's grid: not run \(or not finished\): "
+                                        r"lr 7.5e-05 × 6 epochs, lr 0.0002 × 6 epochs\."):
+        pilot_picks([r for r in rows if not (r["sampler"] == "none" and r["distill.epochs"] == "6")])
+    with pytest.raises(UserError, match=r"outside the grid: lr 0.0002 × 3 epochs"):
+        pilot_picks(rows, grid=PILOT_GRID - {(2e-4, 3)})
     for r in rows:  # every full-KD recipe has a one-class job: the best mean, fewer epochs or not, and said so
         if r["sampler"] == "none":
             r["collapsed"]["100"] = True

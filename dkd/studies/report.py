@@ -83,12 +83,18 @@ def summarise(rows: list[dict], where: str, over: str = "seed") -> tuple[str, li
     return f"{len(rows)} finished jobs in {where}\n\n{table}", summary
 
 
-def pilot_picks(rows: list[dict], cheaper_within: float = 0.005) -> tuple[str, dict]:
+# design v2's pilot grid (docs/reproduction.md, docs/repro/v2_pilot_run.sh): (distill.lr, distill.epochs)
+PILOT_GRID = frozenset((lr, epochs) for lr in (7.5e-5, 2e-4) for epochs in (3, 6))
+
+
+def pilot_picks(rows: list[dict], cheaper_within: float = 0.005,
+                grid: frozenset = PILOT_GRID) -> tuple[str, dict]:
     """Design v2's recipe check (docs/reproduction.md): per mode (``sampler=none``: full KD; any other sampler:
     efficient mode, its samplers pooled), among the recipes (``distill.lr``, ``distill.epochs``) where no pilot job
     predicts one class on dev, the best mean dev score; within ``cheaper_within`` of it, the fewest epochs. Where
     every recipe collapses somewhere, the best mean, said so (``every_recipe_collapses``: the mode's verdicts are
-    flagged). ``rows``: the pilot's sweep summary (``--json``)."""
+    flagged). A mode's pilot must have run every recipe of ``grid``, each with the same samplers and seeds, and no
+    other. ``rows``: the pilot's sweep summary (``--json``)."""
     modes: dict[str, dict[tuple, dict]] = {}
     for r in rows:
         missing = [k for k in ("sampler", "distill.lr", "distill.epochs") if k not in r]
@@ -109,6 +115,13 @@ def pilot_picks(rows: list[dict], cheaper_within: float = 0.005) -> tuple[str, d
              "|---|---|---|---|---|---|---|---|"]
     picks = {}
     for mode, recipes in modes.items():
+        missing, other = sorted(grid - set(recipes)), sorted(set(recipes) - grid)
+        if missing or other:
+            shown = lambda recs: ", ".join(f"lr {lr:g} × {epochs} epochs" for lr, epochs in recs)  # noqa: E731
+            raise UserError(f"The {mode} pilot is not the design's grid: "
+                            + "; ".join(filter(None, (missing and f"not run (or not finished): {shown(missing)}",
+                                                      other and f"outside the grid: {shown(other)}")))
+                            + ". Finish the pilot (docs/repro/v2_pilot_run.sh) before a recipe is picked.")
         jobs = {rec: sorted(map(str, a["seeds"])) for rec, a in recipes.items()}
         if len({tuple(j) for j in jobs.values()}) > 1:
             shown = "; ".join(f"lr {rec[0]:g} × {rec[1]} epochs: {', '.join(j)}" for rec, j in jobs.items())

@@ -116,7 +116,7 @@ def test_no_import_circle():
 # ------------------------------------------------------------------------------------------------ paths
 def test_paths_are_found_from_the_package_and_no_module_computes_its_own():
     """conf/ and the checkout are found once (dkd.paths); a module that computed them from its own file would
-    point elsewhere after a move (reproduction's group lookup skipped keys silently)."""
+    point elsewhere after a move (the studies' group lookup skipped keys silently)."""
     assert (CONF / "train.yaml").is_file() and (ROOT / "train.py").is_file() and (PACKAGE / "paths.py").is_file()
     own = [m for m, p in MODULES.items() if m != "dkd.paths" and "__file__" in p.read_text()]
     assert not own, f"modules that find paths from their own file: {own}"

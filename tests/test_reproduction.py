@@ -71,6 +71,21 @@ def test_claims_follow_the_paired_interval():
     assert summary["commits"] == ["abc1234"]
 
 
+def test_a_comparison_wider_than_delta_names_the_arms_to_extend_to_ten_seeds():
+    base = {s: 0.40 + 0.01 * i for i, s in enumerate(SEEDS)}
+    jobs = [job("none", s, base[s]) for s in SEEDS] + [  # entropy's d alternates ±2 points: wider than ±1
+        job("entropy", s, base[s] + (0.02 if i % 2 else -0.02)) for i, s in enumerate(SEEDS)]
+    jobs += [job(m, s, base[s] + (0.001 if i % 2 else -0.001)) for m in ("random", "margin")
+             for i, s in enumerate(SEEDS)]  # margin's comparisons with full KD and random: narrow
+    text = markdown(summarise(STUDIES["selection"], jobs))
+    width = stats.t.ppf(0.975, 4) * np.std([-2, 2, -2, 2, -2], ddof=1) / math.sqrt(5)  # 2.7764 · 2.19 / √5
+    extend = text.split("so design v2 adds seeds up to 10 to both arms: ")[1]
+    assert extend.startswith(f"entropy r=0.1 − full KD (n = 5, ±{width:.2f}); entropy r=0.1 − random r=0.1 (n = 5, ±")
+    assert "entropy r=0.1 − margin r=0.1" in extend and "margin r=0.1 − full KD" not in extend
+    assert "margin r=0.1 − random r=0.1" in text and "margin r=0.1 − random r=0.1" not in extend
+    assert text.rstrip().endswith("Arms to extend: full KD, entropy r=0.1, random r=0.1, margin r=0.1.")
+
+
 def test_jobs_that_differ_beyond_the_studied_options_are_refused():
     jobs = sweep({"entropy": 0.0})
     jobs[-1]["config"]["distill"]["weight_decay"] = 0.1

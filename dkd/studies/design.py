@@ -1,6 +1,6 @@
 """The reproduction report's studies as designed: which variants each compares (the values of its studied options),
 which claims of the paper it tests, each with its kind and smallest effect of interest (docs/reproduction.md, design
-v2). Read by :mod:`dkd.studies.jobs` (which variant a job is) and :mod:`dkd.studies.reproduction` (the verdicts)."""
+v2), read by the rest of :mod:`dkd.studies`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,6 +47,8 @@ class Study:
             raise ValueError(f"{self.title}: claims given twice (variant, baseline, kind): {twice}")
 
 
+# design v2's sample size: five seeds, extended to this many where a comparison's 95% interval is wider than ±δ
+MOST_SEEDS = 10
 MODES = (("efficient", 1, ""), ("efficient", 10, " (pool 10)"), ("faithful", 1, " (faithful)"))
 
 

@@ -1,7 +1,8 @@
 """A study's finished jobs: what it reads of each (``metrics.json``, ``.hydra/hydra.yaml``, ``predictions.json`` of
 ``python -m dkd.ship.evaluate``, the CSV log's decisions), which variant each is, and the checks that they compare:
 one setting outside the studied options, the recipe and the seed; the same data, labels and teachers; one evaluation
-set per split."""
+set per split. Also what the verdicts read of each job: its right answers, whether it predicts one class, its
+recipe, its training cost, and the split whose verdicts count."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ from dkd.studies.records import collapsed
 from dkd.teachers import FINETUNE_DEFAULTS
 
 DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
-# settings that change where and how a job runs, not what it computes
 # the student's recipe, which design v2's pilot picks per mode (docs/reproduction.md): it may differ between variants,
 # never between the seeds of one, and each variant's shows in the tables
 RECIPE = ("distill.lr", "distill.epochs")
@@ -26,6 +26,7 @@ RECIPE = ("distill.lr", "distill.epochs")
 # counts as (finetune.*: as the teacher store counts them; distill.scope: one process decides alike either way)
 ADDED_LATER = {**{f"finetune.{k}": v for k, v in FINETUNE_DEFAULTS.items()}, "distill.adamw": "auto",
                "distill.warmup_rounding": "floor", "distill.scope": "global", "task.encoding": "utf-8"}
+# settings that change where and how a job runs, not what it computes
 IGNORED = ("seed", "paths", "task.data_dir", "teacher.dirs", "logger", "hydra", "threads", "compress",
            "trainer.enable_progress_bar", "data.cache_dir", "data.num_workers", "ckpt_path", "keep_last_ckpt",
            "optimized_metric")
@@ -193,6 +194,7 @@ def check_same_setting(study: Study, jobs: list[dict]) -> None:
             shown = "; ".join(f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in diff[:6])
             raise UserError(f"{job['job']} differs from {jobs[0]['job']} in more than the studied options "
                             f"({', '.join(study.keys)}) and the seed: {shown}. Report them as separate studies.")
+
 
 def right_answers(job: dict, split: str) -> list[bool] | None:
     """Per example, right or wrong (a classification task's predictions against the labels of that split)."""

@@ -1,6 +1,6 @@
 """What a finished job's ``metrics.json`` says, read one way by the sweep summary (:mod:`dkd.studies.report`) and the
-reproduction studies (:mod:`dkd.studies.reproduction`). Light on purpose: Hydra loads the sweep summary at every
-multirun's start, and the studies' statistics (scipy, statsmodels) are not needed there."""
+reproduction studies (:mod:`dkd.studies.jobs`, ``tables``, ``plots``). Light on purpose: Hydra loads the sweep
+summary at every multirun's start, and the studies' statistics (scipy, statsmodels) are not needed there."""
 from __future__ import annotations
 
 import statistics

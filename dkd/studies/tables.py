@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from dkd.studies.design import STUDIES
+from dkd.studies.design import MOST_SEEDS, STUDIES
 from dkd.studies.records import mean_std
 from dkd.studies.verdict import ALPHA
 
@@ -69,6 +69,11 @@ def _precisions(summary: dict) -> str:
     return ", ".join(sorted("fp32" if p in ("32", "32-true", "None") else p for p in named))
 
 
+def half(r: dict) -> float:
+    """Half the width of a comparison's 95% t interval."""
+    return (r["high"] - r["low"]) / 2
+
+
 def markdown(summary: dict) -> str:
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
     span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
@@ -117,6 +122,14 @@ def markdown(summary: dict) -> str:
                          else f"{pts(dev['mean'])} {span(dev['low'], dev['high'])}")
         lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | "
                      f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
+    wide = [c for c in summary["claims"] if c[split]["verdict"] != "not tested" and c[split]["n"] < MOST_SEEDS
+            and (c[split]["high"] - c[split]["low"]) / 2 > c["delta"]]
+    if wide:  # design v2's sample size: such a comparison gets seeds up to ten, in both arms
+        arms = ", ".join(dict.fromkeys(arm for c in wide for arm in (c["baseline"], c["variant"])))
+        shown = "; ".join(f"{c['variant']} − {c['baseline']} (n = {c[split]['n']}, ±{pts(half(c[split]))[1:]})"
+                          for c in wide)
+        lines += ["", f"Wider than ±δ on {split} with fewer than {MOST_SEEDS} seeds, so design v2 adds seeds up to "
+                      f"{MOST_SEEDS} to both arms: {shown}. Arms to extend: {arms}."]
     sized = {label: v for label, v in summary["variants"].items()
              if any(n.startswith("train/pt_") for n in v.get("first_epoch_terms", {}))}
     if sized:  # the alignment term beside the KD term, as the loss weighs them (α · unweighted mean, epoch 0)

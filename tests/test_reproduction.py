@@ -248,6 +248,7 @@ def test_holm_corrects_within_the_claims_with_a_verdict_on_one_split():
     assert one_seed["families"] == {"dev": 2, "test": 0} and dev(one_seed) == {
         **alone, **{k: {"n": 1, "verdict": "not tested"} for k in dev(one_seed) if "margin r=0.1" in k}}
     assert "| 1 | – | – | – | – | not tested (n < 2) | – |" in markdown(one_seed)
+    assert "| margin r=0.1 | 1 | 7.5e-05, 3 | 41.00 | – |" in markdown(one_seed)  # one seed: no ± to show
     assert "over the 2 claims of this study with a verdict on dev (one family)" in markdown(one_seed)
 
     margin = summarise(STUDIES["selection"], holm_jobs() + [job("margin", s, HOLM_SEEDS[s][2]) for s in SEEDS])

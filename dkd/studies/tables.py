@@ -77,7 +77,14 @@ def half(r: dict) -> float:
 def markdown(summary: dict) -> str:
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
     span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
-    acc = lambda xs: "–" if not xs else (lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}")(*mean_std(list(xs)))  # noqa
+
+    def acc(xs) -> str:  # mean ± std over seeds; one seed has no spread to show
+        xs = list(xs)
+        if len(xs) < 2:
+            return f"{100 * xs[0]:.2f}" if xs else "–"
+        m, s = mean_std(xs)
+        return f"{100 * m:.2f} ± {100 * s:.2f}"
+
     teachers = ", ".join(f"{r} {100 * t['dev/score']:.2f}" for r, t in summary["teachers"].items())
     split = summary["verdict_split"]
     lines = [f"### {summary['title']} — {summary['task']}", "",

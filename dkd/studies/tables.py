@@ -130,10 +130,10 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | "
                      f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
     wide = [c for c in summary["claims"] if c[split]["verdict"] != "not tested" and c[split]["n"] < MOST_SEEDS
-            and (c[split]["high"] - c[split]["low"]) / 2 > c["delta"]]
+            and half(c[split]) > c["delta"]]
     if wide:  # design v2's sample size: such a comparison gets seeds up to ten, in both arms
         arms = ", ".join(dict.fromkeys(arm for c in wide for arm in (c["baseline"], c["variant"])))
-        shown = "; ".join(f"{c['variant']} − {c['baseline']} (n = {c[split]['n']}, ±{pts(half(c[split]))[1:]})"
+        shown = "; ".join(f"{c['variant']} − {c['baseline']} (n = {c[split]['n']}, ±{100 * half(c[split]):.2f})"
                           for c in wide)
         lines += ["", f"Wider than ±δ on {split} with fewer than {MOST_SEEDS} seeds, so design v2 adds seeds up to "
                       f"{MOST_SEEDS} to both arms: {shown}. Arms to extend: {arms}."]

@@ -1,6 +1,9 @@
 """Jobs evaluated before the classes were counted: whether their model predicts one class, from the right answers and
 the labels (dkd.studies.backfill)."""
+import copy
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +11,8 @@ from dkd.errors import UserError
 from dkd.ship.evaluate import labels_digest
 from dkd.studies.backfill import backfill, one_class
 from dkd.studies.jobs import collapsed_on
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_one_class_only_when_the_right_answers_are_exactly_one_class():
@@ -43,3 +48,22 @@ def test_backfill_fills_the_splits_without_a_count_and_checks_the_labels(tmp_pat
     saved.write_text(json.dumps({"study": "selection", "jobs": jobs}))
     with pytest.raises(UserError, match="not the ones it was evaluated on"):
         backfill(saved, data)
+
+
+def test_backfill_restores_the_committed_collapse_flags_and_summary(tmp_path):
+    """The v1 objective study, its flags taken out, filled again from SST-5's labels: the jobs and the saved summary
+    come back as committed (the summary is made again from the filled jobs)."""
+    sst5 = Path(os.environ.get("SST5_DIR", ROOT.parent / "shared" / "data" / "sst5"))
+    if not (sst5 / "test.tsv").is_file():
+        pytest.skip(f"no SST-5 files in {sst5} (set SST5_DIR)")
+    committed = json.loads((ROOT / "docs" / "repro" / "objective_sst5.json").read_text())
+    stripped = copy.deepcopy(committed)
+    for job in stripped["jobs"]:
+        for record in job["predictions"].values():
+            del record["one_class"], record["one_class_from"]
+    stripped["summary"] = None
+    saved = tmp_path / "objective.json"
+    saved.write_text(json.dumps(stripped))
+    assert backfill(saved, sst5) == 2 * len(committed["jobs"])
+    assert json.loads(saved.read_text()) == committed
+    assert backfill(saved, sst5) == 0  # nothing left to fill

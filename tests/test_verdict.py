@@ -22,13 +22,6 @@ from dkd.studies.verdict import (
 )
 
 
-@pytest.fixture(autouse=True)
-def no_gc_per_family(monkeypatch):
-    """statsmodels' multipletests runs gc.collect() at every call: 0.2 s with the test session's objects, for
-    nothing these tests check."""
-    monkeypatch.setattr(gc, "collect", lambda generation=2: 0)
-
-
 def by_interval(kind: str, low: float, high: float, delta: float = DELTA) -> str:
     """The rule as the design states it, on the plain interval: what one claim alone must get."""
     confirm, refute = clears(kind, low, high, delta)
@@ -228,6 +221,21 @@ def exact_interval(baseline: list[list[int]], variant: list[list[int]]) -> tuple
                    for rows in itertools.product(range(examples), repeat=examples))
     share = np.arange(1, len(means) + 1) / len(means)
     return means[int(np.argmax(share > 0.025))], means[int(np.argmax(share > 0.975))]
+
+
+def test_holm_leaves_the_garbage_collector_as_it_found_it():
+    """statsmodels' Holm calls gc.collect(); the report freezes the heap around it (cheap) and thaws it after, unless
+    a caller had frozen it."""
+    family = [(paired_difference({1: 0.5, 2: 0.6, 3: 0.7}, {1: 0.52, 2: 0.61, 3: 0.73}), "higher", DELTA)] * 2
+    assert gc.get_freeze_count() == 0
+    verdicts(family)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        verdicts(family)
+        assert gc.get_freeze_count() > 0  # still frozen: not thawed by the report
+    finally:
+        gc.unfreeze()
 
 
 def test_the_two_level_bootstrap_is_pinned():

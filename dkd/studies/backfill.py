@@ -9,8 +9,8 @@ answers are not one class's examples predicts two classes or more (certain); one
 examples of one class c is recorded as predicting one class (inferred: a model of several classes would have to be
 right on every example of c and on no other example); one right on nothing is not told (null). Each split gets
 ``one_class`` (true, false or null) and ``one_class_from: "right answers and labels"``; a split that already counts
-its classes (``predicted_classes``) is left as it is. The labels are read from the task's files and checked against
-the digest the evaluation recorded.
+its classes (``predicted_classes``) or was filled before is left as it is. The labels are read from the task's files
+and checked against the digest the evaluation recorded.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dkd.data import load_test_split, read_split
 from dkd.errors import UserError
 from dkd.ship.evaluate import labels_digest
 from dkd.studies.design import STUDIES
-from dkd.studies.jobs import load_jobs
+from dkd.studies.jobs import with_current_targets
 from dkd.studies.reproduction import summarise
 from dkd.tasks import task_spec
 
@@ -55,14 +55,14 @@ def split_labels(config: dict, split: str, data_dir: Path) -> list[int]:
 
 
 def backfill(saved: Path, data_dir: Path | None = None) -> int:
-    """Adds ``one_class`` to every split of every job in ``saved`` that has right answers but no class count;
-    returns how many splits it filled."""
+    """Adds ``one_class`` to every split of every job in ``saved`` that has right answers but neither a class count
+    nor ``one_class``; returns how many splits it filled (the file is written only when it filled one)."""
     data = json.loads(saved.read_text())
     labels: dict[tuple[str, str], list[int]] = {}
     filled = 0
     for job in data["jobs"]:
         for split, record in job.get("predictions", {}).items():
-            if "predicted_classes" in record or "correct" not in record:
+            if "predicted_classes" in record or "one_class" in record or "correct" not in record:
                 continue
             folder = data_dir or Path(record["source"]).parent
             key = (str(folder), split)
@@ -74,10 +74,11 @@ def backfill(saved: Path, data_dir: Path | None = None) -> int:
                                 f"{record['labels_digest']}); give --data-dir the folder it was evaluated on.")
             record["one_class"], record["one_class_from"] = one_class(record["correct"], labels[key]), FROM
             filled += 1
+    if not filled:
+        return 0
+    if "summary" in data:  # the saved summary's collapse flags come from the jobs: made again
+        data["summary"] = summarise(STUDIES[data["study"]], with_current_targets(data["jobs"]))
     saved.write_text(json.dumps(data))
-    if filled and "summary" in data:  # the saved summary's collapse flags come from the jobs: made again
-        data["summary"] = summarise(STUDIES[data["study"]], load_jobs([saved]))
-        saved.write_text(json.dumps(data))
     return filled
 
 

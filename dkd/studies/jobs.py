@@ -86,7 +86,13 @@ def read_job(job: Path) -> dict:
 def load_jobs(sources: list[Path]) -> list[dict]:
     """Jobs from multirun folders (every ``*/metrics.json``), job folders, or a saved study JSON; the ``_target_``s of
     jobs run before DKD 0.3 under their current names, so that old and new jobs of one setting compare."""
-    return [{**job, "config": current_targets(job["config"])} for job in _read_jobs(sources)]
+    return with_current_targets(_read_jobs(sources))
+
+
+def with_current_targets(jobs: list[dict]) -> list[dict]:
+    """The jobs, each with its config's ``_target_``s under their current names (the jobs given are left as they
+    are)."""
+    return [{**job, "config": current_targets(job["config"])} for job in jobs]
 
 
 def _read_jobs(sources: list[Path]) -> list[dict]:

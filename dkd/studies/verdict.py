@@ -37,7 +37,9 @@ refuted when it is not confirmed and its adjusted refute p is below that test's 
 """
 from __future__ import annotations
 
+import gc
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,8 +146,25 @@ def holm(p: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Holm-adjusted p-values of tests each decided at its own level (α/2 or α): adjusted on the one-sided scale
     (p · (α/2) / level), then brought back to each test's own."""
     scale = levels / (ALPHA / 2)
-    adjusted = multipletests(p / scale, alpha=ALPHA / 2, method="holm")[1]
+    with frozen_heap():
+        adjusted = multipletests(p / scale, alpha=ALPHA / 2, method="holm")[1]
     return np.minimum(1.0, adjusted * scale)
+
+
+@contextmanager
+def frozen_heap():
+    """Makes a full garbage collection inside it cheap: statsmodels' Holm branch calls ``gc.collect()``, a second
+    over the heap of a process that holds torch and Lightning (most of what the test run spends in reports). The
+    objects present on entry are left out of collection (``gc.freeze``) until the end, then returned to the oldest
+    generation, where a later collection frees whatever of them is garbage. A heap frozen already is left as it is."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def verdicts(family: list[tuple[Paired, str, float]]) -> list[Verdict]:

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from transformers import BertConfig, BertForSequenceClassification
 
 from dkd.flops import FlopCounter, forward_flops
 from dkd.run import run
+from tests.conftest import shrunk_cfg
 
 
 def test_forward_flops_match_a_hand_count():
@@ -61,18 +63,27 @@ def logged_gflops(cfg) -> dict:
     return {k.split("/", 1)[1]: float(v) for k, v in last.items() if k.startswith("flops/") and v}
 
 
-def test_full_kd_costs_what_full_kd_costs(make_cfg):
-    cfg = make_cfg("task=sst2")
-    run(cfg)
-    f = flops(cfg)
+@pytest.fixture(scope="module")
+def beside_full_kd(assets, tmp_path_factory):
+    """One full-KD run, the reference of the tests below, and a ``make_cfg`` whose runs land beside it (each under
+    its own ``out``), so that the teacher is fine-tuned once for all of them (one store)."""
+    root = tmp_path_factory.mktemp("flops")
+    full = shrunk_cfg(assets, root, "task=sst2", out="full")
+    run(full)
+    yield full, lambda *overrides, out: shrunk_cfg(assets, root, *overrides, out=out)
+    GlobalHydra.instance().clear()
+
+
+def test_full_kd_costs_what_full_kd_costs(beside_full_kd):
+    full, _ = beside_full_kd
+    f = flops(full)
     assert f["examples"] == 48 and f["gflops"]["student_scoring"] == 0
     assert f["ratio_to_full_kd"] == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("mode, scoring, student_share", [("efficient", True, 0.5), ("faithful", False, 1.0)])
-def test_selection_counts_what_ran(make_cfg, mode, scoring, student_share):
-    full = make_cfg("task=sst2", out="full")
-    run(full)
+def test_selection_counts_what_ran(beside_full_kd, mode, scoring, student_share):
+    full, make_cfg = beside_full_kd
     cfg = make_cfg("task=sst2", "sampler=entropy", "sampler.ratio=0.5", f"sampler.mode={mode}", out=mode)
     run(cfg)
     f, ref = logged_gflops(cfg), logged_gflops(full)
@@ -83,11 +94,10 @@ def test_selection_counts_what_ran(make_cfg, mode, scoring, student_share):
     assert flops(cfg)["ratio_to_full_kd"] < 1.0
 
 
-def test_a_pool_compares_with_full_kd_on_its_batches(make_cfg):
+def test_a_pool_compares_with_full_kd_on_its_batches(beside_full_kd):
     """The full-KD reference of a pool of 4 batches is full KD on those 4 batches (each padded to its own longest),
     not one 32-row batch padded to the pool's longest: the same as a run with sampler=none counts."""
-    full = make_cfg("task=sst2", out="full")
-    run(full)
+    full, make_cfg = beside_full_kd
     pooled = make_cfg("task=sst2", "sampler=entropy", "sampler.ratio=0.25", "sampler.pool=4", out="pooled")
     run(pooled)
     assert logged_gflops(pooled)["full_kd"] == pytest.approx(logged_gflops(full)["full_kd"], rel=1e-6)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from torch.multiprocessing.spawn import ProcessRaisedException  # an exception in a DDP worker
 
 from dkd.run import run
-from tests.conftest import asked_flops, gloo_teardown_flaky, make_tiny_model
+from tests.conftest import asked_flops, gloo_teardown_flaky, make_tiny_model, shrunk_cfg
 
 
 @pytest.fixture
@@ -39,6 +40,15 @@ def stored_teacher(make_cfg, *overrides, role: str = "base") -> str:
     run(cfg)
     (folder,) = (p for p in (Path(cfg.paths.teachers_dir) / cfg.task.name).iterdir() if not p.name.startswith("."))
     return f"teacher.dirs.{role}={folder}"
+
+
+@pytest.fixture(scope="module")
+def sst2_teacher(assets, tmp_path_factory) -> str:
+    """:func:`stored_teacher` of ``task=sst2`` once for the module: a test that takes it fine-tunes no teacher."""
+    root = tmp_path_factory.mktemp("teacher")
+    given = stored_teacher(lambda *overrides, out: shrunk_cfg(assets, root, *overrides, out=out), "task=sst2")
+    GlobalHydra.instance().clear()
+    return given
 
 
 def assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
@@ -73,12 +83,12 @@ def stop_and_resume(make_cfg, common: tuple, hook: str, step: int, resume_from: 
     pytest.param("end", 8, "last.ckpt", "none", marks=pytest.mark.slow),
     ("end", 8, "on_exception.ckpt", "random"),  # its draws come from the restored RNG
 ])
-def test_resumed_run_equals_uninterrupted(make_cfg, hook, step, resume_from, sampler):
+def test_resumed_run_equals_uninterrupted(make_cfg, hook, step, resume_from, sampler, sst2_teacher):
     """Stopped by an exception before or after a batch, or by SIGTERM, mid-epoch or at an epoch's end (dropout on);
     resumed from the interruption checkpoint or from the last epoch end: the same final weights, bit for bit, and
     the same dev metrics as a run that was never stopped."""
     common = ("task=sst2", "distill.epochs=2", f"sampler={sampler}", "sampler.ratio=0.5",
-              stored_teacher(make_cfg, "task=sst2"))
+              sst2_teacher)
     whole = make_cfg(*common, out="whole")
     run(whole)
     ckpt, resumed = stop_and_resume(make_cfg, common, hook, step, resume_from)
@@ -89,10 +99,10 @@ def test_resumed_run_equals_uninterrupted(make_cfg, hook, step, resume_from, sam
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 
-def test_resume_with_gradient_accumulation(make_cfg):
+def test_resume_with_gradient_accumulation(make_cfg, sst2_teacher):
     """Accumulating 2 batches a step (3 steps an epoch): stopped right after optimizer step 4, mid-epoch 1."""
     common = ("task=sst2", "distill.epochs=2", "trainer.accumulate_grad_batches=2",
-              stored_teacher(make_cfg, "task=sst2"))
+              sst2_teacher)
     whole = make_cfg(*common, out="whole")
     run(whole)
     ckpt, resumed = stop_and_resume(make_cfg, common, "end", 4)
@@ -127,12 +137,12 @@ def test_ddp_sim_equals_one_process_with_the_global_batch(make_cfg, tmp_path):
 
 @pytest.mark.slow  # 30 s; DDP = one process stays in the default run
 @gloo_teardown_flaky
-def test_ddp_sim_resumed_equals_uninterrupted(make_cfg):
+def test_ddp_sim_resumed_equals_uninterrupted(make_cfg, sst2_teacher):
     """Two processes, dropout on, stopped mid-epoch 1 and resumed from the end of epoch 0: each rank's own RNG state
     comes back with the checkpoint. (Under ddp_spawn Lightning runs the exception hooks in the main process only,
     which holds no trained state, so there is no on_exception.ckpt; trainer=ddp on GPUs writes one.)"""
     common = ("task=sst2", "distill.epochs=2", "distill.batch_size=4", "trainer=ddp_sim",
-              "trainer.enable_progress_bar=false", stored_teacher(make_cfg, "task=sst2"))
+              "trainer.enable_progress_bar=false", sst2_teacher)
     whole = make_cfg(*common, out="whole")
     run(whole)
     ckpt, resumed = stop_and_resume(make_cfg, common, "end", 8, resume_from="last.ckpt")
@@ -140,6 +150,7 @@ def test_ddp_sim_resumed_equals_uninterrupted(make_cfg):
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 
+@pytest.mark.slow  # bf16 is emulated on CPUs without AMX (6-10 s); bf16 runs and exact resume stay in the default run
 def test_resume_under_bf16_equals_uninterrupted(make_cfg):
     """bf16-mixed on the CPU, entropy selection (its scoring pass under autocast): stopped mid-epoch 1 and resumed, the
     same weights bit for bit, the same dev metrics and FLOPs as the run never stopped."""
@@ -152,10 +163,10 @@ def test_resume_under_bf16_equals_uninterrupted(make_cfg):
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 
-def test_resume_with_a_pooled_sampler(make_cfg):
+def test_resume_with_a_pooled_sampler(make_cfg, sst2_teacher):
     """Pool 2 x batch 8: 16 rows a step, 3 steps an epoch; stopped at step 4, mid-epoch 1."""
     common = ("task=sst2", "distill.epochs=2", "sampler=entropy", "sampler.ratio=0.5", "sampler.pool=2",
-              stored_teacher(make_cfg, "task=sst2"))
+              sst2_teacher)
     whole = make_cfg(*common, out="whole")
     run(whole)
     ckpt, resumed = stop_and_resume(make_cfg, common, "end", 4)
@@ -179,7 +190,8 @@ def test_resume_with_hidden_state_alignment_and_a_projection(make_cfg, tmp_path)
     assert_same_weights(ckpt.parent / "last.ckpt", Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt")
 
 
-def test_bf16_runs_the_scoring_pass_and_the_teachers_under_autocast_and_counts_the_same_flops(make_cfg, monkeypatch):
+def test_bf16_runs_the_scoring_pass_and_the_teachers_under_autocast_and_counts_the_same_flops(make_cfg, monkeypatch,
+                                                                                               sst2_teacher):
     """Lightning's bf16-mixed autocast covers the whole training step: the scoring pass and the teachers' forwards
     compute in bf16; the FLOP count of the same work is the same as in fp32."""
     from dkd.cache import TeacherOutputs
@@ -198,12 +210,11 @@ def test_bf16_runs_the_scoring_pass_and_the_teachers_under_autocast_and_counts_t
     monkeypatch.setattr(DistillSystem, "score", recording(DistillSystem.score, "score"))
     monkeypatch.setattr(TeacherOutputs, "forward", recording(TeacherOutputs.forward, "teacher"))
     common = ("task=sst2", "sampler=entropy", "sampler.ratio=0.5", "distill.teacher_cache=off")
-    given = stored_teacher(make_cfg, "task=sst2")
-    bf16 = make_cfg(*common, given, "trainer.precision=bf16-mixed", out="bf16")
+    bf16 = make_cfg(*common, sst2_teacher, "trainer.precision=bf16-mixed", out="bf16")
     run(bf16)
     assert seen == {"score": {torch.bfloat16}, "teacher": {torch.bfloat16}}
     seen.clear()
-    fp32 = make_cfg(*common, given, out="fp32")
+    fp32 = make_cfg(*common, sst2_teacher, out="fp32")
     run(fp32)
     assert seen == {"score": {torch.float32}, "teacher": {torch.float32}}
     # the same work, the same analytic count: the scoring pass covers every row, full KD every batch (the selected

@@ -11,7 +11,7 @@ from scipy import stats
 
 from dkd.errors import UserError
 from dkd.studies.design import STUDIES, Claim, Study
-from dkd.studies.jobs import collapsed_on, gflops_per_instance, load_jobs, variant_of
+from dkd.studies.jobs import collapsed_on, gflops_per_instance, gflops_per_instance_run, load_jobs, variant_of
 from dkd.studies.reproduction import report, summarise, verdict_table
 from dkd.studies.tables import markdown
 
@@ -164,6 +164,11 @@ def test_the_verdict_table_has_a_row_per_claim_with_its_setting(tmp_path):
 def test_a_subset_run_is_charged_over_the_whole_pool():
     full, subset = job("none", 1, 0.4), job("none", 1, 0.4, train_limit=10)
     assert gflops_per_instance(full) == pytest.approx(2.0) and gflops_per_instance(subset) == pytest.approx(0.2)
+    # over the whole run (3 epochs here): what arms trained for different epochs compare by
+    assert gflops_per_instance_run(full) == pytest.approx(6.0)
+    longer = job("none", 1, 0.4, train_limit=10)
+    longer["metrics"]["flops"] = {"examples": 30 * 10, "gflops": {"total": 30 * 10 * 2.0}}  # 30 epochs of 10 rows
+    assert gflops_per_instance_run(longer) == pytest.approx(6.0) and gflops_per_instance(longer) == pytest.approx(0.2)
 
 
 def test_bootstrap_beside_the_t_interval_when_predictions_exist():

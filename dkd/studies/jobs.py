@@ -242,12 +242,17 @@ def verdict_split(jobs: list[dict]) -> str:
 
 def gflops_per_instance(job: dict) -> float | None:
     """Training GFLOPs (the method's count: teacher forwards asked, cache hits included) per instance of the pool
-    per epoch; a student trained on a subset is charged over the whole pool, as the paper's per-instance figures."""
-    flops, m = job["metrics"].get("flops"), job["metrics"]
-    if not flops:
-        return None
-    epochs = flops["examples"] / m["train_examples"]
-    return flops["gflops"]["total"] / (m["pool_examples"] * epochs)
+    per epoch, the paper's unit; a student trained on a subset is charged over the whole pool, as the paper's
+    per-instance figures."""
+    run = gflops_per_instance_run(job)
+    return None if run is None else run * job["metrics"]["train_examples"] / job["metrics"]["flops"]["examples"]
+
+
+def gflops_per_instance_run(job: dict) -> float | None:
+    """Training GFLOPs per instance of the pool over the whole run (every epoch): what arms trained for different
+    epochs (a subset or a pool at 10 x the epochs of per-batch selection) compare by."""
+    flops = job["metrics"].get("flops")
+    return flops["gflops"]["total"] / job["metrics"]["pool_examples"] if flops else None
 
 
 def check_same_examples(jobs: list[dict]) -> None:

@@ -11,42 +11,46 @@ from dkd.studies.records import mean_std
 
 
 def ratio_curves(study: Study, summary: dict) -> dict[str, list[tuple[float, float, float]]]:
-    """Per selection measure (efficient mode, pool 1): (r, mean, std) of the dev metric, full KD at r = 1."""
+    """Per selection measure (efficient mode, pool 1): (r, mean, std) of the metric on the verdict split, full KD at
+    r = 1."""
+    split = summary["verdict_split"]
     curves: dict[str, list] = {}
     full = summary["variants"].get("full KD")
     for label, v in summary["variants"].items():
         spec = study.variants[label]
         if "sampler.ratio" in spec and spec["sampler.mode"] == "efficient" and spec["sampler.pool"] == 1:
-            curves.setdefault(spec["sampler"], []).append((spec["sampler.ratio"], *mean_std(list(v["dev"].values()))))
+            curves.setdefault(spec["sampler"], []).append((spec["sampler.ratio"], *mean_std(list(v[split].values()))))
     for points in curves.values():
         if full:
-            points.append((1.0, *mean_std(list(full["dev"].values()))))
+            points.append((1.0, *mean_std(list(full[split].values()))))
         points.sort()
     return {k: v for k, v in curves.items() if len(v) > 1}
 
 
 def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
-    """Dev metric against training GFLOPs per instance and against wall time (mean ± std over seeds); the study's
-    decisions over training (one seed per variant); the dev metric against the selection ratio where r varies."""
+    """The metric on the verdict split (test where the jobs carry it, dev only choosing checkpoints) against the
+    training GFLOPs per instance of the whole run and against wall time (mean ± std over seeds); the study's decisions
+    over training (one seed per variant); the metric against the selection ratio where r varies."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
+    split = summary["verdict_split"]
     ratios = ratio_curves(study, summary)
     colour = {label: f"C{i % 10}" for i, label in enumerate(summary["variants"])}  # one colour a variant, every panel
     for label in summary["variants"]:  # a ratio curve takes the colour of its measure's first variant
         colour.setdefault(study.variants[label].get("sampler", label), colour[label])
     fig, axes = plt.subplots(1, 4 if ratios else 3, figsize=(22 if ratios else 17, 4.8))
     for label, v in summary["variants"].items():
-        mean, std = mean_std(list(v["dev"].values()))
-        for ax, x in ((axes[0], v["gflops_per_instance"]), (axes[1], v["wall_min"])):
+        mean, std = mean_std(list(v[split].values()))
+        for ax, x in ((axes[0], v["gflops_per_instance_run"]), (axes[1], v["wall_min"])):
             if x is not None:
                 ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=3, label=label, color=colour[label])
-    axes[0].set(xlabel="training GFLOPs per pool instance per epoch (our count)", ylabel="dev accuracy (%)",
+    axes[0].set(xlabel="training GFLOPs per pool instance, whole run (our count)", ylabel=f"{split} accuracy (%)",
                 title=f"{summary['task']}: accuracy vs compute (mean ± std over seeds)", xscale="log")
-    axes[1].set(xlabel="wall time per run (min, 1 CPU thread)", ylabel="dev accuracy (%)",
+    axes[1].set(xlabel="wall time per run (min, 1 CPU thread)", ylabel=f"{split} accuracy (%)",
                 title="accuracy vs wall time")
     axes[0].legend(fontsize=7)
     axes[0].xaxis.set_minor_formatter(NullFormatter())  # log axis: label the decades only
@@ -69,8 +73,8 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
             r, mean, std = zip(*points)
             axes[3].errorbar(r, [100 * m for m in mean], yerr=[100 * s for s in std], marker="o", capsize=3,
                              label=name, color=colour.get(name))
-        axes[3].set(xlabel="selection ratio r (1 = full KD)", ylabel="dev accuracy (%)", xscale="log",
-                    title="accuracy vs selection ratio")
+        axes[3].set(xlabel="selection ratio r (1 = full KD)", ylabel=f"{split} accuracy (%)",
+                    xscale="log", title="accuracy vs selection ratio")
         axes[3].legend(fontsize=7)
         axes[3].xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()

@@ -23,6 +23,7 @@ from dkd.studies.jobs import (
     collapsed_on,
     flatten,
     gflops_per_instance,
+    gflops_per_instance_run,
     load_jobs,
     recipe_of,
     right_answers,
@@ -55,12 +56,14 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
         dev = {s: j["metrics"]["dev"]["dev/score"] for s, j in seeds.items()}
         test = {s: j["predictions"]["test"]["metrics"]["test/acc"] for s, j in seeds.items()
                 if "test" in j.get("predictions", {})}
-        cost = [gflops_per_instance(j) for j in seeds.values()]
+        cost = {per: [f(j) for j in seeds.values()] for per, f in (("epoch", gflops_per_instance),
+                                                                     ("run", gflops_per_instance_run))}
         variants[label] = {
             "seeds": sorted(dev), "dev": dev, "test": test,
             "collapsed": {split: {s: collapsed_on(seeds[s], split) for s in sorted(scores)}
                           for split, scores in (("dev", dev), ("test", test))},
-            "gflops_per_instance": statistics.mean(c for c in cost if c is not None) if any(cost) else None,
+            **{key: statistics.mean(c for c in cost[per] if c is not None) if any(cost[per]) else None
+               for key, per in (("gflops_per_instance", "epoch"), ("gflops_per_instance_run", "run"))},
             "wall_min": statistics.mean(j["metrics"]["wall_time_s"] for j in seeds.values()) / 60,
             "examples_per_s": statistics.mean(j["metrics"]["train_examples_per_s"] or 0 for j in seeds.values()),
             "selected": statistics.mean(j["metrics"]["decisions"].get("sampler_selected", 1.0)

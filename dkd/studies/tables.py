@@ -91,15 +91,17 @@ def markdown(summary: dict) -> str:
              f"Teacher dev score: {teachers}. Precision: {_precisions(summary)}. Commits: "
              f"{', '.join(summary['commits'])}.", "",
              "| variant | seeds | student lr, epochs | dev (mean ± std) | test (mean ± std) | one class: dev | "
-             "one class: test | rows distilled | GFLOPs / instance | wall min / run | train ex/s | "
-             "paper (setting differs, see text) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "one class: test | rows distilled | GFLOPs / instance / epoch | GFLOPs / instance, run | wall min / run | "
+             "train ex/s | paper (setting differs, see text) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, v in summary["variants"].items():
-        g = "–" if v["gflops_per_instance"] is None else f"{v['gflops_per_instance']:.3f}"
+        g, run = ("–" if v[key] is None else f"{v[key]:.3f}"
+                  for key in ("gflops_per_instance", "gflops_per_instance_run"))
         lines.append(f"| {label} | {len(v['seeds'])} | {_recipe(v['recipe'])} | {acc(v['dev'].values())} | "
                      f"{acc(v['test'].values())} | "
                      f"{_collapse_rate(v['collapsed']['dev'])} | {_collapse_rate(v['collapsed']['test'])} | "
-                     f"{v['selected']:.3f} | {g} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | {v['paper']} |")
+                     f"{v['selected']:.3f} | {g} | {run} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | "
+                     f"{v['paper']} |")
     why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
     other = ["dev: d [95% t]"] if split == "test" else []
     header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "95% t interval (unadjusted)",

@@ -35,6 +35,12 @@ from dkd.studies.tables import markdown, verdict_markdown
 from dkd.studies.verdict import NotFinite, paired_difference, two_level_bootstrap, verdicts
 
 
+def _mean_known(values) -> float | None:
+    """The mean of the values that are not None; None when none is known (jobs run before FLOPs were counted)."""
+    known = [v for v in values if v is not None]
+    return statistics.mean(known) if known else None
+
+
 def summarise(study: Study, jobs: list[dict]) -> dict:
     """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
     two-level bootstrap, the collapse flag and the verdict (:func:`dkd.studies.verdict.verdicts`), or ``not tested``
@@ -56,14 +62,12 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
         dev = {s: j["metrics"]["dev"]["dev/score"] for s, j in seeds.items()}
         test = {s: j["predictions"]["test"]["metrics"]["test/acc"] for s, j in seeds.items()
                 if "test" in j.get("predictions", {})}
-        cost = {per: [f(j) for j in seeds.values()] for per, f in (("epoch", gflops_per_instance),
-                                                                     ("run", gflops_per_instance_run))}
         variants[label] = {
             "seeds": sorted(dev), "dev": dev, "test": test,
             "collapsed": {split: {s: collapsed_on(seeds[s], split) for s in sorted(scores)}
                           for split, scores in (("dev", dev), ("test", test))},
-            **{key: statistics.mean(c for c in cost[per] if c is not None) if any(cost[per]) else None
-               for key, per in (("gflops_per_instance", "epoch"), ("gflops_per_instance_run", "run"))},
+            "gflops_per_instance": _mean_known(map(gflops_per_instance, seeds.values())),
+            "gflops_per_instance_run": _mean_known(map(gflops_per_instance_run, seeds.values())),
             "wall_min": statistics.mean(j["metrics"]["wall_time_s"] for j in seeds.values()) / 60,
             "examples_per_s": statistics.mean(j["metrics"]["train_examples_per_s"] or 0 for j in seeds.values()),
             "selected": statistics.mean(j["metrics"]["decisions"].get("sampler_selected", 1.0)

@@ -10,7 +10,9 @@ import pytest
 from dkd.errors import UserError
 from dkd.ship.evaluate import labels_digest
 from dkd.studies.backfill import backfill, one_class
-from dkd.studies.jobs import collapsed_on
+from dkd.studies.design import STUDIES
+from dkd.studies.jobs import collapsed_on, with_current_targets
+from dkd.studies.reproduction import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +53,8 @@ def test_backfill_fills_the_splits_without_a_count_and_checks_the_labels(tmp_pat
 
 
 def test_backfill_restores_the_committed_collapse_flags_and_summary(tmp_path):
-    """The v1 objective study, its flags taken out, filled again from SST-5's labels: the jobs and the saved summary
-    come back as committed (the summary is made again from the filled jobs)."""
+    """The v1 objective study, its flags taken out, filled again from SST-5's labels: the jobs come back as committed,
+    and the saved summary is the one made from them."""
     sst5 = Path(os.environ.get("SST5_DIR", ROOT.parent / "shared" / "data" / "sst5"))
     if not (sst5 / "test.tsv").is_file():
         pytest.skip(f"no SST-5 files in {sst5} (set SST5_DIR)")
@@ -65,5 +67,8 @@ def test_backfill_restores_the_committed_collapse_flags_and_summary(tmp_path):
     saved = tmp_path / "objective.json"
     saved.write_text(json.dumps(stripped))
     assert backfill(saved, sst5) == 2 * len(committed["jobs"])
-    assert json.loads(saved.read_text()) == committed
+    filled = json.loads(saved.read_text())
+    assert filled["jobs"] == committed["jobs"]
+    made = summarise(STUDIES["objective"], with_current_targets(committed["jobs"]))
+    assert filled["summary"] == json.loads(json.dumps(made))
     assert backfill(saved, sst5) == 0  # nothing left to fill

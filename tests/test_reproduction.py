@@ -84,6 +84,11 @@ def test_a_comparison_wider_than_delta_names_the_arms_to_extend_to_ten_seeds():
     assert "entropy r=0.1 − margin r=0.1" in extend and "margin r=0.1 − full KD" not in extend
     assert "margin r=0.1 − random r=0.1" in text and "margin r=0.1 − random r=0.1" not in extend
     assert text.rstrip().endswith("Arms to extend: full KD, entropy r=0.1, random r=0.1, margin r=0.1.")
+    assert "fewer than 5 paired seeds" not in text
+    # two seeds of each arm: as wide, but the ten-seed rule is read at five
+    early = markdown(summarise(STUDIES["selection"], [j for j in jobs if j["metrics"]["seed"] in SEEDS[:2]]))
+    assert "Arms to extend" not in early
+    assert "5 of the 5 comparisons have fewer than 5 paired seeds on dev: whether they get seeds up to 10" in early
 
 
 def test_jobs_that_differ_beyond_the_studied_options_are_refused():

@@ -47,8 +47,8 @@ class Study:
             raise ValueError(f"{self.title}: claims given twice (variant, baseline, kind): {twice}")
 
 
-# design v2's sample size: five seeds, extended to this many where a comparison's 95% interval is wider than ±δ
-MOST_SEEDS = 10
+# design v2's sample size: five seeds, extended to ten where a comparison's 95% interval is wider than ±δ at five
+FIRST_SEEDS, MOST_SEEDS = 5, 10
 MODES = (("efficient", 1, ""), ("efficient", 10, " (pool 10)"), ("faithful", 1, " (faithful)"))
 
 

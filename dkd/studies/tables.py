@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from dkd.studies.design import MOST_SEEDS, STUDIES
+from dkd.studies.design import FIRST_SEEDS, MOST_SEEDS, STUDIES
 from dkd.studies.records import mean_std
 from dkd.studies.verdict import ALPHA
 
@@ -131,14 +131,17 @@ def markdown(summary: dict) -> str:
                          else f"{pts(dev['mean'])} {span(dev['low'], dev['high'])}")
         lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | "
                      f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
-    wide = [c for c in summary["claims"] if c[split]["verdict"] != "not tested" and c[split]["n"] < MOST_SEEDS
-            and half(c[split]) > c["delta"]]
+    early = [c for c in summary["claims"] if c[split]["n"] < FIRST_SEEDS]
+    if early:  # the ten-seed rule is read at five: a wide interval before that says nothing yet
+        lines += ["", f"{len(early)} of the {len(summary['claims'])} comparisons have fewer than {FIRST_SEEDS} paired "
+                      f"seeds on {split}: whether they get seeds up to {MOST_SEEDS} is decided at {FIRST_SEEDS}."]
+    wide = [c for c in summary["claims"] if FIRST_SEEDS <= c[split]["n"] < MOST_SEEDS and half(c[split]) > c["delta"]]
     if wide:  # design v2's sample size: such a comparison gets seeds up to ten, in both arms
         arms = ", ".join(dict.fromkeys(arm for c in wide for arm in (c["baseline"], c["variant"])))
         shown = "; ".join(f"{c['variant']} − {c['baseline']} (n = {c[split]['n']}, ±{100 * half(c[split]):.2f})"
                           for c in wide)
-        lines += ["", f"Wider than ±δ on {split} with fewer than {MOST_SEEDS} seeds, so design v2 adds seeds up to "
-                      f"{MOST_SEEDS} to both arms: {shown}. Arms to extend: {arms}."]
+        lines += ["", f"Wider than ±δ on {split} at {FIRST_SEEDS} to {MOST_SEEDS - 1} seeds, so design v2 adds seeds "
+                      f"up to {MOST_SEEDS} to both arms: {shown}. Arms to extend: {arms}."]
     sized = {label: v for label, v in summary["variants"].items()
              if any(n.startswith("train/pt_") for n in v.get("first_epoch_terms", {}))}
     if sized:  # the alignment term beside the KD term, as the loss weighs them (α · unweighted mean, epoch 0)

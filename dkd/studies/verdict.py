@@ -153,7 +153,7 @@ def holm(p: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def frozen_heap():
-    """Makes a full garbage collection inside it cheap: statsmodels' Holm branch calls ``gc.collect()``, a second
+    """Makes a full garbage collection inside it cheap: statsmodels' Holm branch calls ``gc.collect()``, up to a second
     over the heap of a process that holds torch and Lightning (most of what the test run spends in reports). The
     objects present on entry are left out of collection (``gc.freeze``) until the end, then returned to the oldest
     generation, where a later collection frees whatever of them is garbage. A heap frozen already is left as it is."""

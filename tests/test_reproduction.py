@@ -80,7 +80,7 @@ def test_a_comparison_wider_than_delta_names_the_arms_to_extend_to_ten_seeds():
     text = markdown(summarise(STUDIES["selection"], jobs))
     width = stats.t.ppf(0.975, 4) * np.std([-2, 2, -2, 2, -2], ddof=1) / math.sqrt(5)  # 2.7764 · 2.19 / √5
     extend = text.split("so design v2 adds seeds up to 10 to both arms: ")[1]
-    assert extend.startswith(f"entropy r=0.1 − full KD (n = 5, ±{width:.2f}); entropy r=0.1 − random r=0.1 (n = 5, ±")
+    assert extend.startswith(f"entropy r=0.1 − full KD (±{width:.2f}; n = 5 now); entropy r=0.1 − random r=0.1 (±")
     assert "entropy r=0.1 − margin r=0.1" in extend and "margin r=0.1 − full KD" not in extend
     assert "margin r=0.1 − random r=0.1" in text and "margin r=0.1 − random r=0.1" not in extend
     assert text.rstrip().endswith("Arms to extend: full KD, entropy r=0.1, random r=0.1, margin r=0.1.")
@@ -89,6 +89,10 @@ def test_a_comparison_wider_than_delta_names_the_arms_to_extend_to_ten_seeds():
     early = markdown(summarise(STUDIES["selection"], [j for j in jobs if j["metrics"]["seed"] in SEEDS[:2]]))
     assert "Arms to extend" not in early
     assert "5 of the 5 comparisons have fewer than 5 paired seeds on dev: whether they get seeds up to 10" in early
+    # seeds 5 and 6 added, entropy's d 0 in both: narrower at seven, but the rule reads the first five seeds run
+    more = jobs + [job(m, s, 0.45) for m in ("none", "entropy", "random", "margin") for s in (5, 6)]
+    later = markdown(summarise(STUDIES["selection"], more)).split("so design v2 adds seeds up to 10 to both arms: ")[1]
+    assert later.startswith(f"entropy r=0.1 − full KD (±{width:.2f}; n = 7 now)")
 
 
 def test_jobs_that_differ_beyond_the_studied_options_are_refused():

@@ -223,12 +223,16 @@ def exact_interval(baseline: list[list[int]], variant: list[list[int]]) -> tuple
     return means[int(np.argmax(share > 0.025))], means[int(np.argmax(share > 0.975))]
 
 
-def test_holm_leaves_the_garbage_collector_as_it_found_it():
+def test_holm_collects_over_a_frozen_heap_and_thaws_it_after(monkeypatch):
     """statsmodels' Holm calls gc.collect(); the report freezes the heap around it (cheap) and thaws it after, unless
     a caller had frozen it."""
+    frozen_at_collect = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: frozen_at_collect.append(gc.get_freeze_count() > 0) or collect(*a))
     family = [(paired_difference({1: 0.5, 2: 0.6, 3: 0.7}, {1: 0.52, 2: 0.61, 3: 0.73}), "higher", DELTA)] * 2
     assert gc.get_freeze_count() == 0
     verdicts(family)
+    assert frozen_at_collect and all(frozen_at_collect)  # every collection inside ran over a frozen heap
     assert gc.get_freeze_count() == 0
     gc.freeze()
     try:

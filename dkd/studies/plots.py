@@ -38,6 +38,7 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
     from matplotlib.ticker import NullFormatter
 
     split = summary["verdict_split"]
+    metric = "test accuracy (%)" if split == "test" else "dev score (%)"  # dev/score: the task's metric
     ratios = ratio_curves(study, summary)
     colour = {label: f"C{i % 10}" for i, label in enumerate(summary["variants"])}  # one colour a variant, every panel
     for label in summary["variants"]:  # a ratio curve takes the colour of its measure's first variant
@@ -48,9 +49,9 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
         for ax, x in ((axes[0], v["gflops_per_instance_run"]), (axes[1], v["wall_min"])):
             if x is not None:
                 ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", capsize=3, label=label, color=colour[label])
-    axes[0].set(xlabel="training GFLOPs per pool instance, whole run (our count)", ylabel=f"{split} accuracy (%)",
+    axes[0].set(xlabel="training GFLOPs per pool instance, whole run (our count)", ylabel=metric,
                 title=f"{summary['task']}: accuracy vs compute (mean ± std over seeds)", xscale="log")
-    axes[1].set(xlabel="wall time per run (min, 1 CPU thread)", ylabel=f"{split} accuracy (%)",
+    axes[1].set(xlabel="wall time per run (min, 1 CPU thread)", ylabel=metric,
                 title="accuracy vs wall time")
     axes[0].legend(fontsize=7)
     axes[0].xaxis.set_minor_formatter(NullFormatter())  # log axis: label the decades only
@@ -73,7 +74,7 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
             r, mean, std = zip(*points)
             axes[3].errorbar(r, [100 * m for m in mean], yerr=[100 * s for s in std], marker="o", capsize=3,
                              label=name, color=colour.get(name))
-        axes[3].set(xlabel="selection ratio r (1 = full KD)", ylabel=f"{split} accuracy (%)",
+        axes[3].set(xlabel="selection ratio r (1 = full KD)", ylabel=metric,
                     xscale="log", title="accuracy vs selection ratio")
         axes[3].legend(fontsize=7)
         axes[3].xaxis.set_minor_formatter(NullFormatter())

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dkd.errors import UserError
-from dkd.studies.design import STUDIES, Study
+from dkd.studies.design import FIRST_SEEDS, STUDIES, Study, first_stage
 from dkd.studies.jobs import (
     check_same_examples,
     check_same_setting,
@@ -104,6 +104,10 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high, "constant": p.se == 0, "collapsed": fell,
                           # a flag: an arm predicts one class in a paired seed (None: not recorded, none seen)
                           "collapse": True if fell["variant"] or fell["baseline"] else None if unknown else False}
+            if p.n >= FIRST_SEEDS:  # the ten-seed rule reads the interval of the first five seeds run
+                first = first_stage(seeds)
+                low5, high5 = paired_difference({s: a[s] for s in first}, {s: b[s] for s in first}).interval()
+                row[split]["first_stage_half"] = (high5 - low5) / 2
             base = [right_answers(by_variant[c.baseline][s], split) for s in seeds]
             var = [right_answers(by_variant[c.variant][s], split) for s in seeds]
             if all(x is not None for x in base + var):

@@ -69,11 +69,6 @@ def _precisions(summary: dict) -> str:
     return ", ".join(sorted("fp32" if p in ("32", "32-true", "None") else p for p in named))
 
 
-def half(r: dict) -> float:
-    """Half the width of a comparison's 95% t interval."""
-    return (r["high"] - r["low"]) / 2
-
-
 def markdown(summary: dict) -> str:
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
     span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
@@ -133,14 +128,18 @@ def markdown(summary: dict) -> str:
                      f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
     early = [c for c in summary["claims"] if c[split]["n"] < FIRST_SEEDS]
     if early:  # the ten-seed rule is read at five: a wide interval before that says nothing yet
-        lines += ["", f"{len(early)} of the {len(summary['claims'])} comparisons have fewer than {FIRST_SEEDS} paired "
-                      f"seeds on {split}: whether they get seeds up to {MOST_SEEDS} is decided at {FIRST_SEEDS}."]
-    wide = [c for c in summary["claims"] if FIRST_SEEDS <= c[split]["n"] < MOST_SEEDS and half(c[split]) > c["delta"]]
+        many = len(summary["claims"]) > 1
+        lines += ["", f"{len(early)} of the {len(summary['claims'])} comparison{'s' if many else ''} "
+                      f"{'have' if len(early) > 1 else 'has'} fewer than {FIRST_SEEDS} paired seeds on {split}: "
+                      f"whether {'they get' if len(early) > 1 else 'it gets'} seeds up to {MOST_SEEDS} is decided at "
+                      f"{FIRST_SEEDS}."]
+    wide = [c for c in summary["claims"] if FIRST_SEEDS <= c[split]["n"] < MOST_SEEDS
+            and c[split]["first_stage_half"] > c["delta"]]
     if wide:  # design v2's sample size: such a comparison gets seeds up to ten, in both arms
         arms = ", ".join(dict.fromkeys(arm for c in wide for arm in (c["baseline"], c["variant"])))
-        shown = "; ".join(f"{c['variant']} − {c['baseline']} (n = {c[split]['n']}, ±{100 * half(c[split]):.2f})"
-                          for c in wide)
-        lines += ["", f"Wider than ±δ on {split} at {FIRST_SEEDS} to {MOST_SEEDS - 1} seeds, so design v2 adds seeds "
+        shown = "; ".join(f"{c['variant']} − {c['baseline']} (±{100 * c[split]['first_stage_half']:.2f}; n = "
+                          f"{c[split]['n']} now)" for c in wide)
+        lines += ["", f"Wider than ±δ on {split} at the first {FIRST_SEEDS} seeds run, so design v2 adds seeds "
                       f"up to {MOST_SEEDS} to both arms: {shown}. Arms to extend: {arms}."]
     sized = {label: v for label, v in summary["variants"].items()
              if any(n.startswith("train/pt_") for n in v.get("first_epoch_terms", {}))}

@@ -202,7 +202,7 @@ def _measure(run_dir: Path, metrics: dict, cfg: DictConfig, batch_sizes: list[in
         for b in batch_sizes:
             t = latency(forward_at(b), warmup, repeats)
             out[str(b)] = {"latency_ms": round(1e3 * t["median_s"], 3), "min_ms": round(1e3 * t["min_s"], 3),
-                           "max_ms": round(1e3 * t["max_s"], 3), "examples_per_s": round(b / t["median_s"], 1)}
+                           "max_ms": round(1e3 * t["max_s"], 3), "examples_per_s": float(f"{b / t['median_s']:.4g}")}
         return out
 
     rows, logits, models = [], {}, {}

@@ -13,7 +13,7 @@ from dkd.errors import UserError
 from dkd.studies.design import STUDIES, Claim, Study
 from dkd.studies.jobs import collapsed_on, gflops_per_instance, gflops_per_instance_run, load_jobs, variant_of
 from dkd.studies.reproduction import report, summarise, verdict_table
-from dkd.studies.tables import markdown
+from dkd.studies.tables import markdown, verdict_markdown
 
 SEEDS = (42, 1, 2, 3, 4)
 
@@ -69,6 +69,23 @@ def test_claims_follow_the_paired_interval():
     assert by[("2a", "entropy r=0.1", "full KD")]["mean"] == pytest.approx(-0.0002)  # pinned: seeds' +-0.001 pairs
     assert summary["variants"]["full KD"]["gflops_per_instance"] == pytest.approx(2.0)
     assert summary["commits"] == ["abc1234"]
+
+
+def test_below_five_seeds_a_claim_is_pending_with_what_the_rule_reads_so_far():
+    """The design's sample size is five seeds: fewer give a reading, not a verdict; the claim stays in its family."""
+    jobs = sweep({"entropy": 0.0, "margin": -0.05})
+    four = [j for j in jobs if j["metrics"]["seed"] != SEEDS[-1] or j["choices"]["sampler"] != "entropy"]
+    summary = summarise(STUDIES["selection"], four)
+    by = {(c["variant"], c["baseline"]): c["dev"] for c in summary["claims"]}
+    keeps, lower = by[("entropy r=0.1", "full KD")], by[("margin r=0.1", "full KD")]
+    assert (keeps["n"], keeps["verdict"], keeps["reading"]) == (4, "pending", "confirmed")
+    assert (lower["n"], lower["verdict"], "reading" in lower) == (5, "refuted", False)
+    assert summary["families"]["dev"] == 3  # 2a twice and 2d (entropy − margin, 4 seeds): the pending ones count
+    text = markdown(summary)
+    assert "**pending** (4 of 5 seeds; reads confirmed so far)" in text  # 2a: entropy keeps full KD's accuracy
+    assert "**pending** (4 of 5 seeds; reads confirmed so far)" in text.split("entropy r=0.1 − margin r=0.1")[1]
+    table = verdict_markdown({"selection": summary})
+    assert "**pending** (4 of 5 seeds) for entropy r=0.1; **refuted**: more than 1 point lower for margin" in table
 
 
 def test_a_comparison_wider_than_delta_names_the_arms_to_extend_to_ten_seeds():

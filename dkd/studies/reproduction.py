@@ -44,8 +44,10 @@ def _mean_known(values) -> float | None:
 def summarise(study: Study, jobs: list[dict]) -> dict:
     """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
     two-level bootstrap, the collapse flag and the verdict (:func:`dkd.studies.verdict.verdicts`), or ``not tested``
-    where fewer than two seeds pair. ``families``: per split, how many claims have a verdict there, the Holm family
-    they are corrected in. ``verdict_split``: the split whose verdicts count."""
+    where fewer than two seeds pair. Below design v2's five paired seeds the verdict is ``pending`` and what the rule
+    reads so far is its ``reading`` (the claim stays in its Holm family, as it will be at five). ``families``: per
+    split, how many claims have a verdict there, the Holm family they are corrected in. ``verdict_split``: the split
+    whose verdicts count."""
     check_same_setting(study, jobs)
     check_same_examples(jobs)
     by_variant: dict[str, dict[int, dict]] = {}
@@ -117,6 +119,8 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
     for family in filter(None, families.values()):
         for (cell, _, _), v in zip(family, verdicts([(p, c.kind, c.delta) for _, p, c in family])):
             cell.update(asdict(v))
+            if cell["n"] < FIRST_SEEDS:  # the design's sample size: what fewer seeds say is a reading, no verdict
+                cell["reading"], cell["verdict"] = cell["verdict"], "pending"
     teachers = {r: t["dev"] for r, t in jobs[0]["teachers"].items()}
     return {"title": study.title, "variants": variants, "claims": claims, "teachers": teachers,
             "verdict_split": verdict_split(jobs), "families": {split: len(f) for split, f in families.items()},

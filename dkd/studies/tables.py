@@ -32,8 +32,12 @@ def _collapse_flag(r: dict) -> str:
     return f"**yes**: {'; '.join(seeds)}"
 
 
-def _gloss(r: dict, kind: str, delta: float) -> str:
-    """What a refuted claim's interval excludes, and a gain shown to be below δ (verdict.py's table)."""
+def _gloss(r: dict, kind: str, delta: float, so_far: bool = False) -> str:
+    """What a refuted claim's interval excludes, and a gain shown to be below δ (verdict.py's table); for a pending
+    claim, its seeds of the design's five and (``so_far``) what the rule reads on them."""
+    if r["verdict"] == "pending":
+        reading = f"{r['reading']}{_gloss({**r, 'verdict': r['reading']}, kind, delta)}"
+        return f" ({r['n']} of {FIRST_SEEDS} seeds" + (f"; reads {reading} so far)" if so_far else ")")
     size = f"{100 * delta:g} point" + ("" if f"{100 * delta:g}" == "1" else "s")
     if r["below_delta"]:
         return f": higher, by less than {size}"
@@ -52,9 +56,10 @@ def _deciding(r: dict) -> str:
     def test(side: str, sign: str) -> str:
         return f"{side} {_p(r[f'holm_{side}'])} {sign} {r[f'level_{side}']:g}"
 
-    if r["verdict"] == "confirmed":
+    verdict = r.get("reading", r["verdict"])  # a pending claim: the test that decides it so far
+    if verdict == "confirmed":
         return test("confirm", "<")
-    if r["verdict"] == "refuted":
+    if verdict == "refuted":
         return test("refute", "<")
     return f"{test('confirm', '≥')}; {test('refute', '≥')}"
 
@@ -116,7 +121,7 @@ def markdown(summary: dict) -> str:
             cells = [str(r["n"]), "–", "–", "–", "–", untested, "–"]
         else:
             b = r.get("bootstrap")
-            verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"])
+            verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"], so_far=True)
             d = pts(r["mean"]) + (" (d constant over seeds)" if r["constant"] else "")
             cells = [str(r["n"]), d, span(r["low"], r["high"]), "–" if b is None else span(*b), _deciding(r),
                      verdict, _collapse_flag(r)]

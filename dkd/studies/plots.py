@@ -90,9 +90,9 @@ VERDICT_COLOURS = {"confirmed": "tab:green", "refuted": "tab:red", "unresolved":
 
 
 def plot_claims(summary: dict, png: Path) -> Path:
-    """One row per claim with a verdict on the verdict split: the paired difference d̄ with its 95% t interval (thick)
-    and the two-level bootstrap (thin), coloured by the Holm verdict, against 0 and the ±δ band; a hollow marker where
-    an arm predicts one class in a paired seed."""
+    """One row per claim with two or more paired seeds on the verdict split: the paired difference d̄ with its 95% t
+    interval (thick) and the two-level bootstrap (thin), coloured by the Holm verdict (or pending), against 0 and the
+    ±δ band; a hollow marker where an arm predicts one class in a paired seed."""
     import matplotlib
 
     matplotlib.use("Agg")

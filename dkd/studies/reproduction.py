@@ -4,9 +4,10 @@ finished jobs summarised into its verdicts (:func:`summarise`), then its Markdow
 
 The study's variants and claims are its design (:mod:`dkd.studies.design`); its jobs are read and checked to compare
 (:mod:`dkd.studies.jobs`); each claim is tested by the paired rule of :mod:`dkd.studies.verdict`. A study is one
-finding of the paper (or one check of ours); on each split its claims with a verdict there (both arms with two or more
-paired seeds) are one family for Holm's correction. ``--save`` keeps what the tables (:mod:`dkd.studies.tables`) and
-plots (:mod:`dkd.studies.plots`) need as one JSON under docs/, so that they can be rebuilt without the outputs.
+finding of the paper (or one check of ours); on each split its claims whose arms pair in two or more seeds there
+(pending ones included) are one family for Holm's correction. ``--save`` keeps what the tables
+(:mod:`dkd.studies.tables`) and plots (:mod:`dkd.studies.plots`) need as one JSON under docs/, so that they can be
+rebuilt without the outputs.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dkd.errors import UserError
-from dkd.studies.design import FIRST_SEEDS, STUDIES, Study, first_stage
+from dkd.studies.design import FIRST_SEEDS, MOST_SEEDS, STUDIES, Study, first_stage
 from dkd.studies.jobs import (
     check_same_examples,
     check_same_setting,
@@ -44,10 +45,11 @@ def _mean_known(values) -> float | None:
 def summarise(study: Study, jobs: list[dict]) -> dict:
     """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
     two-level bootstrap, the collapse flag and the verdict (:func:`dkd.studies.verdict.verdicts`), or ``not tested``
-    where fewer than two seeds pair. Below design v2's five paired seeds the verdict is ``pending`` and what the rule
-    reads so far is its ``reading`` (the claim stays in its Holm family, as it will be at five). ``families``: per
-    split, how many claims have a verdict there, the Holm family they are corrected in. ``verdict_split``: the split
-    whose verdicts count."""
+    where fewer than two seeds pair. ``planned``: the paired seeds design v2 reads the claim at, five, or ten where
+    the interval of the first five is wider than ±δ; below them the verdict is ``pending`` and what the rule reads so
+    far is its ``reading`` (the claim stays in its Holm family, as it will be when read). ``families``: per split, how
+    many claims have two or more paired seeds there (pending ones included), the Holm family they are corrected in.
+    ``verdict_split``: the split whose verdicts count."""
     check_same_setting(study, jobs)
     check_same_examples(jobs)
     by_variant: dict[str, dict[int, dict]] = {}
@@ -78,7 +80,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "first_epoch_terms": _mean_terms([j.get("first_epoch_terms", {}) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
-    claims, families = [], {"dev": [], "test": []}  # per split, the claims with a verdict there: one Holm family
+    claims, families = [], {"dev": [], "test": []}  # per split, the claims of 2+ paired seeds: one Holm family
     for c in study.claims:
         if c.variant not in variants or c.baseline not in variants:
             continue
@@ -106,10 +108,13 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high, "constant": p.se == 0, "collapsed": fell,
                           # a flag: an arm predicts one class in a paired seed (None: not recorded, none seen)
                           "collapse": True if fell["variant"] or fell["baseline"] else None if unknown else False}
+            row[split]["planned"] = FIRST_SEEDS
             if p.n >= FIRST_SEEDS:  # the ten-seed rule reads the interval of the first five seeds run
                 first = first_stage(seeds)
                 low5, high5 = paired_difference({s: a[s] for s in first}, {s: b[s] for s in first}).interval()
                 row[split]["first_stage_half"] = (high5 - low5) / 2
+                if row[split]["first_stage_half"] > c.delta:
+                    row[split]["planned"] = MOST_SEEDS
             base = [right_answers(by_variant[c.baseline][s], split) for s in seeds]
             var = [right_answers(by_variant[c.variant][s], split) for s in seeds]
             if all(x is not None for x in base + var):
@@ -119,7 +124,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
     for family in filter(None, families.values()):
         for (cell, _, _), v in zip(family, verdicts([(p, c.kind, c.delta) for _, p, c in family])):
             cell.update(asdict(v))
-            if cell["n"] < FIRST_SEEDS:  # the design's sample size: what fewer seeds say is a reading, no verdict
+            if cell["n"] < cell["planned"]:  # the design's sample size: what fewer seeds say is a reading, no verdict
                 cell["reading"], cell["verdict"] = cell["verdict"], "pending"
     teachers = {r: t["dev"] for r, t in jobs[0]["teachers"].items()}
     return {"title": study.title, "variants": variants, "claims": claims, "teachers": teachers,

@@ -37,7 +37,7 @@ def _gloss(r: dict, kind: str, delta: float, so_far: bool = False) -> str:
     claim, its seeds of the design's five and (``so_far``) what the rule reads on them."""
     if r["verdict"] == "pending":
         reading = f"{r['reading']}{_gloss({**r, 'verdict': r['reading']}, kind, delta)}"
-        return f" ({r['n']} of {FIRST_SEEDS} seeds" + (f"; reads {reading} so far)" if so_far else ")")
+        return f" ({r['n']} of {r['planned']} seeds" + (f"; reads {reading} so far)" if so_far else ")")
     size = f"{100 * delta:g} point" + ("" if f"{100 * delta:g}" == "1" else "s")
     if r["below_delta"]:
         return f": higher, by less than {size}"
@@ -110,7 +110,9 @@ def markdown(summary: dict) -> str:
     m = summary["families"][split]
     lines += ["", f"Verdicts on **{split}** ({why}): d = variant − baseline in points over the paired seeds. Each "
                   f"verdict is decided by Holm-adjusted p-values over the {m} claim{'' if m == 1 else 's'} of this "
-                  f"study with a verdict on {split} (one family), each test against its level: {ALPHA / 2:g} "
+                  f"study with two or more paired seeds on {split} (one family, pending claims included: until they "
+                  f"are read, every adjusted p of the family is provisional), each test against its level: "
+                  f"{ALPHA / 2:g} "
                   f"one-sided, {ALPHA:g} two-sided (differ's confirm, same's refute), which for one claim alone is "
                   "the rule of the 95% t interval; the intervals shown are not adjusted.", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -28,7 +28,7 @@ twice the smaller one-sided p:
     differ  2 · min(H0: d ≤ 0, H0: d ≥ 0)       at α       max(H0: d ≤ −δ, H0: d ≥ δ)              at α/2
     same    max(H0: d ≤ −δ, H0: d ≥ δ) (TOST)   at α/2     2 · min(H0: d ≤ δ, H0: d ≥ −δ)          at α
 
-The claims of one finding (one study) with a verdict on one split (two or more paired seeds) are a family: Holm's
+The claims of one finding (one study) with two or more paired seeds on one split are a family: Holm's
 step-down correction (statsmodels' ``multipletests``, method="holm") adjusts its confirm p-values, and separately
 its refute p-values, each brought to the one-sided scale first (a two-sided p halved, its adjusted p doubled back),
 so that every test keeps its level. A claim is confirmed when its adjusted confirm p is below that test's level,

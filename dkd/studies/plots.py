@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dkd.errors import UserError
-from dkd.studies.design import FIRST_SEEDS, Study
+from dkd.studies.design import Study
 from dkd.studies.jobs import variant_of
 from dkd.studies.records import mean_std
 
@@ -86,7 +86,7 @@ def plot(summary: dict, jobs: list[dict], png: Path, study: Study) -> Path:
 
 
 VERDICT_COLOURS = {"confirmed": "tab:green", "refuted": "tab:red", "unresolved": "tab:gray",
-                   "pending": "tab:blue"}  # pending: fewer paired seeds than the design's five
+                   "pending": "tab:blue"}  # pending: fewer paired seeds than the design reads the claim at
 
 
 def plot_claims(summary: dict, png: Path) -> Path:
@@ -117,7 +117,7 @@ def plot_claims(summary: dict, png: Path) -> Path:
     ax.set_yticks(range(len(rows)), [f"{c['claim']}: {c['variant']} − {c['baseline']} ({c['kind']})"
                                      for c in reversed(rows)], fontsize=8)
     handles = [plt.Line2D([], [], color=col, linewidth=3.5,
-                          label=f"pending (< {FIRST_SEEDS} seeds)" if v == "pending" else v)
+                          label="pending (fewer seeds than planned)" if v == "pending" else v)
                for v, col in VERDICT_COLOURS.items() if v != "pending" or any(c[split]["verdict"] == v for c in rows)]
     handles += [plt.Line2D([], [], color="0.2", linewidth=1, label="two-level bootstrap"),
                 plt.Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="",

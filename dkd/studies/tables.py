@@ -34,7 +34,7 @@ def _collapse_flag(r: dict) -> str:
 
 def _gloss(r: dict, kind: str, delta: float, so_far: bool = False) -> str:
     """What a refuted claim's interval excludes, and a gain shown to be below δ (verdict.py's table); for a pending
-    claim, its seeds of the design's five and (``so_far``) what the rule reads on them."""
+    claim, its seeds of those the design reads it at and (``so_far``) what the rule reads on them."""
     if r["verdict"] == "pending":
         reading = f"{r['reading']}{_gloss({**r, 'verdict': r['reading']}, kind, delta)}"
         return f" ({r['n']} of {r['planned']} seeds" + (f"; reads {reading} so far)" if so_far else ")")
@@ -140,8 +140,7 @@ def markdown(summary: dict) -> str:
                       f"{'have' if len(early) > 1 else 'has'} fewer than {FIRST_SEEDS} paired seeds on {split}: "
                       f"whether {'they get' if len(early) > 1 else 'it gets'} seeds up to {MOST_SEEDS} is decided at "
                       f"{FIRST_SEEDS}."]
-    wide = [c for c in summary["claims"] if FIRST_SEEDS <= c[split]["n"] < MOST_SEEDS
-            and c[split]["first_stage_half"] > c["delta"]]
+    wide = [c for c in summary["claims"] if c[split].get("planned") == MOST_SEEDS and c[split]["n"] < MOST_SEEDS]
     if wide:  # design v2's sample size: such a comparison gets seeds up to ten, in both arms
         arms = ", ".join(dict.fromkeys(arm for c in wide for arm in (c["baseline"], c["variant"])))
         shown = "; ".join(f"{c['variant']} − {c['baseline']} (±{100 * c[split]['first_stage_half']:.2f}; n = "

@@ -192,7 +192,7 @@ def test_the_verdict_table_has_a_row_per_claim_with_its_setting(tmp_path):
     beats = rows[1]
     assert beats.endswith("| entropy r=0.1 +17.04 [+15.08, +19.00] †; margin r=0.1 +11.80 [+10.03, +13.57] † | "
                           "random r=0.1 1/5 |")  # † : random's seed 3 predicts one class
-    assert "| Finding 1: teacher adoption | 1a, 1b | — | **not run yet** |" in table
+    assert "| Finding 1: teacher adoption | 1a, 1b, 1c | — | **not run yet** |" in table
     with pytest.raises(UserError, match="not a study JSON"):
         verdict_table([tmp_path / "missing.json"])
 
@@ -419,3 +419,97 @@ def test_objective_study_shows_the_alignment_term_beside_the_kd_term(tmp_path):
     (folder / "9" / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(UserError, match="weighting.alpha_pt: 100.0 vs 1.0"):
         report("objective", [folder])
+
+
+def adoption_job(adoption: str, seed: int, acc: float, faithful: bool = False, asked: dict | None = None,
+                 dev: float | None = None) -> dict:
+    """A finding-1 job (test accuracy ``acc``, dev the same unless given): two teachers, ``asked``: GFLOPs per training
+    example each teacher was asked for."""
+    j = job("none", seed, acc if dev is None else dev, test=(acc, 5))
+    j["job"] = f"{adoption}-{faithful}-{seed}"
+    j["choices"]["adoption"] = adoption
+    j["config"]["adoption"] = {"faithful": faithful}
+    j["teachers"]["large"] = {"dir": "t-large", "dev": {"dev/score": 0.55}}
+    j["metrics"]["flops"]["teacher_per_example"] = {**(asked or {"base": 1.0, "large": 5.0}),
+                                                   "all_teachers_on_every_row": 6.0}
+    return j
+
+
+def test_adoption_is_read_against_the_better_single_teacher_and_costs_each_teacher_apart():
+    """1a's baseline is whichever single-teacher student scores higher on dev over their shared seeds (the harder
+    one, never chosen on test), named in the claim's row; both single-teacher arms extend when the claim needs ten
+    seeds; the table gives each teacher's GFLOPs per instance."""
+    spread = {s: 0.01 * i for i, s in enumerate(SEEDS)}
+    jobs = [adoption_job("smallest", s, 0.40 + spread[s], asked={"base": 1.0, "large": 0.0}) for s in SEEDS]
+    jobs += [adoption_job("largest", s, 0.42 + spread[s], asked={"base": 0.0, "large": 5.0}) for s in SEEDS]
+    jobs += [adoption_job("hard", s, 0.42 + spread[s] + (0.03 if i % 2 else -0.03), asked={"base": 0.5, "large": 2.5})
+             for i, s in enumerate(SEEDS)]
+    jobs += [adoption_job("hard", s, 0.40 + spread[s], faithful=True) for s in SEEDS]
+    summary = summarise(STUDIES["adoption"], jobs)
+    by = {(c["claim"], c["variant"]): c for c in summary["claims"]}
+    beats = by[("1a", "hard")]
+    assert beats["baseline"] == "largest" and beats["chosen_from"] == ["smallest", "largest"]
+    assert beats["test"]["mean"] == pytest.approx(-0.006)  # against largest: +-0.03 about it (three down, two up)
+    assert by[("1a", "hard (faithful)")]["test"]["mean"] == pytest.approx(-0.02)
+    assert by[("1b", "smallest")]["baseline"] == "largest" and "chosen_from" not in by[("1b", "smallest")]
+    text = markdown(summary)
+    assert "| hard − largest (the better of smallest, largest) |" in text
+    assert "Arms to extend: smallest, largest, hard." in text  # hard's ±3-point swings: wider than ±1 at five
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "| base 0.500 + large 2.500 |" in rows["| hard"] and "| base 1.000 + large 0.000 |" in rows["| smallest"]
+    # the better single teacher flips when the smaller's student is the better one on dev, whatever test says
+    flipped = [j for j in jobs if j["choices"]["adoption"] != "smallest"]
+    flipped += [adoption_job("smallest", s, 0.30 + spread[s], dev=0.45 + spread[s]) for s in SEEDS]
+    beats = {(c["claim"], c["variant"]): c for c in summarise(STUDIES["adoption"], flipped)["claims"]}[("1a", "hard")]
+    assert beats["baseline"] == "smallest" and beats["test"]["mean"] == pytest.approx(0.114)
+    table = verdict_markdown({"adoption": summary})
+    assert "1a: adoption beats the better single teacher (against largest (the better of smallest, largest))" in table
+    # 11 claims, 3 tested (1a of hard and of hard faithful, against the better single teacher; 1b)
+    assert "Finding 1: teacher adoption: 8 comparisons, claims 1a, 1c." in table
+    assert Claim("1a", "soft", ("smallest", "largest"), "x").baseline_label == "the better of smallest, largest"
+
+
+def test_the_teacher_check_scores_each_teacher_of_a_job_and_orders_them_by_size(make_cfg, assets, tmp_path, capsys):
+    """The teachers a job learnt from, scored on its verdict split (MRPC has no test split: dev), smaller first by
+    parameter count whatever their roles, their weights' sha256; larger − smaller with its paired bootstrap interval;
+    the table rebuilt from the saved JSON; a job of one teacher refused."""
+    import hashlib
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from dkd.models import load_classifier, load_tokenizer
+    from dkd.studies import teacher_check as check_module
+
+    cfg = make_cfg("task=mrpc", "teacher=both")
+    folders = {}
+    for role in ("base", "large"):  # the fixture's models carry no head: one is added (seeded) and saved
+        torch.manual_seed(0 if role == "base" else 1)
+        folders[role] = tmp_path / role
+        load_classifier(str(assets["teacher" if role == "base" else "large"]), 2).save_pretrained(folders[role])
+        load_tokenizer(str(assets["teacher" if role == "base" else "large"])).save_pretrained(folders[role])
+    job = tmp_path / "job"
+    job.mkdir()
+    metrics = {"stage": "distill", "student_dir": str(tmp_path / "student"),
+               "config": OmegaConf.to_container(cfg, resolve=True),
+               "teachers": {role: {"dir": str(f), "dev": {"dev/score": 0.5}} for role, f in folders.items()}}
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    saved = tmp_path / "teachers.json"
+    check_module.main([str(job), "--save", str(saved)])
+    scored = json.loads(saved.read_text())
+    assert scored["split"] == "dev" and [t["role"] for t in scored["teachers"]] == ["large", "base"]  # 2 < 4 layers
+    small, large = scored["teachers"]
+    assert small["sha256"] == hashlib.sha256((folders["large"] / "model.safetensors").read_bytes()).hexdigest()
+    result = check_module.check(scored)
+    assert result["d"] == pytest.approx(large["accuracy"] - small["accuracy"])
+    assert result["low"] <= result["d"] <= result["high"] and result["larger_is_better"] == (result["low"] > 0)
+    printed = capsys.readouterr().out
+    check_module.main([str(saved)])
+    assert capsys.readouterr().out == printed and "base − large:" in printed
+    same = {"teachers": [{"role": "a", "correct": [1, 0, 1, 1]}, {"role": "b", "correct": [1, 0, 1, 1]}]}
+    assert check_module.check(same) == {"smaller": "a", "larger": "b", "d": 0.0, "low": 0.0, "high": 0.0,
+                                        "larger_is_better": False}  # the same answers: no spread, no NaN
+    metrics["teachers"].pop("large")
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(SystemExit, match="needs a job of two teachers"):
+        check_module.main([str(job)])

@@ -42,6 +42,18 @@ def _mean_known(values) -> float | None:
     return statistics.mean(known) if known else None
 
 
+def better_of(candidates: tuple[str, ...], variants: dict) -> str:
+    """The candidate baseline with the higher mean dev score over the seeds every candidate has (the first on a tie,
+    or where none is shared): "the better single teacher", the harder baseline, chosen once for the study on the
+    split that chooses checkpoints, never on the verdict split."""
+    if len(candidates) == 1:
+        return candidates[0]
+    seeds = set.intersection(*(set(variants[b]["dev"]) for b in candidates))
+    if not seeds:
+        return candidates[0]
+    return max(candidates, key=lambda b: statistics.mean(variants[b]["dev"][s] for s in seeds))
+
+
 def summarise(study: Study, jobs: list[dict]) -> dict:
     """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
     two-level bootstrap, the collapse flag and the verdict (:func:`dkd.studies.verdict.verdicts`), or ``not tested``
@@ -78,16 +90,18 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
                                         for j in seeds.values()),
             "paper": study.paper.get(label, ""), "recipe": recipe_of(label, list(seeds.values())),
             "first_epoch_terms": _mean_terms([j.get("first_epoch_terms", {}) for j in seeds.values()]),
+            "teacher_gflops": _mean_terms([teacher_gflops(j) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
     claims, families = [], {"dev": [], "test": []}  # per split, the claims of 2+ paired seeds: one Holm family
     for c in study.claims:
-        if c.variant not in variants or c.baseline not in variants:
+        if c.variant not in variants or any(b not in variants for b in c.baselines):
             continue
-        row = {"claim": c.name, "says": c.says, "variant": c.variant, "baseline": c.baseline, "kind": c.kind,
-               "delta": c.delta}
+        baseline = better_of(c.baselines, variants)
+        row = {"claim": c.name, "says": c.says, "variant": c.variant, "baseline": baseline, "kind": c.kind,
+               "delta": c.delta, **({"chosen_from": list(c.baselines)} if len(c.baselines) > 1 else {})}
         for split in ("dev", "test"):
-            a, b = variants[c.baseline][split], variants[c.variant][split]
+            a, b = variants[baseline][split], variants[c.variant][split]
             seeds = sorted(set(a) & set(b))
             if len(seeds) < 2:
                 row[split] = {"n": len(seeds), "verdict": "not tested"}
@@ -95,16 +109,16 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             try:
                 p = paired_difference(a, b)
             except NotFinite as err:
-                named = "; ".join(f"seed {s}: {by_variant[c.baseline][s]['job']} and {by_variant[c.variant][s]['job']}"
+                named = "; ".join(f"seed {s}: {by_variant[baseline][s]['job']} and {by_variant[c.variant][s]['job']}"
                                   for s in err.seeds)
-                raise UserError(f"{study.title}, claim {c.name} ({c.variant} − {c.baseline}) on {split}: {err}. "
+                raise UserError(f"{study.title}, claim {c.name} ({c.variant} − {baseline}) on {split}: {err}. "
                                 f"The jobs ({named}) have a metric that is NaN or infinite: rerun or leave them out."
                                 ) from err
             low, high = p.interval()
             fell = {arm: [s for s in seeds if variants[label]["collapsed"][split][s]]
-                    for arm, label in (("variant", c.variant), ("baseline", c.baseline))}
+                    for arm, label in (("variant", c.variant), ("baseline", baseline))}
             unknown = any(variants[label]["collapsed"][split][s] is None
-                          for label in (c.variant, c.baseline) for s in seeds)
+                          for label in (c.variant, baseline) for s in seeds)
             row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high, "constant": p.se == 0, "collapsed": fell,
                           # a flag: an arm predicts one class in a paired seed (None: not recorded, none seen)
                           "collapse": True if fell["variant"] or fell["baseline"] else None if unknown else False}
@@ -115,7 +129,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
                 row[split]["first_stage_half"] = (high5 - low5) / 2
                 if row[split]["first_stage_half"] > c.delta:
                     row[split]["planned"] = MOST_SEEDS
-            base = [right_answers(by_variant[c.baseline][s], split) for s in seeds]
+            base = [right_answers(by_variant[baseline][s], split) for s in seeds]
             var = [right_answers(by_variant[c.variant][s], split) for s in seeds]
             if all(x is not None for x in base + var):
                 row[split]["bootstrap"] = two_level_bootstrap(base, var)
@@ -131,6 +145,13 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "verdict_split": verdict_split(jobs), "families": {split: len(f) for split, f in families.items()},
             "commits": sorted({(j["metrics"].get("code") or {}).get("commit", "unrecorded")[:7] for j in jobs}),
             "task": jobs[0]["metrics"]["task"]}
+
+
+def teacher_gflops(job: dict) -> dict[str, float]:
+    """GFLOPs per training example each teacher was asked for (cache hits included: the method's cost; hard adoption
+    asks each teacher for its own rows only)."""
+    asked = ((job["metrics"].get("flops") or {}).get("teacher_per_example") or {})
+    return {role: v for role, v in asked.items() if role != "all_teachers_on_every_row"}
 
 
 def _mean_terms(per_job: list[dict]) -> dict[str, float]:

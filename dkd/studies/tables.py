@@ -64,6 +64,12 @@ def _deciding(r: dict) -> str:
     return f"{test('confirm', '≥')}; {test('refute', '≥')}"
 
 
+def _baseline(claim: dict) -> str:
+    """The claim's baseline, and where it was chosen as the better of several, which they were."""
+    chosen = claim.get("chosen_from")
+    return claim["baseline"] + (f" (the better of {', '.join(chosen)})" if chosen else "")
+
+
 def _recipe(recipe: dict) -> str:
     return f"{recipe['distill.lr']:g}, {recipe['distill.epochs']}"
 
@@ -86,22 +92,30 @@ def markdown(summary: dict) -> str:
         return f"{100 * m:.2f} ± {100 * s:.2f}"
 
     teachers = ", ".join(f"{r} {100 * t['dev/score']:.2f}" for r, t in summary["teachers"].items())
+    # a study whose jobs learn from two teachers or more (any job: a study may mix teacher=base and teacher=both)
+    roles = list(dict.fromkeys(r for v in summary["variants"].values() for r in v.get("teacher_gflops") or {}))
+    pool = len(roles) > 1
     split = summary["verdict_split"]
     lines = [f"### {summary['title']} — {summary['task']}", "",
              f"Teacher dev score: {teachers}. Precision: {_precisions(summary)}. Commits: "
              f"{', '.join(summary['commits'])}.", "",
              "| variant | seeds | student lr, epochs | dev (mean ± std) | test (mean ± std) | one class: dev | "
              "one class: test | rows distilled | GFLOPs / instance / epoch | GFLOPs / instance, run | wall min / run | "
-             "train ex/s | paper (setting differs, see text) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"train ex/s |{' teacher GFLOPs / instance / epoch |' if pool else ''} "
+             "paper (setting differs, see text) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if pool else "")]
     for label, v in summary["variants"].items():
         g, run = ("–" if v[key] is None else f"{v[key]:.3f}"
                   for key in ("gflops_per_instance", "gflops_per_instance_run"))
+        asked = v.get("teacher_gflops") or {}
+        # each teacher's part of the cost: hard asks each for its own rows, soft and the ensemble both for every row
+        per_teacher = (" + ".join(f"{role} {asked.get(role, 0):.3f}" for role in roles) if asked
+                       else "–") + " | " if pool else ""
         lines.append(f"| {label} | {len(v['seeds'])} | {_recipe(v['recipe'])} | {acc(v['dev'].values())} | "
                      f"{acc(v['test'].values())} | "
                      f"{_collapse_rate(v['collapsed']['dev'])} | {_collapse_rate(v['collapsed']['test'])} | "
                      f"{v['selected']:.3f} | {g} | {run} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | "
-                     f"{v['paper']} |")
+                     f"{per_teacher}{v['paper']} |")
     why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
     other = ["dev: d [95% t]"] if split == "test" else []
     header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "95% t interval (unadjusted)",
@@ -131,7 +145,7 @@ def markdown(summary: dict) -> str:
             dev = c["dev"]
             cells.append(untested if dev["verdict"] == "not tested"
                          else f"{pts(dev['mean'])} {span(dev['low'], dev['high'])}")
-        lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {c['baseline']} | "
+        lines.append(f"| {c['claim']}: {c['says']} | {c['variant']} − {_baseline(c)} | "
                      f"{c['kind']} ({100 * c['delta']:g}) | " + " | ".join(cells) + " |")
     early = [c for c in summary["claims"] if c[split]["n"] < FIRST_SEEDS]
     if early:  # the ten-seed rule is read at five: a wide interval before that says nothing yet
@@ -142,7 +156,8 @@ def markdown(summary: dict) -> str:
                       f"{FIRST_SEEDS}."]
     wide = [c for c in summary["claims"] if c[split].get("planned") == MOST_SEEDS and c[split]["n"] < MOST_SEEDS]
     if wide:  # design v2's sample size: such a comparison gets seeds up to ten, in both arms
-        arms = ", ".join(dict.fromkeys(arm for c in wide for arm in (c["baseline"], c["variant"])))
+        arms = ", ".join(dict.fromkeys(arm for c in wide for arm in (*c.get("chosen_from", [c["baseline"]]),
+                                                                      c["variant"])))
         shown = "; ".join(f"{c['variant']} − {c['baseline']} (±{100 * c[split]['first_stage_half']:.2f}; n = "
                           f"{c[split]['n']} now)" for c in wide)
         lines += ["", f"Wider than ±δ on {split} at the first {FIRST_SEEDS} seeds run, so design v2 adds seeds "
@@ -174,7 +189,7 @@ def verdict_rows(name: str, summary: dict) -> list[dict]:
             rows.setdefault((c["claim"], c["says"]), []).append(c)
     out = []
     for (claim, says), claims in rows.items():
-        arms = list(dict.fromkeys(a for c in claims for a in (c["baseline"], c["variant"])))
+        arms = list(dict.fromkeys(a for c in claims for a in (*c.get("chosen_from", [c["baseline"]]), c["variant"])))
         recipes: dict[str, list[str]] = {}
         for arm in arms:
             recipe = variants[arm]["recipe"]
@@ -210,18 +225,18 @@ def verdict_markdown(summaries: dict[str, dict]) -> str:
              "(jobs of an arm) |", "|---|---|---|---|---|---|"]
     left_out = []
     for name, summary in summaries.items():
-        tested = {(c["variant"], c["baseline"], c["kind"]) for c in summary["claims"]
-                  if c[summary["verdict_split"]]["verdict"] != "not tested"}
+        tested = {(c["variant"], tuple(c["chosen_from"]) if "chosen_from" in c else c["baseline"], c["kind"])
+                  for c in summary["claims"] if c[summary["verdict_split"]]["verdict"] != "not tested"}
         untested = [c for c in STUDIES[name].claims if (c.variant, c.baseline, c.kind) not in tested]
         if untested:
-            shown = ("; ".join(f"{c.variant} − {c.baseline}" for c in untested) if len(untested) <= 3
+            shown = ("; ".join(f"{c.variant} − {c.baseline_label}" for c in untested) if len(untested) <= 3
                      else f"{len(untested)} comparisons, claims {', '.join(dict.fromkeys(c.name for c in untested))}")
             left_out.append(f"{STUDIES[name].title}: {shown}")
         for row in verdict_rows(name, summary):
             claims, split = row["comparisons"], row["split"]
             common = len({c["baseline"] for c in claims}) == 1
             label = lambda c: (c["variant"] if common and len(claims) > 1  # noqa: E731
-                               else f"{c['variant']} − {c['baseline']}")
+                               else f"{c['variant']} − {_baseline(c)}")
             by_verdict: dict[str, list[str]] = {}
             for c in claims:
                 by_verdict.setdefault(f"**{c[split]['verdict']}**{_gloss(c[split], c['kind'], c['delta'])}",
@@ -232,7 +247,7 @@ def verdict_markdown(summaries: dict[str, dict]) -> str:
                 f"{label(c)} {pts(c[split]['mean'])} [{pts(c[split]['low'])}, {pts(c[split]['high'])}]"
                 + (f" (n = {c[split]['n']})" if c[split]["n"] != row["n_max"] else "")
                 + (" †" if c[split]["collapse"] else "") for c in claims)
-            against = f" (against {claims[0]['baseline']})" if common and len(claims) > 1 else ""
+            against = f" (against {_baseline(claims[0])})" if common and len(claims) > 1 else ""
             lines.append(f"| {row['finding']} | {row['claim']}: {row['says']}{against} | {row['setting']} | "
                          f"{verdict} | {d} | {row['collapsed']} |")
     for name in FINDINGS:

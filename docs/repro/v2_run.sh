@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# Design v2 (issue 28, docs/reproduction.md): the verdict runs of findings 2 and 3 on SST-5. Each job is trained (one
-# thread) and then evaluated on test (python -m dkd.ship.evaluate); two jobs side by side from one queue; a job whose
-# predictions.json exists is skipped, so a batch cut short goes on where it stopped.
+# Design v2 (issues 28 and 29, docs/reproduction.md): the verdict runs of findings 1, 2 and 3 on SST-5. Each job is
+# trained (one thread) and then evaluated on test (python -m dkd.ship.evaluate); two jobs side by side from one queue;
+# a job whose predictions.json exists is skipped, so a batch cut short goes on where it stopped.
 #   ARMS="full_kd faithful" FULL="<lr> <epochs>" EFF="<lr> <epochs>" bash docs/repro/v2_run.sh
 #   ARMS="kd_pt kd_pt_uncertainty" SEEDS="5 6 7 8 9" bash docs/repro/v2_run.sh
+#   ARMS="smallest largest ensemble hard soft soft_instance hard_faithful soft_faithful" FULL="<lr> <epochs>" bash …
 # Finding 2 (experiment=repro_selection_sst5), FULL: the pick for full KD (arms full_kd, faithful); EFF: the pick for
 # efficient mode (random, entropy, margin, least_confidence; subset, pool_random and pool_entropy at 10 x its epochs,
 # the optimizer steps of efficient mode). Finding 3 (experiment=repro_objective, v1's recipe as it is): kd_pt,
-# kd_pt_uncertainty, kd_pt_uncertainty_r.
+# kd_pt_uncertainty, kd_pt_uncertainty_r. Finding 1 (experiment=repro_adoption, both teachers), FULL: smallest,
+# largest, ensemble, hard, soft, soft_instance, and hard_faithful, soft_faithful (the authors' adoption semantics,
+# adoption.faithful=true, the rest of the recipe the same).
 #   SEEDS   the seeds (default 42 1 2 3 4), the outer loop: a batch cut short holds every arm of its first seeds
 #   DRY=1   print the jobs, run nothing
-# The teacher comes from the store (outputs/teachers, found by its recipe as the v1 jobs found it; fine-tuned once
-# first if it is not there), so that the jobs' configs equal those of the v1 jobs they are read beside.
-# Jobs land in outputs/v2/<arm>-seed<seed>; read them with, e.g.,
+#   OUT     where the jobs land (default outputs/v2; a pilot: OUT=outputs/pilot_adoption SEEDS="100 101")
+# The teachers come from the store (outputs/teachers, found by their recipe as the v1 jobs found theirs; fine-tuned
+# once first if not there), so that the jobs' configs equal those of the v1 jobs they are read beside.
+# Jobs land in $OUT/<arm>-seed<seed>; read them with, e.g.,
 #   python -m dkd.studies.report --study selection outputs/v2/{full_kd,entropy}-seed*/ --save <json>
 set -u
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"  # the checkout this script lies in
 export DKD_ROOT="$PWD"
-OUT=outputs/v2
-mkdir -p $OUT
+OUT=${OUT:-outputs/v2}
+mkdir -p "$OUT"
 pick() {  # NAME: "<lr> <epochs>" from the variable NAME, checked
   local value=${!1:-} lr epochs extra
   read -r lr epochs extra <<< "$value"
@@ -45,8 +49,15 @@ overrides() {  # arm: the overrides that make it
         pool_*) echo "$selection sampler=${1#pool_} sampler.pool=10 distill.lr=$lr distill.epochs=$((10 * epochs))";;
         *) echo "$selection sampler=$1 distill.lr=$lr distill.epochs=$epochs";;
       esac;;
+    smallest|largest|ensemble|hard|soft|soft_instance|hard_faithful|soft_faithful)
+      picked=$(pick FULL) || return 2
+      read -r lr epochs <<< "$picked"
+      local faithful=$([[ "$1" == *_faithful ]] && echo true || echo false)
+      echo "experiment=repro_adoption adoption=${1%_faithful} adoption.faithful=$faithful distill.lr=$lr" \
+        "distill.epochs=$epochs";;
     *) echo "unknown arm $1: full_kd faithful random entropy margin least_confidence subset pool_random" \
-         "pool_entropy kd_pt kd_pt_uncertainty kd_pt_uncertainty_r" >&2; return 2;;
+         "pool_entropy kd_pt kd_pt_uncertainty kd_pt_uncertainty_r smallest largest ensemble hard soft" \
+         "soft_instance hard_faithful soft_faithful" >&2; return 2;;
   esac
 }
 queue=()
@@ -71,18 +82,22 @@ run_one() {  # one job: trained (unless an earlier attempt finished training), t
   return $rc
 }
 export -f run_one
-LOG=$OUT/batch.log
+LOG="$OUT/batch.log"
 export OUT LOG DRY
 if [ -n "${DRY:-}" ]; then
   printf '%s\n' "${queue[@]}" | xargs -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
   exit
 fi
-# the teacher of every arm, found in the store by its recipe or fine-tuned once, before the jobs
-python train.py experiment=repro_selection_sst5 stage=teacher threads=2 trainer.enable_progress_bar=false \
-  >> $OUT/teacher.log 2>&1 || { echo "the teacher failed: $OUT/teacher.log" >&2; exit 1; }
+# the teachers of every arm, found in the store by their recipe or fine-tuned once, before the jobs (finding 1's
+# arms learn from both: all-mpnet-base-v2 is fine-tuned on first use, about 75 minutes on two threads)
+experiments=$(printf '%s\n' "${queue[@]}" | grep -o 'experiment=[a-z_0-9]*' | sort -u)
+for experiment in $experiments; do
+  python train.py "$experiment" stage=teacher threads=2 trainer.enable_progress_bar=false \
+    >> "$OUT/teacher.log" 2>&1 || { echo "the teacher failed: $OUT/teacher.log" >&2; exit 1; }
+done
 echo "start $ARMS seeds $SEEDS FULL=${FULL:-} EFF=${EFF:-} $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)," \
-  "${#queue[@]} jobs to run" >> $LOG
+  "${#queue[@]} jobs to run" >> "$LOG"
 printf '%s\n' "${queue[@]}" | xargs -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
 rc=$?  # xargs: 123 when a job failed (its log: <job folder>.log)
-echo "end rc=$rc $(date -u +%FT%TZ)" >> $LOG
+echo "end rc=$rc $(date -u +%FT%TZ)" >> "$LOG"
 exit $rc

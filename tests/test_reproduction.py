@@ -513,3 +513,14 @@ def test_the_teacher_check_scores_each_teacher_of_a_job_and_orders_them_by_size(
     (job / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(SystemExit, match="needs a job of two teachers"):
         check_module.main([str(job)])
+
+
+def test_a_claim_is_read_on_its_planned_seeds_not_on_seeds_run_for_other_claims():
+    """A comparison whose first five seeds are within ±δ is read on those five, even when both arms have a sixth
+    (run because other claims extend them): the sixth would move d, and no design stated six."""
+    jobs = sweep({"entropy": 0.0})
+    jobs += [job("none", 5, 0.40), job("entropy", 5, 0.30)]  # seed 5: ten points apart
+    (claim,) = [c for c in summarise(STUDIES["selection"], jobs)["claims"] if c["claim"] == "2a"]
+    read = claim["dev"]
+    assert (read["n"], read["planned"], read["not_read"]) == (5, 5, 1)
+    assert read["mean"] == pytest.approx(-0.0002) and read["verdict"] == "confirmed"  # the five seeds' d, as before

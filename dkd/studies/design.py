@@ -63,11 +63,13 @@ FIRST_SEEDS, MOST_SEEDS = 5, 10
 SEED_ORDER = (42, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # the order seeds are run in: the first five are the first stage
 
 
-def first_stage(seeds) -> list[int]:
-    """The first FIRST_SEEDS of ``seeds`` in the order they are run (SEED_ORDER, then any other seed by value): the
-    seeds the ten-seed rule is read on, whatever has been added since."""
+def run_order(seeds) -> list[int]:
+    """``seeds`` in the order they are run (SEED_ORDER, then any other seed by value): a claim's first five are its
+    first stage, and a claim is read on its first five or ten, whatever has been added since for other claims."""
     rank = {s: i for i, s in enumerate(SEED_ORDER)}
-    return sorted(seeds, key=lambda s: (rank.get(s, len(SEED_ORDER)), s))[:FIRST_SEEDS]
+    return sorted(seeds, key=lambda s: (rank.get(s, len(SEED_ORDER)), s))
+
+
 MODES = (("efficient", 1, ""), ("efficient", 10, " (pool 10)"), ("faithful", 1, " (faithful)"))
 
 

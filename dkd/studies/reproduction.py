@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dkd.errors import UserError
-from dkd.studies.design import FIRST_SEEDS, MOST_SEEDS, STUDIES, Study, first_stage
+from dkd.studies.design import FIRST_SEEDS, MOST_SEEDS, STUDIES, Study, run_order
 from dkd.studies.jobs import (
     check_same_examples,
     check_same_setting,
@@ -102,12 +102,20 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
                "delta": c.delta, **({"chosen_from": list(c.baselines)} if len(c.baselines) > 1 else {})}
         for split in ("dev", "test"):
             a, b = variants[baseline][split], variants[c.variant][split]
-            seeds = sorted(set(a) & set(b))
-            if len(seeds) < 2:
-                row[split] = {"n": len(seeds), "verdict": "not tested"}
+            paired = run_order(set(a) & set(b))
+            if len(paired) < 2:
+                row[split] = {"n": len(paired), "verdict": "not tested"}
                 continue
             try:
-                p = paired_difference(a, b)
+                planned, half5 = FIRST_SEEDS, None
+                if len(paired) >= FIRST_SEEDS:  # the ten-seed rule reads the interval of the first five seeds run
+                    low5, high5 = paired_difference(*({s: x[s] for s in paired[:FIRST_SEEDS]} for x in (a, b))
+                                                    ).interval()
+                    half5 = (high5 - low5) / 2
+                    planned = MOST_SEEDS if half5 > c.delta else FIRST_SEEDS
+                # read on the planned seeds, no more: its arms may have more for other claims (design v2's rule)
+                seeds = sorted(paired[:planned])
+                p = paired_difference({s: a[s] for s in seeds}, {s: b[s] for s in seeds})
             except NotFinite as err:
                 named = "; ".join(f"seed {s}: {by_variant[baseline][s]['job']} and {by_variant[c.variant][s]['job']}"
                                   for s in err.seeds)
@@ -122,13 +130,11 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             row[split] = {"n": p.n, "mean": p.mean, "low": low, "high": high, "constant": p.se == 0, "collapsed": fell,
                           # a flag: an arm predicts one class in a paired seed (None: not recorded, none seen)
                           "collapse": True if fell["variant"] or fell["baseline"] else None if unknown else False}
-            row[split]["planned"] = FIRST_SEEDS
-            if p.n >= FIRST_SEEDS:  # the ten-seed rule reads the interval of the first five seeds run
-                first = first_stage(seeds)
-                low5, high5 = paired_difference({s: a[s] for s in first}, {s: b[s] for s in first}).interval()
-                row[split]["first_stage_half"] = (high5 - low5) / 2
-                if row[split]["first_stage_half"] > c.delta:
-                    row[split]["planned"] = MOST_SEEDS
+            row[split]["planned"] = planned
+            if half5 is not None:
+                row[split]["first_stage_half"] = half5
+            if len(paired) > p.n:  # paired seeds run for other claims, beyond this claim's sample size
+                row[split]["not_read"] = len(paired) - p.n
             base = [right_answers(by_variant[baseline][s], split) for s in seeds]
             var = [right_answers(by_variant[c.variant][s], split) for s in seeds]
             if all(x is not None for x in base + var):

@@ -139,8 +139,9 @@ def markdown(summary: dict) -> str:
             b = r.get("bootstrap")
             verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"], so_far=True)
             d = pts(r["mean"]) + (" (d constant over seeds)" if r["constant"] else "")
-            cells = [str(r["n"]), d, span(r["low"], r["high"]), "–" if b is None else span(*b), _deciding(r),
-                     verdict, _collapse_flag(r)]
+            n = str(r["n"]) + (f" (+{r['not_read']} not read)" if r.get("not_read") else "")
+            cells = [n, d, span(r["low"], r["high"]), "–" if b is None else span(*b), _deciding(r), verdict,
+                     _collapse_flag(r)]
         if other:
             dev = c["dev"]
             cells.append(untested if dev["verdict"] == "not tested"

@@ -70,6 +70,11 @@ def _baseline(claim: dict) -> str:
     return claim["baseline"] + (f" (the better of {', '.join(chosen)})" if chosen else "")
 
 
+def _arms(claim: dict) -> list[str]:
+    """A claim's arms: its baseline (every candidate, where it was chosen as the better of several) and its variant."""
+    return [*claim.get("chosen_from", [claim["baseline"]]), claim["variant"]]
+
+
 def _recipe(recipe: dict) -> str:
     return f"{recipe['distill.lr']:g}, {recipe['distill.epochs']}"
 
@@ -157,8 +162,7 @@ def markdown(summary: dict) -> str:
                       f"{FIRST_SEEDS}."]
     wide = [c for c in summary["claims"] if c[split].get("planned") == MOST_SEEDS and c[split]["n"] < MOST_SEEDS]
     if wide:  # design v2's sample size: such a comparison gets seeds up to ten, in both arms
-        arms = ", ".join(dict.fromkeys(arm for c in wide for arm in (*c.get("chosen_from", [c["baseline"]]),
-                                                                      c["variant"])))
+        arms = ", ".join(dict.fromkeys(arm for c in wide for arm in _arms(c)))
         shown = "; ".join(f"{c['variant']} − {c['baseline']} (±{100 * c[split]['first_stage_half']:.2f}; n = "
                           f"{c[split]['n']} now)" for c in wide)
         lines += ["", f"Wider than ±δ on {split} at the first {FIRST_SEEDS} seeds run, so design v2 adds seeds "
@@ -190,7 +194,7 @@ def verdict_rows(name: str, summary: dict) -> list[dict]:
             rows.setdefault((c["claim"], c["says"]), []).append(c)
     out = []
     for (claim, says), claims in rows.items():
-        arms = list(dict.fromkeys(a for c in claims for a in (*c.get("chosen_from", [c["baseline"]]), c["variant"])))
+        arms = list(dict.fromkeys(a for c in claims for a in _arms(c)))
         recipes: dict[str, list[str]] = {}
         for arm in arms:
             recipe = variants[arm]["recipe"]

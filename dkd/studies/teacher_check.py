@@ -14,7 +14,6 @@ again elsewhere can be told apart from the one the jobs learnt from.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -25,17 +24,9 @@ from scipy import stats
 from dkd.cpu import cpu_threads
 from dkd.data import load_test_split
 from dkd.errors import UserError
-from dkd.models import load_classifier, load_tokenizer
+from dkd.models import file_digest, load_classifier, load_tokenizer
 from dkd.ship.evaluate import labels_digest, predict
 from dkd.ship.finished import run_config, run_dev_splits
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def score_teachers(job: Path) -> dict:
@@ -62,7 +53,7 @@ def score_teachers(job: Path) -> dict:
         logits = predict(model, load_tokenizer(str(folder)), split, cfg.data, False, f"{role} {name}")
         correct = (logits.argmax(-1) == labels).int().tolist()
         teachers.append({"role": role, "folder": folder.name, "parameters": sum(p.numel() for p in model.parameters()),
-                         "sha256": sha256(weights), "dev": teacher.get("dev"), "accuracy": float(np.mean(correct)),
+                         "sha256": file_digest(weights), "dev": teacher.get("dev"), "accuracy": float(np.mean(correct)),
                          "correct": correct})
     teachers.sort(key=lambda t: t["parameters"])
     return {"job": str(job), "task": spec.name, "split": name, "labels_digest": labels_digest(split.labels),

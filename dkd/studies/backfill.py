@@ -10,7 +10,7 @@ examples of one class c is recorded as predicting one class (inferred: a model o
 right on every example of c and on no other example); one right on nothing is not told (null). Each split gets
 ``one_class`` (true, false or null) and ``one_class_from: "right answers and labels"``; a split that already counts
 its classes (``predicted_classes``) or was filled before is left as it is. The labels are read from the task's files
-and checked against the digest the evaluation recorded.
+and checked against the digest the evaluation recorded (:mod:`dkd.studies.labels`).
 """
 from __future__ import annotations
 
@@ -18,15 +18,11 @@ import argparse
 import json
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from dkd.data import load_test_split, read_split
 from dkd.errors import UserError
-from dkd.ship.evaluate import labels_digest
 from dkd.studies.design import STUDIES
 from dkd.studies.jobs import with_current_targets
+from dkd.studies.labels import Labels
 from dkd.studies.reproduction import summarise
-from dkd.tasks import task_spec
 
 FROM = "right answers and labels"
 
@@ -43,36 +39,17 @@ def one_class(correct: list[int], labels: list[int]) -> bool | None:
     return all(bool(ok) == (label == c) for ok, label in zip(correct, labels))
 
 
-def split_labels(config: dict, split: str, data_dir: Path) -> list[int]:
-    """The labels of a task's ``split`` (dev or test) as the job's task reads them, from ``data_dir``."""
-    spec = task_spec(OmegaConf.create(config))
-    if split == "test":
-        return load_test_split(spec, str(data_dir)).labels
-    path = data_dir / spec.dev_files[split]
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (the {spec.name} {split} split); give --data-dir the task's folder.")
-    return read_split(spec, path).labels
-
-
 def backfill(saved: Path, data_dir: Path | None = None) -> int:
     """Adds ``one_class`` to every split of every job in ``saved`` that has right answers but neither a class count
     nor ``one_class``; returns how many splits it filled (the file is written only when it filled one)."""
     data = json.loads(saved.read_text())
-    labels: dict[tuple[str, str], list[int]] = {}
+    labels = Labels(data_dir)
     filled = 0
     for job in data["jobs"]:
         for split, record in job.get("predictions", {}).items():
             if "predicted_classes" in record or "one_class" in record or "correct" not in record:
                 continue
-            folder = data_dir or Path(record["source"]).parent
-            key = (str(folder), split)
-            if key not in labels:
-                labels[key] = split_labels(job["config"], split, folder)
-            if labels_digest(labels[key]) != record["labels_digest"]:
-                raise UserError(f"{saved}: job {job['job']}, split {split}: the labels in {folder} are not the ones "
-                                f"it was evaluated on (digest {labels_digest(labels[key])}, recorded "
-                                f"{record['labels_digest']}); give --data-dir the folder it was evaluated on.")
-            record["one_class"], record["one_class_from"] = one_class(record["correct"], labels[key]), FROM
+            record["one_class"], record["one_class_from"] = one_class(record["correct"], labels.of(job, split)), FROM
             filled += 1
     if not filled:
         return 0
@@ -86,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dkd.studies.backfill", description=__doc__.split("\n\n")[0])
     parser.add_argument("saved", nargs="+", help="study JSONs saved by python -m dkd.studies.report --study … --save")
     parser.add_argument("--data-dir", default=None, help="the task's data folder (default: where each split was "
-                                                          "read at evaluation, as recorded)")
+                                                          "read at evaluation, as recorded, under this checkout)")
     args = parser.parse_args(argv)
     try:
         for path in map(Path, args.saved):

@@ -1,5 +1,6 @@
 """The reproduction report's plots: a study's accuracy against compute, wall time and the selection ratio, with its
-decisions over training (:func:`plot`), and its claims' paired differences coloured by verdict (:func:`plot_claims`)."""
+decisions over training (:func:`plot`), its claims' paired differences coloured by verdict (:func:`plot_claims`), and
+which classes its students get right (:func:`plot_classes`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -126,6 +127,33 @@ def plot_claims(summary: dict, png: Path) -> Path:
               bbox_to_anchor=(1.01, 1), title="95% t interval, Holm verdict", title_fontsize=7)
     ax.set(xlabel=f"d = variant − baseline on {split} (accuracy points, paired seeds)",
            title=f"{summary['title']} — {summary['task']}: {len(rows)} claims")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def plot_classes(classes: dict, title: str, png: Path) -> Path:
+    """The recall of each class per variant (:func:`dkd.studies.labels.class_recall`) as a heat map, the figures in
+    its cells: which classes a variant's students never get right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, columns = list(classes["variants"]), list(classes["examples"])
+    grid = [[100 * classes["variants"][v].get(c, float("nan")) for c in columns] for v in names]
+    fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 3.2, 0.42 * len(names) + 1.4))
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for y, row in enumerate(grid):
+        for x, value in enumerate(row):
+            ax.text(x, y, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                    color="black" if value > 60 else "white")
+    ax.set_xticks(range(len(columns)), [f"{c}\n(n = {classes['examples'][c]})" for c in columns], fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set(xlabel=f"class on {classes['split']}", title=f"{title}: recall per class (%, mean over seeds)")
+    fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)

@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save", default=None, help="with --study: its jobs as one JSON (rebuild without outputs)")
     parser.add_argument("--png", default=None, help="with --study: its plot")
     parser.add_argument("--md", default=None, help="with --study or --verdicts: also write the Markdown here")
+    parser.add_argument("--data-dir", default=None,
+                        help="with --study: the task's data folder, for the recall per class (default: where the "
+                             "jobs were evaluated, under this checkout)")
     parser.add_argument("--pick", action="store_true",
                         help="design v2's recipe check: the recipe per mode from a pilot's summary JSON (--json)")
     parser.add_argument("--verdicts", action="store_true",
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         sources = [Path(f) for f in args.folders]
         try:
             text = verdict_table(sources) if args.verdicts else study_report(
-                args.study, sources, args.save and Path(args.save), args.png and Path(args.png))
+                args.study, sources, args.save and Path(args.save), args.png and Path(args.png),
+                args.data_dir and Path(args.data_dir))
         except UserError as err:  # a user's mistake: the message, not a traceback
             raise SystemExit(f"python -m dkd.studies.report: {err}") from None
         print(text)

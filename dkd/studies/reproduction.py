@@ -31,7 +31,8 @@ from dkd.studies.jobs import (
     variant_of,
     verdict_split,
 )
-from dkd.studies.plots import plot, plot_claims
+from dkd.studies.labels import Labels, NoLabels, class_recall
+from dkd.studies.plots import plot, plot_claims, plot_classes
 from dkd.studies.tables import markdown, verdict_markdown
 from dkd.studies.verdict import NotFinite, paired_difference, two_level_bootstrap, verdicts
 
@@ -165,9 +166,12 @@ def _mean_terms(per_job: list[dict]) -> dict[str, float]:
     return {n: statistics.mean(t[n] for t in per_job if n in t) for n in sorted(names)}
 
 
-def report(name: str, sources: list[Path], save: Path | None = None, png: Path | None = None) -> str:
-    """The study's Markdown (tables and verdicts); ``save``: its jobs as one JSON; ``png``: its plot, and beside it
-    (``<png>_claims.png``) the claims' paired differences (:func:`plot_claims`)."""
+def report(name: str, sources: list[Path], save: Path | None = None, png: Path | None = None,
+           data_dir: Path | None = None) -> str:
+    """The study's Markdown (tables, recall per class and verdicts); ``save``: its jobs as one JSON; ``png``: its
+    plot, and beside it the claims' paired differences (``<png>_claims.png``, :func:`plot_claims`) and the recall per
+    class (``<png>_classes.png``, :func:`plot_classes`); ``data_dir``: the task's folder, for the labels of the recall
+    per class (default: where the jobs were evaluated, under this checkout)."""
     if name not in STUDIES:
         raise UserError(f"--study {name}: known studies are {', '.join(STUDIES)}.")
     study = STUDIES[name]
@@ -176,11 +180,28 @@ def report(name: str, sources: list[Path], save: Path | None = None, png: Path |
     if save:
         save.parent.mkdir(parents=True, exist_ok=True)
         save.write_text(json.dumps({"study": name, "summary": summary, "jobs": jobs}))
+    classes = per_class(study, jobs, summary["verdict_split"], data_dir)
     if png:
         plot(summary, jobs, png, study)
         if any(c[summary["verdict_split"]]["verdict"] != "not tested" for c in summary["claims"]):
             plot_claims(summary, png.with_name(f"{png.stem}_claims.png"))
-    return markdown(summary)
+        if isinstance(classes, dict):
+            plot_classes(classes, f"{summary['title']} — {summary['task']}", png.with_name(f"{png.stem}_classes.png"))
+    return markdown(summary, classes)
+
+
+def per_class(study: Study, jobs: list[dict], split: str, data_dir: Path | None) -> dict | str | None:
+    """The recall of each class on ``split`` per variant (:func:`dkd.studies.labels.class_recall`); why not, where the
+    task's files are missing; None for jobs without right answers (regression)."""
+    if not all(right_answers(j, split) is not None for j in jobs):
+        return None
+    jobs_of: dict[str, list[dict]] = {}
+    for job in jobs:
+        jobs_of.setdefault(variant_of(study, job), []).append(job)
+    try:
+        return class_recall({v: jobs_of[v] for v in study.variants if v in jobs_of}, split, Labels(data_dir))
+    except NoLabels as err:
+        return f"not shown, the labels are missing: {err}"
 
 
 def verdict_table(sources: list[Path]) -> str:

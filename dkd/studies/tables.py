@@ -85,7 +85,9 @@ def _precisions(summary: dict) -> str:
     return ", ".join(sorted("fp32" if p in ("32", "32-true", "None") else p for p in named))
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: dict, classes: dict | str | None = None) -> str:
+    """The study's Markdown: its variants, the recall per class (``classes``, :func:`dkd.studies.labels.class_recall`,
+    or why it is not shown) and its claims' verdicts."""
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
     span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
 
@@ -121,6 +123,7 @@ def markdown(summary: dict) -> str:
                      f"{_collapse_rate(v['collapsed']['dev'])} | {_collapse_rate(v['collapsed']['test'])} | "
                      f"{v['selected']:.3f} | {g} | {run} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | "
                      f"{per_teacher}{v['paper']} |")
+    lines += _recall_lines(classes)
     why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
     other = ["dev: d [95% t]"] if split == "test" else []
     header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "95% t interval (unadjusted)",
@@ -178,6 +181,25 @@ def markdown(summary: dict) -> str:
             pt = statistics.mean(x for n, x in t.items() if n.startswith("train/pt_"))
             lines.append(f"| {label} | {kd:.4f} | {pt:.5f} | {a['alpha_kd'] * kd:.4f} | {a['alpha_pt'] * pt:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def _recall_lines(classes: dict | str | None) -> list[str]:
+    """Which classes each variant's students get right: the recall per class on the verdict split."""
+    if classes is None:
+        return []
+    if isinstance(classes, str):
+        return ["", f"Recall per class: {classes}"]
+    examples = classes["examples"]
+    lines = ["", f"Recall per class on **{classes['split']}**, mean over each variant's seeds (the share of a class's "
+                 "examples the students label right; one predicting a single class scores 100 there and 0 elsewhere; "
+                 "their mean is the balanced accuracy):", "",
+             "| variant | " + " | ".join(f"class {c} (n = {n})" for c, n in examples.items())
+             + " | mean over classes |",
+             "|---|" + "---|" * (len(examples) + 1)]
+    for label, recall in classes["variants"].items():
+        cells = [f"{100 * recall[c]:.1f}" if c in recall else "–" for c in examples]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * statistics.mean(recall.values()):.1f} |")
+    return lines
 
 
 TASKS = {"sst5": "SST-5, original data (8,544 sentences)", "sst2": "SST-2's pool of 67,349 phrases (redundant)"}

@@ -94,3 +94,54 @@ def _saved(folder: Path, rows: list[dict]) -> Path:
     path = folder / "pilot.json"
     path.write_text(json.dumps(rows))
     return path
+
+
+def test_the_pools_pilot_reads_how_many_epochs_full_kd_needs(tmp_path, capsys):
+    """Design v2 on SST-2's pool: the dev score after each epoch from each pilot job's CSV log, and the fewest epochs
+    whose mean is within half a point of the best epoch's."""
+    from dkd.studies.report import epochs_needed
+
+    for seed, scores in ((100, (0.850, 0.868, 0.871)), (101, (0.846, 0.872, 0.875))):
+        logs = tmp_path / f"sst2_full_kd-seed{seed}" / "csv"
+        logs.mkdir(parents=True)
+        (logs.parent / "metrics.json").write_text("{}")
+        rows = "".join(f"0.5,{epoch},{100 * epoch + 50},\n,{epoch},{100 * epoch + 99},{score}\n"  # train, then dev
+                       for epoch, score in enumerate(scores))
+        (logs / "metrics.csv").write_text("train/kd,epoch,step,dev/score\n" + rows)
+    main(["--epochs", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| 2 | 86.80 | 87.20 | 87.00 | **yes** |" in out  # epoch 3 (87.30) is within half a point of it
+    assert "E = 2" in out
+    assert epochs_needed({"a": {1: 0.80, 2: 0.85}, "b": {1: 0.80, 2: 0.86}})[1] == 2  # still improving: the last
+    with pytest.raises(UserError, match="logged dev after different epochs"):
+        epochs_needed({"a": {1: 0.80, 2: 0.85}, "b": {1: 0.80}})
+    (tmp_path / "sst2_full_kd-seed101" / "csv" / "metrics.csv").unlink()
+    with pytest.raises(SystemExit, match="sst2_full_kd-seed101: no csv"):
+        main(["--epochs", str(tmp_path)])
+
+
+def test_a_pilots_grid_is_given_as_lr_and_epochs():
+    from dkd.studies.report import PILOT_GRID, parse_grid
+
+    assert parse_grid("7.5e-5:3,2e-4:3,7.5e-5:6,2e-4:6") == PILOT_GRID
+    assert parse_grid("7.5e-5:2,2e-4:2") == {(7.5e-5, 2), (2e-4, 2)}
+    with pytest.raises(UserError, match="<lr>:<epochs>"):
+        parse_grid("7.5e-5x2")
+
+
+def test_a_pilot_of_one_epoch_count_still_names_it_for_the_pick(tmp_path):
+    """The pool's efficient-mode pilot varies the learning rate only: the epochs, set by every job, stay a column, so
+    that the pick (which reads the recipe from the summary) knows them."""
+    from dkd.studies.report import parse_grid, pilot_picks
+
+    num = 0
+    for lr, scores in (("7.5e-5", (0.84, 0.85)), ("2e-4", (0.86, 0.85))):
+        for sampler in ("random", "entropy"):
+            for seed, score in zip((100, 101), scores):
+                job(tmp_path, num, [f"sampler={sampler}", f"distill.lr={lr}", "distill.epochs=2", f"seed={seed}"],
+                    score, 60.0)
+                num += 1
+    _, rows = sweep_table(collect(tmp_path))
+    assert {r["distill.epochs"] for r in rows} == {"2"}
+    _, picks = pilot_picks(rows, grid=parse_grid("7.5e-5:2,2e-4:2"))
+    assert picks["efficient"]["distill.lr"] == 2e-4 and picks["efficient"]["dev"] == pytest.approx(0.855)

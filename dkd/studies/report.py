@@ -37,12 +37,18 @@ def collect(folder: Path) -> list[dict]:
     return rows
 
 
+# a pilot's recipe, a column of the summary wherever every job sets it, even to one value (design v2's pick reads it)
+RECIPE_KEYS = ("sampler", "distill.lr", "distill.epochs")
+
+
 def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
-    """Markdown table of a multirun, one line per setting (the overrides that vary between jobs, except ``over``),
+    """Markdown table of a multirun, one line per setting (the overrides that vary between jobs, except ``over``, and
+    those of ``RECIPE_KEYS`` every job sets),
     with the dev score as mean ± sample std over ``over``, each job's score (``1 class``: it collapsed), how many
     jobs collapsed, and each job's wall time and FLOPs."""
     keys = [k for k in dict.fromkeys(k for r in rows for k in r["overrides"])
-            if k != over and len({r["overrides"].get(k) for r in rows}) > 1]
+            if k != over and (len({r["overrides"].get(k) for r in rows}) > 1
+                              or k in RECIPE_KEYS and all(k in r["overrides"] for r in rows))]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r["overrides"].get(k) for k in keys), []).append(r)
@@ -85,6 +91,46 @@ def summarise(rows: list[dict], where: str, over: str = "seed") -> tuple[str, li
 
 # design v2's pilot grid (docs/reproduction.md, docs/repro/v2_pilot_run.sh): (distill.lr, distill.epochs)
 PILOT_GRID = frozenset((lr, epochs) for lr in (7.5e-5, 2e-4) for epochs in (3, 6))
+
+
+def parse_grid(text: str) -> frozenset:
+    """``--grid 7.5e-5:2,2e-4:2``: the (distill.lr, distill.epochs) recipes a pilot ran."""
+    try:
+        return frozenset((float(lr), int(epochs)) for lr, epochs in (item.split(":") for item in text.split(",")))
+    except ValueError:
+        raise UserError(f"--grid {text}: give the recipes as <lr>:<epochs>, comma-separated, e.g. "
+                        f"7.5e-5:3,2e-4:3.") from None
+
+
+def dev_by_epoch(job: Path) -> dict[int, float]:
+    """The dev score after each epoch (1, 2, …) of a finished job, from its CSV log (``logger=csv``)."""
+    import csv
+
+    logs = sorted(job.glob("csv/**/metrics.csv"))
+    if not logs:
+        raise UserError(f"{job}: no csv/**/metrics.csv, so its dev score per epoch is not known; run it with "
+                        f"logger=csv (the repro_* experiments' default).")
+    with open(logs[-1], newline="") as fh:
+        return {int(float(r["epoch"])) + 1: float(r["dev/score"]) for r in csv.DictReader(fh) if r.get("dev/score")}
+
+
+def epochs_needed(curves: dict[str, dict[int, float]], within: float = 0.005) -> tuple[str, int]:
+    """How many passes over the pool full KD needs to stop improving (design v2 on SST-2's pool): the fewest epochs
+    whose mean dev over the pilot jobs is within ``within`` of the best epoch's. ``curves``: job → epoch → dev."""
+    epochs = {frozenset(c) for c in curves.values()}
+    if len(epochs) != 1 or not next(iter(epochs)):
+        shown = "; ".join(f"{job}: {sorted(c) or 'none'}" for job, c in curves.items())
+        raise UserError(f"The pilot's jobs logged dev after different epochs ({shown}): every job must finish the "
+                        f"same epochs before the epochs are read.")
+    means = {e: mean_std([c[e] for c in curves.values()])[0] for e in sorted(next(iter(epochs)))}
+    best = max(means.values())
+    pick = min(e for e, m in means.items() if m >= best - within)
+    lines = ["| epoch | " + " | ".join(curves) + " | mean | picked |", "|---|" + "---|" * (len(curves) + 2)]
+    for e, m in means.items():
+        lines.append(f"| {e} | " + " | ".join(f"{100 * c[e]:.2f}" for c in curves.values())
+                     + f" | {100 * m:.2f} | {'**yes**' if e == pick else ''} |")
+    said = f"E = {pick}: the fewest epochs within {100 * within:g} point of the best mean."
+    return "\n".join(lines) + f"\n\n{said}\n", pick
 
 
 def pilot_picks(rows: list[dict], cheaper_within: float = 0.005,
@@ -180,6 +226,12 @@ def main(argv: list[str] | None = None) -> None:
                              "jobs were evaluated, under this checkout)")
     parser.add_argument("--pick", action="store_true",
                         help="design v2's recipe check: the recipe per mode from a pilot's summary JSON (--json)")
+    parser.add_argument("--grid", default=None,
+                        help="with --pick: the recipes the pilot ran as <lr>:<epochs>,… (default: SST-5's, "
+                             "7.5e-5 and 2e-4 × 3 and 6 epochs)")
+    parser.add_argument("--epochs", action="store_true",
+                        help="design v2 on SST-2's pool: from the pilot's full-KD job folders, the dev score per "
+                             "epoch and the fewest epochs within half a point of the best")
     parser.add_argument("--verdicts", action="store_true",
                         help="the verdict table of the paper's findings (README.md, docs/reproduction.md); the "
                              "positional arguments are study JSONs saved by --study … --save (those of one study are "
@@ -200,9 +252,17 @@ def main(argv: list[str] | None = None) -> None:
         if args.md:
             Path(args.md).write_text(text)
         return
-    if args.pick:
+    if args.pick or args.epochs:
         try:
-            text, _ = pilot_picks([row for f in args.folders for row in json.loads(Path(f).read_text())])
+            if args.pick:
+                grid = parse_grid(args.grid) if args.grid else PILOT_GRID
+                text, _ = pilot_picks([row for f in args.folders for row in json.loads(Path(f).read_text())],
+                                      grid=grid)
+            else:
+                from dkd.ship.evaluate import jobs_under
+
+                jobs = [job for f in args.folders for job in jobs_under(Path(f))]
+                text, _ = epochs_needed({job.name: dev_by_epoch(job) for job in jobs})
         except UserError as err:
             raise SystemExit(f"python -m dkd.studies.report: {err}") from None
         print(text)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Design v2 (issues 28 and 29, docs/reproduction.md): the verdict runs of findings 1, 2 and 3 on SST-5. Each job is
+# Design v2 (issues 28, 29 and 30, docs/reproduction.md): the verdict runs of findings 1, 2 and 3 on SST-5, and of
+# finding 2 on SST-2's pool. Each job is
 # trained (one thread) and then evaluated on test (python -m dkd.ship.evaluate); two jobs side by side from one queue;
 # a job whose predictions.json exists is skipped, so a batch cut short goes on where it stopped.
 #   ARMS="full_kd faithful" FULL="<lr> <epochs>" EFF="<lr> <epochs>" bash docs/repro/v2_run.sh
@@ -10,10 +11,14 @@
 # the optimizer steps of efficient mode). Finding 3 (experiment=repro_objective, v1's recipe as it is): kd_pt,
 # kd_pt_uncertainty, kd_pt_uncertainty_r. Finding 1 (experiment=repro_adoption, both teachers), FULL: smallest,
 # largest, ensemble, hard, soft, soft_instance, and hard_faithful, soft_faithful (the authors' adoption semantics,
-# adoption.faithful=true, the rest of the recipe the same).
+# adoption.faithful=true, the rest of the recipe the same). Finding 2 on SST-2's pool of 67,349 phrases
+# (experiment=repro_selection_pool, issue 30: the final model on dev, no checkpoint selection), FULL: sst2_full_kd,
+# sst2_faithful; EFF: sst2_random, sst2_entropy (r = 0.1), sst2_random_r05, sst2_entropy_r05 (r = 0.5), and
+# sst2_subset (a fixed random 10%, 6,735 phrases, at 10 x EFF's epochs: the optimizer steps of r = 0.1).
 #   SEEDS   the seeds (default 42 1 2 3 4), the outer loop: a batch cut short holds every arm of its first seeds
 #   DRY=1   print the jobs, run nothing
 #   OUT     where the jobs land (default outputs/v2; a pilot: OUT=outputs/pilot_adoption SEEDS="100 101")
+#   EXTRA   overrides added to every job (the pool's timing pilot: EXTRA=+trainer.max_steps=300)
 # The teachers come from the store (outputs/teachers, found by their recipe as the v1 jobs found theirs; fine-tuned
 # once first if not there), so that the jobs' configs equal those of the v1 jobs they are read beside.
 # Jobs land in $OUT/<arm>-seed<seed>; read them with, e.g.,
@@ -55,9 +60,24 @@ overrides() {  # arm: the overrides that make it
       local faithful=$([[ "$1" == *_faithful ]] && echo true || echo false)
       echo "experiment=repro_adoption adoption=${1%_faithful} adoption.faithful=$faithful distill.lr=$lr" \
         "distill.epochs=$epochs";;
+    sst2_full_kd|sst2_faithful)
+      picked=$(pick FULL) || return 2
+      read -r lr epochs <<< "$picked"
+      local mode=$([ "$1" = sst2_faithful ] && echo "sampler=entropy sampler.mode=faithful" || echo "sampler=none")
+      echo "experiment=repro_selection_pool $mode distill.lr=$lr distill.epochs=$epochs";;
+    sst2_random|sst2_entropy|sst2_random_r05|sst2_entropy_r05|sst2_subset)
+      picked=$(pick EFF) || return 2
+      read -r lr epochs <<< "$picked"
+      local arm=${1#sst2_} pool=experiment=repro_selection_pool
+      case "$arm" in
+        subset) echo "$pool sampler=none distill.train_limit=6735 distill.lr=$lr distill.epochs=$((10 * epochs))";;
+        *_r05) echo "$pool sampler=${arm%_r05} sampler.ratio=0.5 distill.lr=$lr distill.epochs=$epochs";;
+        *) echo "$pool sampler=$arm distill.lr=$lr distill.epochs=$epochs";;
+      esac;;
     *) echo "unknown arm $1: full_kd faithful random entropy margin least_confidence subset pool_random" \
          "pool_entropy kd_pt kd_pt_uncertainty kd_pt_uncertainty_r smallest largest ensemble hard soft" \
-         "soft_instance hard_faithful soft_faithful" >&2; return 2;;
+         "soft_instance hard_faithful soft_faithful sst2_full_kd sst2_faithful sst2_random sst2_entropy" \
+         "sst2_random_r05 sst2_entropy_r05 sst2_subset" >&2; return 2;;
   esac
 }
 queue=()
@@ -65,7 +85,7 @@ for seed in ${SEEDS:=42 1 2 3 4}; do for arm in ${ARMS:?ARMS=<arms>}; do
   o=$(overrides "$arm") || exit 2
   dir="$OUT/$arm-seed$seed"
   [ -f "$dir/predictions.json" ] && continue
-  queue+=("$dir|$o seed=$seed")
+  queue+=("$dir|$o seed=$seed${EXTRA:+ $EXTRA}")
 done; done
 run_one() {  # one job: trained (unless an earlier attempt finished training), then evaluated on test
   local dir=${1%%|*} o=${1#*|}
@@ -95,7 +115,7 @@ for experiment in $experiments; do
   python train.py "$experiment" stage=teacher threads=2 trainer.enable_progress_bar=false \
     >> "$OUT/teacher.log" 2>&1 || { echo "the teacher failed: $OUT/teacher.log" >&2; exit 1; }
 done
-echo "start $ARMS seeds $SEEDS FULL=${FULL:-} EFF=${EFF:-} $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)," \
+echo "start $ARMS seeds $SEEDS FULL=${FULL:-} EFF=${EFF:-} EXTRA=${EXTRA:-} $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)," \
   "${#queue[@]} jobs to run" >> "$LOG"
 printf '%s\n' "${queue[@]}" | xargs -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
 rc=$?  # xargs: 123 when a job failed (its log: <job folder>.log)

@@ -86,7 +86,7 @@ def test_below_its_planned_seeds_a_claim_is_pending_with_what_the_rule_reads_so_
     assert "**pending** (4 of 5 seeds; reads confirmed so far)" in rows["entropy r=0.1 − full KD"]
     assert "**pending** (4 of 5 seeds; reads confirmed so far)" in rows["entropy r=0.1 − margin r=0.1"]
     assert "**refuted**: more than 1 point lower |" in rows["margin r=0.1 − full KD"]
-    table = verdict_markdown({"selection": summary})
+    table = verdict_markdown([("selection", summary)])
     assert "**pending** (4 of 5 seeds) for entropy r=0.1; **refuted**: more than 1 point lower for margin" in table
     # margin's d alternates 3 and 7 points below: its five-seed interval is wider than ±1, so it waits for ten
     wide = [dict(j, metrics={**j["metrics"], "dev": {"dev/score": j["metrics"]["dev"]["dev/score"] + (
@@ -195,6 +195,24 @@ def test_the_verdict_table_has_a_row_per_claim_with_its_setting(tmp_path):
     assert "| Finding 1: teacher adoption | 1a, 1b, 1c | — | **not run yet** |" in table
     with pytest.raises(UserError, match="not a study JSON"):
         verdict_table([tmp_path / "missing.json"])
+
+
+def test_one_study_on_two_tasks_gives_rows_per_setting(tmp_path):
+    """Finding 2 on SST-5 and on SST-2's pool: the saved JSONs of each task are read as one study each, and every row
+    names the data its verdict holds for (the pool's on dev: it has no labelled test split)."""
+    base = {s: 0.40 + 0.01 * i for i, s in enumerate(SEEDS)}
+    for task in ("sst5", "sst2"):
+        jobs = [job(sampler, s, base[s] + shift + 0.001 * (i % 2))
+                for sampler, shift in (("none", 0), ("entropy", -0.05)) for i, s in enumerate(SEEDS)]
+        for j in jobs:
+            j["metrics"]["task"] = j["choices"]["task"] = task
+        (tmp_path / f"{task}.json").write_text(json.dumps({"study": "selection", "jobs": jobs}))
+    table = verdict_table([tmp_path / "sst5.json", tmp_path / "sst2.json"])
+    rows = [line for line in table.splitlines() if line.startswith("| Finding 2")]
+    assert len(rows) == 2
+    assert "SST-5, original data (8,544 sentences)" in rows[0] and "SST-2's pool of 67,349 phrases" in rows[1]
+    assert all("verdict on dev (no test split)" in r and "**refuted**" in r for r in rows)
+    assert "Finding 2: data selection (SST-2's pool of 67,349 phrases (redundant)):" in table  # its untested claims
 
 
 def test_a_subset_run_is_charged_over_the_whole_pool():
@@ -462,7 +480,7 @@ def test_adoption_is_read_against_the_better_single_teacher_and_costs_each_teach
     flipped += [adoption_job("smallest", s, 0.30 + spread[s], dev=0.45 + spread[s]) for s in SEEDS]
     beats = {(c["claim"], c["variant"]): c for c in summarise(STUDIES["adoption"], flipped)["claims"]}[("1a", "hard")]
     assert beats["baseline"] == "smallest" and beats["test"]["mean"] == pytest.approx(0.114)
-    table = verdict_markdown({"adoption": summary})
+    table = verdict_markdown([("adoption", summary)])
     assert "1a: adoption beats the better single teacher (against largest (the better of smallest, largest))" in table
     # 11 claims, 3 tested (1a of hard and of hard faithful, against the better single teacher; 1b)
     assert "Finding 1: teacher adoption: 8 comparisons, claims 1a, 1c." in table

@@ -206,16 +206,19 @@ def per_class(study: Study, jobs: list[dict], split: str, data_dir: Path | None)
 
 def verdict_table(sources: list[Path]) -> str:
     """The verdict table (:func:`dkd.studies.tables.verdict_markdown`) from study JSONs saved by ``--save``
-    (``python -m dkd.studies.report --verdicts <json>…``): the JSONs of one study are read as one, so that added seeds
-    pool with the first."""
-    by_study: dict[str, list[Path]] = {}
+    (``python -m dkd.studies.report --verdicts <json>…``): the JSONs of one study and task are read as one, so that
+    added seeds pool with the first; one study on two tasks (finding 2 on SST-5 and on SST-2's pool) gives rows per
+    task."""
+    by_setting: dict[tuple[str, str], list[Path]] = {}
     for source in sources:
         try:
-            name = json.loads(source.read_text())["study"]
-        except (OSError, ValueError, KeyError) as err:
+            data = json.loads(source.read_text())
+            name, task = data["study"], data["jobs"][0]["metrics"]["task"]
+        except (OSError, ValueError, KeyError, IndexError) as err:
             raise UserError(f"{source}: not a study JSON saved by python -m dkd.studies.report --study … --save "
                             f"({err}).") from None
         if name not in STUDIES:
             raise UserError(f"{source}: study {name!r} is none of {', '.join(STUDIES)}.")
-        by_study.setdefault(name, []).append(source)
-    return verdict_markdown({name: summarise(STUDIES[name], load_jobs(paths)) for name, paths in by_study.items()})
+        by_setting.setdefault((name, task), []).append(source)
+    return verdict_markdown([(name, summarise(STUDIES[name], load_jobs(paths)))
+                             for (name, _), paths in by_setting.items()])

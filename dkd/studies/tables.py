@@ -243,22 +243,27 @@ def _collapse_cell(flags: dict[str, dict]) -> str:
     return "; ".join(fell + ([f"not recorded for {', '.join(unknown)}"] if unknown else [])) or "none"
 
 
-def verdict_markdown(summaries: dict[str, dict]) -> str:
-    """The verdict of every claim of the paper's findings, one row per claim, from each study's summary (study name →
-    :func:`dkd.studies.reproduction.summarise`'s); the findings without one are said to be not run, and the
-    comparisons a study defines but whose arms did not run are counted under the table."""
+def verdict_markdown(summaries: list[tuple[str, dict]]) -> str:
+    """The verdict of every claim of the paper's findings, one row per claim and setting, from each study's summaries
+    ((study name, :func:`dkd.studies.reproduction.summarise`'s), one per task a study ran on: finding 2 on SST-5 and
+    on SST-2's pool); the findings without one are said to be not run, and the comparisons a study defines but whose
+    arms did not run are counted under the table."""
     pts = lambda x: f"{100 * x:+.2f}".replace("-", "−")  # noqa: E731 - differences in points
     lines = ["| finding | claim | setting | verdict | d, points [95% t interval] | one class on the verdict split "
              "(jobs of an arm) |", "|---|---|---|---|---|---|"]
     left_out = []
-    for name, summary in summaries.items():
+    tasks: dict[str, list[str]] = {}
+    for name, summary in summaries:
+        tasks.setdefault(name, []).append(summary["task"])
+    for name, summary in summaries:
         tested = {(c["variant"], tuple(c["chosen_from"]) if "chosen_from" in c else c["baseline"], c["kind"])
                   for c in summary["claims"] if c[summary["verdict_split"]]["verdict"] != "not tested"}
         untested = [c for c in STUDIES[name].claims if (c.variant, c.baseline, c.kind) not in tested]
         if untested:
             shown = ("; ".join(f"{c.variant} − {c.baseline_label}" for c in untested) if len(untested) <= 3
                      else f"{len(untested)} comparisons, claims {', '.join(dict.fromkeys(c.name for c in untested))}")
-            left_out.append(f"{STUDIES[name].title}: {shown}")
+            where = f" ({TASKS.get(summary['task'], summary['task'])})" if len(tasks[name]) > 1 else ""
+            left_out.append(f"{STUDIES[name].title}{where}: {shown}")
         for row in verdict_rows(name, summary):
             claims, split = row["comparisons"], row["split"]
             common = len({c["baseline"] for c in claims}) == 1
@@ -278,7 +283,7 @@ def verdict_markdown(summaries: dict[str, dict]) -> str:
             lines.append(f"| {row['finding']} | {row['claim']}: {row['says']}{against} | {row['setting']} | "
                          f"{verdict} | {d} | {row['collapsed']} |")
     for name in FINDINGS:
-        if name not in summaries:
+        if name not in tasks:
             study = STUDIES[name]
             claims = ", ".join(dict.fromkeys(c.name for c in study.claims))
             lines.append(f"| {study.title} | {claims} | — | **not run yet** | — | — |")

@@ -34,6 +34,18 @@ def test_the_recorded_folder_moves_to_this_checkout_when_it_lay_under_the_jobs_r
     assert recorded_folder(outside, "test") == Path("/data/sst5")  # not under the root: as recorded
 
 
+def test_the_recorded_folder_stays_where_this_checkout_lacks_it(tmp_path):
+    """Another checkout on this machine with the data inside it: the folder as recorded, which is there; a split read
+    from the hub has no file to read again."""
+    (tmp_path / "other" / "data-only-there").mkdir(parents=True)
+    job_ = {"job": "j", "predictions": {"test": {"source": str(tmp_path / "other" / "data-only-there" / "test.tsv")}},
+            "config": {"paths": {"root_dir": str(tmp_path / "other")}}}
+    assert recorded_folder(job_, "test") == tmp_path / "other" / "data-only-there"
+    job_["predictions"]["test"]["source"] = "hub SetFit/sst5/:test"
+    with pytest.raises(NoLabels, match="the hub's copy"):
+        recorded_folder(job_, "test")
+
+
 def scored(tmp_path, correct: dict[str, list[list[int]]]) -> list[dict]:
     """Jobs of the selection study (variant → per seed, right answers on a five-row test split in ``tmp_path``)."""
     (tmp_path / "test.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in ROWS))
@@ -72,6 +84,12 @@ def test_missing_labels_are_said_in_the_report_and_other_labels_refused(tmp_path
     assert "Recall per class: not shown" in markdown(summarise(study, jobs), missing)
     with pytest.raises(NoLabels):
         Labels(tmp_path / "elsewhere").of(jobs[0], "test")
+    unscored = [jobs[0], {**jobs[1], "predictions": {}}]
+    said = per_class(study, unscored, "test", None)
+    assert said == f"not shown, jobs without right answers on test: {jobs[1]['job']}"
+    assert per_class(study, [{**j, "predictions": {}} for j in jobs], "test", None) is None  # none scored there
     (tmp_path / "test.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t2\n" for t, _ in ROWS))
     with pytest.raises(UserError, match="not the ones it was evaluated on"):
-        per_class(study, jobs, "test", None)
+        Labels().of(jobs[0], "test")
+    other = per_class(study, jobs, "test", None)  # the report says so and still makes its verdicts
+    assert other.startswith("not shown, job ") and "not the ones it was evaluated on" in other

@@ -69,9 +69,9 @@ def read_job(job: Path) -> dict:
     if (job / "predictions.json").is_file():
         predictions = json.loads((job / "predictions.json").read_text())
         record["predictions"] = {split: _kept(p) for split, p in predictions.items()}
-    logs = sorted(job.glob("csv/**/metrics.csv"))
-    if logs:
-        with open(logs[-1], newline="") as fh:
+    log = csv_log(job)
+    if log:
+        with open(log, newline="") as fh:
             rows = list(csv.DictReader(fh))
         decided = [n for n in (rows[0] if rows else []) if n.startswith(DECISIONS)]
         record["curves"] = {n: _downsample([[int(r["step"]), round(float(r[n]), 4)] for r in rows if r.get(n)])
@@ -118,6 +118,12 @@ def _value(job: dict, key: str):
     if key == "distill.train_limit" and value is not None:
         return f"{value / job['metrics']['pool_examples']:.0%} of the pool"
     return value
+
+
+def csv_log(job: Path) -> Path | None:
+    """A job's CSV log (``logger=csv``), the last attempt's where a requeued job has several; None without one."""
+    logs = sorted(job.glob("csv/**/metrics.csv"))
+    return logs[-1] if logs else None
 
 
 def variant_of(study: Study, job: dict) -> str:

@@ -2,10 +2,10 @@
 only whether it was right, so that which classes a student gets right (:func:`class_recall`) and whether it predicts
 one class (:mod:`dkd.studies.backfill`) need the labels beside it.
 
-The folder is ``data_dir`` if given, else the one the evaluation read, moved to this checkout where it lay under the
-job's project root (a study JSON saved on another machine names that machine's folders: ``/work/f2/../shared/data/
-sst5`` is ``<this checkout>/../shared/data/sst5`` here). The labels read are checked against the digest recorded at
-evaluation: other labels are an error, never a silent substitute.
+The folder is ``data_dir`` if given, else the one the evaluation read: moved to this checkout where it lay under the
+job's project root and the moved folder exists (a study JSON saved on another machine names that machine's folders:
+``/work/f2/../shared/data/sst5`` is ``<this checkout>/../shared/data/sst5`` here), else as recorded. The labels read
+are checked against the digest recorded at evaluation: other labels are an error, never a silent substitute.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dkd.data import load_test_split, read_split
+from dkd.data import read_split
 from dkd.errors import UserError
 from dkd.paths import ROOT
 from dkd.ship.evaluate import labels_digest
@@ -31,15 +31,22 @@ def split_labels(config: dict, split: str, data_dir: Path) -> list[int]:
     path = data_dir / (spec.test_file if split == "test" else spec.dev_files[split])
     if not path.is_file():
         raise NoLabels(f"{path}: no such file (the {spec.name} {split} split); give --data-dir the task's folder.")
-    return load_test_split(spec, str(data_dir)).labels if split == "test" else read_split(spec, path).labels
+    return read_split(spec, path).labels
 
 
 def recorded_folder(job: dict, split: str) -> Path:
-    """The folder ``split`` was read from at evaluation, under this checkout where it lay under the job's root."""
-    folder = Path(job["predictions"][split]["source"]).parent
+    """The folder ``split`` was read from at evaluation: under this checkout where it lay under the job's root and
+    is there, else as recorded."""
+    source = job["predictions"][split]["source"]
+    if source.startswith("hub "):  # read from the hub at evaluation: no local file to read again
+        raise NoLabels(f"job {job['job']}, split {split}: it was evaluated on the hub's copy ({source}); give "
+                       f"--data-dir a local folder with the task's files.")
+    folder = Path(source).parent
     root = (job["config"].get("paths") or {}).get("root_dir")
     if root and folder.is_relative_to(root):
-        return ROOT / folder.relative_to(root)
+        moved = ROOT / folder.relative_to(root)
+        if moved.is_dir() or not folder.is_dir():
+            return moved
     return folder
 
 
@@ -53,7 +60,7 @@ class Labels:
     def of(self, job: dict, split: str) -> list[int]:
         record = job["predictions"][split]
         folder = self.data_dir or recorded_folder(job, split)
-        key = (str(folder), split)
+        key = (str(folder), job["config"]["task"]["name"], split)
         if key not in self._read:
             self._read[key] = split_labels(job["config"], split, folder)
         labels = self._read[key]
@@ -81,7 +88,8 @@ def class_recall(jobs_of: dict[str, list[dict]], split: str, labels: Labels) -> 
         per_job = []
         for job in jobs:
             gold = labels.of(job, split)
-            examples = {c: gold.count(c) for c in sorted(set(gold))}
+            if not examples:  # every job's labels are these (one evaluation set per split, checked by the study)
+                examples = {c: gold.count(c) for c in sorted(set(gold))}
             per_job.append(recall(job["predictions"][split]["correct"], gold))
         out[variant] = {c: statistics.mean(r[c] for r in per_job) for c in per_job[0]}
     return {"split": split, "examples": examples, "variants": out}

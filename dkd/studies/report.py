@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 
 from dkd.errors import UserError
 from dkd.moved import current_target
+from dkd.studies.jobs import RECIPE, csv_log
 from dkd.studies.records import collapsed, mean_std
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ def collect(folder: Path) -> list[dict]:
     return rows
 
 
-# a pilot's recipe, a column of the summary wherever every job sets it, even to one value (design v2's pick reads it)
-RECIPE_KEYS = ("sampler", "distill.lr", "distill.epochs")
+# a pilot's sampler and recipe (dkd.studies.jobs.RECIPE), a column of the summary wherever every job sets it, even to
+# one value: design v2's pick reads them
+RECIPE_KEYS = ("sampler", *RECIPE)
 
 
 def sweep_table(rows: list[dict], over: str = "seed") -> tuple[str, list[dict]]:
@@ -106,11 +108,11 @@ def dev_by_epoch(job: Path) -> dict[int, float]:
     """The dev score after each epoch (1, 2, …) of a finished job, from its CSV log (``logger=csv``)."""
     import csv
 
-    logs = sorted(job.glob("csv/**/metrics.csv"))
-    if not logs:
+    log_file = csv_log(job)
+    if not log_file:
         raise UserError(f"{job}: no csv/**/metrics.csv, so its dev score per epoch is not known; run it with "
                         f"logger=csv (the repro_* experiments' default).")
-    with open(logs[-1], newline="") as fh:
+    with open(log_file, newline="") as fh:
         return {int(float(r["epoch"])) + 1: float(r["dev/score"]) for r in csv.DictReader(fh) if r.get("dev/score")}
 
 
@@ -143,7 +145,7 @@ def pilot_picks(rows: list[dict], cheaper_within: float = 0.005,
     other. ``rows``: the pilot's sweep summary (``--json``)."""
     modes: dict[str, dict[tuple, dict]] = {}
     for r in rows:
-        missing = [k for k in ("sampler", "distill.lr", "distill.epochs") if k not in r]
+        missing = [k for k in RECIPE_KEYS if k not in r]
         if missing:
             raise UserError(f"A pilot row without {', '.join(missing)}: the pilot's summary varies the sampler, "
                             f"distill.lr and distill.epochs (docs/repro/v2_pilot_run.sh).")
@@ -234,9 +236,14 @@ def main(argv: list[str] | None = None) -> None:
                              "epoch and the fewest epochs within half a point of the best")
     parser.add_argument("--verdicts", action="store_true",
                         help="the verdict table of the paper's findings (README.md, docs/reproduction.md); the "
-                             "positional arguments are study JSONs saved by --study … --save (those of one study are "
-                             "read as one)")
+                             "positional arguments are study JSONs saved by --study … --save (those of one study and "
+                             "task are read as one)")
     args = parser.parse_args(argv)
+    modes = [f"--{m}" for m in ("study", "verdicts", "pick", "epochs") if getattr(args, m)]
+    if len(modes) > 1:
+        parser.error(f"{' and '.join(modes)}: give one of them")
+    if args.grid and not args.pick:
+        parser.error("--grid names a pilot's recipes for --pick; give it with --pick")
     if args.study or args.verdicts:
         from dkd.studies.reproduction import report as study_report
         from dkd.studies.reproduction import verdict_table
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
                 from dkd.ship.evaluate import jobs_under
 
                 jobs = [job for f in args.folders for job in jobs_under(Path(f))]
-                text, _ = epochs_needed({job.name: dev_by_epoch(job) for job in jobs})
+                text, _ = epochs_needed({str(job): dev_by_epoch(job) for job in jobs})
         except UserError as err:
             raise SystemExit(f"python -m dkd.studies.report: {err}") from None
         print(text)

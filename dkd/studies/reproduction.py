@@ -191,10 +191,14 @@ def report(name: str, sources: list[Path], save: Path | None = None, png: Path |
 
 
 def per_class(study: Study, jobs: list[dict], split: str, data_dir: Path | None) -> dict | str | None:
-    """The recall of each class on ``split`` per variant (:func:`dkd.studies.labels.class_recall`); why not, where the
-    task's files are missing; None for jobs without right answers (regression)."""
-    if not all(right_answers(j, split) is not None for j in jobs):
+    """The recall of each class on ``split`` per variant (:func:`dkd.studies.labels.class_recall`), or why it is not
+    shown (the task's files missing or not the labels the jobs were scored against, or some jobs without right
+    answers there); None where no job has right answers on ``split`` (a regression task, or jobs not evaluated)."""
+    unscored = [job["job"] for job in jobs if right_answers(job, split) is None]
+    if len(unscored) == len(jobs):
         return None
+    if unscored:
+        return f"not shown, jobs without right answers on {split}: {', '.join(unscored)}"
     jobs_of: dict[str, list[dict]] = {}
     for job in jobs:
         jobs_of.setdefault(variant_of(study, job), []).append(job)
@@ -202,6 +206,8 @@ def per_class(study: Study, jobs: list[dict], split: str, data_dir: Path | None)
         return class_recall({v: jobs_of[v] for v in study.variants if v in jobs_of}, split, Labels(data_dir))
     except NoLabels as err:
         return f"not shown, the labels are missing: {err}"
+    except UserError as err:  # a descriptive table: its labels' trouble is said there, the verdicts still made
+        return f"not shown, {err}"
 
 
 def verdict_table(sources: list[Path]) -> str:

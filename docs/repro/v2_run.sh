@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Design v2 (issues 28, 29 and 30, docs/reproduction.md): the verdict runs of findings 1, 2 and 3 on SST-5, and of
-# finding 2 on SST-2's pool. Each job is
-# trained (one thread) and then evaluated on test (python -m dkd.ship.evaluate); two jobs side by side from one queue;
-# a job whose predictions.json exists is skipped, so a batch cut short goes on where it stopped.
+# finding 2 on SST-2's pool. Each job is trained (one thread) and then evaluated on test where the task has one, else
+# on dev (python -m dkd.ship.evaluate); two jobs side by side from one queue; a job whose predictions.json exists is
+# skipped, so a batch cut short goes on where it stopped.
 #   ARMS="full_kd faithful" FULL="<lr> <epochs>" EFF="<lr> <epochs>" bash docs/repro/v2_run.sh
 #   ARMS="kd_pt kd_pt_uncertainty" SEEDS="5 6 7 8 9" bash docs/repro/v2_run.sh
 #   ARMS="smallest largest ensemble hard soft soft_instance hard_faithful soft_faithful" FULL="<lr> <epochs>" bash …
@@ -18,7 +18,9 @@
 #   SEEDS   the seeds (default 42 1 2 3 4), the outer loop: a batch cut short holds every arm of its first seeds
 #   DRY=1   print the jobs, run nothing
 #   OUT     where the jobs land (default outputs/v2; a pilot: OUT=outputs/pilot_adoption SEEDS="100 101")
-#   EXTRA   overrides added to every job (the pool's timing pilot: EXTRA=+trainer.max_steps=300)
+#   EXTRA   overrides added to every job, not to the teacher's fine-tuning before them: a key of the teacher's recipe
+#           (any trainer key) needs the teacher named as is, or each job fine-tunes its own (the pool's timing pilot:
+#           EXTRA="+trainer.max_steps=300 teacher.dirs.base=<folder>", the folder from python -m dkd.teachers)
 # The teachers come from the store (outputs/teachers, found by their recipe as the v1 jobs found theirs; fine-tuned
 # once first if not there), so that the jobs' configs equal those of the v1 jobs they are read beside.
 # Jobs land in $OUT/<arm>-seed<seed>; read them with, e.g.,
@@ -87,7 +89,7 @@ for seed in ${SEEDS:=42 1 2 3 4}; do for arm in ${ARMS:?ARMS=<arms>}; do
   [ -f "$dir/predictions.json" ] && continue
   queue+=("$dir|$o seed=$seed${EXTRA:+ $EXTRA}")
 done; done
-run_one() {  # one job: trained (unless an earlier attempt finished training), then evaluated on test
+run_one() {  # one job: trained (unless an earlier attempt finished training), then evaluated (test, dev)
   local dir=${1%%|*} o=${1#*|}
   local train="python train.py $o threads=1 trainer.enable_progress_bar=false hydra.run.dir=$dir"
   local evaluate="python -m dkd.ship.evaluate $dir --threads 1"
@@ -105,7 +107,7 @@ export -f run_one
 LOG="$OUT/batch.log"
 export OUT LOG DRY
 if [ -n "${DRY:-}" ]; then
-  printf '%s\n' "${queue[@]}" | xargs -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
+  printf '%s\n' "${queue[@]}" | xargs -d '\n' -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
   exit
 fi
 # the teachers of every arm, found in the store by their recipe or fine-tuned once, before the jobs (finding 1's
@@ -117,7 +119,7 @@ for experiment in $experiments; do
 done
 echo "start $ARMS seeds $SEEDS FULL=${FULL:-} EFF=${EFF:-} EXTRA=${EXTRA:-} $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)," \
   "${#queue[@]} jobs to run" >> "$LOG"
-printf '%s\n' "${queue[@]}" | xargs -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
+printf '%s\n' "${queue[@]}" | xargs -d '\n' -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
 rc=$?  # xargs: 123 when a job failed (its log: <job folder>.log)
 echo "end rc=$rc $(date -u +%FT%TZ)" >> "$LOG"
 exit $rc

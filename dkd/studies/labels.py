@@ -51,11 +51,11 @@ def recorded_folder(job: dict, split: str) -> Path:
 
 
 class Labels:
-    """The labels of each (folder, split), read once and checked against each job's recorded digest."""
+    """The labels of each (folder, task, split), read once and checked against each job's recorded digest."""
 
     def __init__(self, data_dir: Path | None = None):
         self.data_dir = data_dir
-        self._read: dict[tuple[str, str], list[int]] = {}
+        self._read: dict[tuple[str, str, str], list[int]] = {}
 
     def of(self, job: dict, split: str) -> list[int]:
         record = job["predictions"][split]

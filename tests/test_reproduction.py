@@ -141,6 +141,12 @@ def test_jobs_that_differ_beyond_the_studied_options_are_refused():
     other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.49}}}  # fine-tuned again: the same name
     with pytest.raises(UserError, match="differ in their base teacher"):
         summarise(STUDIES["selection"], other)
+    other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}, "identity": "aaaa"}}
+    summarise(STUDIES["selection"], other)  # the others did not record their teacher's files: nothing to compare
+    other[0]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}, "identity": "bbbb"}}
+    with pytest.raises(UserError, match="differ in their base teacher's files .digest.: aaaa vs bbbb"):
+        summarise(STUDIES["selection"], other)  # refit with other weights: same folder and score, other files
+    other[0]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}}}
     other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}}, "large": {"dir": "l", "dev": None}}
     summarise(STUDIES["selection"], other)  # another role beside the same base teacher: the combined study's case
     other[-1]["metrics"]["data"] = "0123"

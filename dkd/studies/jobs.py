@@ -64,7 +64,8 @@ def read_job(job: Path) -> dict:
     hydra = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
     record = {"job": str(job), "choices": hydra["runtime"]["choices"], "config": metrics.pop("config"),
               "metrics": {k: v for k, v in metrics.items() if k not in ("teachers",)},
-              "teachers": {r: {"dir": Path(t["dir"]).name, "dev": t.get("dev")}
+              "teachers": {r: {"dir": Path(t["dir"]).name, "dev": t.get("dev"),
+                               **({"identity": t["identity"]} if "identity" in t else {})}
                            for r, t in metrics.get("teachers", {}).items()}}
     if (job / "predictions.json").is_file():
         predictions = json.loads((job / "predictions.json").read_text())
@@ -170,13 +171,14 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
 
 def shared(job: dict) -> dict:
     """What every job of a study must share where it has it: the training data's fingerprint, each split's labels,
-    and each teacher role's folder and dev score (a teacher fine-tuned again by its recipe keeps its folder name,
-    not its score; named by ``teacher.dirs`` or found by its recipe, it is the same teacher). Roles may differ: the
-    combined study varies them."""
+    each teacher role's folder and dev score, and the digest of its files where the job recorded it (a teacher
+    fine-tuned again by its recipe keeps its folder name, and on the same CPU its score too; only its files tell a
+    refit with other weights apart). Roles may differ: the combined study varies them."""
     out = {"training data": job["metrics"].get("data")}
     out.update({f"{split} labels": p.get("labels_digest") for split, p in job.get("predictions", {}).items()})
-    out.update({f"{role} teacher (folder, dev score)": (t["dir"], (t.get("dev") or {}).get("dev/score"))
-                for role, t in job.get("teachers", {}).items()})
+    for role, t in job.get("teachers", {}).items():
+        out[f"{role} teacher (folder, dev score)"] = (t["dir"], (t.get("dev") or {}).get("dev/score"))
+        out[f"{role} teacher's files (digest)"] = t.get("identity")
     return {what: value for what, value in out.items() if value is not None}  # None: not recorded by that job
 
 

@@ -267,6 +267,8 @@ class DistillSystem(ClassifierSystem):
                       prog_bar=True, sync_dist=everyone.sharded)
         decided = {f"{group}_{k}": v for group in ("sampler", "adoption", "weighting")
                    for k, v in getattr(self, group).stats.items()}
+        if self.hparams.num_labels > 1 and kd_rows.numel():  # which gold classes the teachers were asked about
+            decided.update(class_shares(mine.gather(part["labels"])[kd_rows], self.hparams.num_labels))
         self.log_dict({f"train/{k}": v for k, v in decided.items()})
         for key, value in decided.items():  # tensors stay on the device: no host sync per step
             total, steps = self.decisions.get(key, (0.0, 0))
@@ -274,6 +276,13 @@ class DistillSystem(ClassifierSystem):
         # what the strategies decided over the global batch, for callbacks (tests/conftest.py: RecordDecisions)
         self.step_record = {"rows": mine.rows, "kd_rows": kd_rows, "routes": routes, "weights": weights}
         return loss
+
+
+def class_shares(labels: torch.Tensor, num_labels: int) -> dict[str, torch.Tensor]:
+    """``sampler_class_<c>``: the share of the KD rows whose gold label is c, n_c / n (n: the KD rows). Beside the
+    classes' shares in the data it shows whether a sampler asks the teachers about some classes rarely or never."""
+    counts = torch.bincount(labels, minlength=num_labels).float() / labels.numel()
+    return {f"sampler_class_{c}": counts[c] for c in range(num_labels)}
 
 
 def rows_of(outputs: dict, index: torch.Tensor) -> dict:

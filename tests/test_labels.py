@@ -67,8 +67,16 @@ def test_the_report_shows_each_variants_recall_per_class_on_the_verdict_split(tm
     assert classes["variants"]["full KD"] == {0: 0.5, 1: 1.0, 3: 0.75, 4: 1.0}  # mean of the two seeds' recalls
     assert classes["variants"]["entropy r=0.1"] == {0: 0.0, 1: 1.0, 3: 1.0, 4: 0.0}
     study = STUDIES["selection"]
-    assert per_class(study, jobs, "test", None) == classes
+    assert per_class(study, jobs, "test", None) == {**classes, "asked": {}}  # no job logged its KD rows' classes
+    # the KD rows' classes, where every job of a variant logged them (sampler_class_<c>): entropy's, not full KD's
+    for j, shares in zip(jobs[2:], ({0: 0.5, 1: 0.5}, {0: 0.25, 1: 0.5, 2: 0.25})):
+        j["metrics"]["decisions"].update({f"sampler_class_{c}": v for c, v in shares.items()})
+    jobs[0]["metrics"]["decisions"]["sampler_class_0"] = 1.0
+    classes = per_class(study, jobs, "test", None)
+    assert classes["asked"] == {"entropy r=0.1": {0: 0.375, 1: 0.5, 2: 0.125}}  # a class a seed never asked: 0
     text = markdown(summarise(study, jobs), classes)
+    assert "| variant | class 0 | class 1 | class 2 |\n|---|---|---|---|\n| entropy r=0.1 | 37.5 | 50.0 | 12.5 |" \
+        in text
     assert ("| variant | class 0 (n = 1) | class 1 (n = 1) | class 3 (n = 2) | class 4 (n = 1) | mean over classes |"
             in text)
     assert "| entropy r=0.1 | 0.0 | 100.0 | 100.0 | 0.0 | 50.0 |" in text  # the balanced accuracy

@@ -167,6 +167,21 @@ def test_no_kd_row_leaves_a_step_of_ce_on_all_rows(assets):
     assert torch.isfinite(loss) and system.sampler.stats["selected"] == 0
 
 
+@pytest.mark.parametrize("sampler", [MostUncertain("entropy", ratio=0.3, mode="efficient"),
+                                     MostUncertain("margin", ratio=0.3, mode="faithful"), AllInstances()],
+                         ids=["efficient", "faithful", "none"])
+def test_the_class_shares_of_the_kd_rows_are_logged(assets, sampler):
+    """sampler_class_<c>: the gold labels of the rows the teacher was asked about, as shares of them."""
+    system, _ = counting_system(assets, sampler)
+    b = batch()
+    system.training_step(b, 0)
+    asked = b["labels"][system.step_record["rows"]][system.step_record["kd_rows"]]
+    assert asked.numel() == (10 if isinstance(sampler, AllInstances) else 3)
+    shares = {k: float(total) for k, (total, steps) in system.decisions.items() if k.startswith("sampler_class_")}
+    assert shares == pytest.approx({f"sampler_class_{c}": float((asked == c).float().mean()) for c in (0, 1)})
+    assert sum(shares.values()) == pytest.approx(1.0)
+
+
 def test_random_needs_no_scoring_pass_and_none_is_static_kd(assets):
     system, rows = counting_system(assets, RandomInstances(0.5))
     system.training_step(batch(), 0)

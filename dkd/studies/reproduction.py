@@ -202,12 +202,27 @@ def per_class(study: Study, jobs: list[dict], split: str, data_dir: Path | None)
     jobs_of: dict[str, list[dict]] = {}
     for job in jobs:
         jobs_of.setdefault(variant_of(study, job), []).append(job)
+    ordered = {v: jobs_of[v] for v in study.variants if v in jobs_of}
     try:
-        return class_recall({v: jobs_of[v] for v in study.variants if v in jobs_of}, split, Labels(data_dir))
+        return {**class_recall(ordered, split, Labels(data_dir)), "asked": asked_shares(ordered)}
     except NoLabels as err:
         return f"not shown, the labels are missing: {err}"
     except UserError as err:  # a descriptive table: its labels' trouble is said there, the verdicts still made
         return f"not shown, {err}"
+
+
+def asked_shares(jobs_of: dict[str, list[dict]]) -> dict:
+    """Per variant whose every job logged them (``sampler_class_<c>``, jobs of commits since 0bc9e0c): the share of
+    the KD rows, the rows the teacher was asked about, in each gold class c of the training data, mean over its
+    jobs. Full KD asks about every row: its shares are the training data's."""
+    out = {}
+    for variant, jobs in jobs_of.items():
+        per_job = [{int(k.removeprefix("sampler_class_")): v for k, v in job["metrics"].get("decisions", {}).items()
+                    if k.startswith("sampler_class_")} for job in jobs]
+        if all(per_job):
+            out[variant] = {c: statistics.mean(shares.get(c, 0.0) for shares in per_job)
+                            for c in sorted(set().union(*per_job))}
+    return out
 
 
 def verdict_table(sources: list[Path]) -> str:

@@ -199,6 +199,15 @@ def _recall_lines(classes: dict | str | None) -> list[str]:
     for label, recall in classes["variants"].items():
         cells = [f"{100 * recall[c]:.1f}" if c in recall else "–" for c in examples]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * statistics.mean(recall.values()):.1f} |")
+    asked = classes.get("asked") or {}
+    if asked:
+        ids = sorted(set().union(*asked.values()))
+        lines += ["", "Which classes the teacher was asked about: of the KD rows, the share in each gold class of the "
+                      "training data, in %, mean over seeds (full KD asks about every row: its shares are the "
+                      "data's; variants whose jobs did not log them are left out):", "",
+                  "| variant | " + " | ".join(f"class {c}" for c in ids) + " |", "|---|" + "---|" * len(ids)]
+        lines += [f"| {label} | " + " | ".join(f"{100 * shares.get(c, 0.0):.1f}" for c in ids) + " |"
+                  for label, shares in asked.items()]
     return lines
 
 

@@ -115,5 +115,9 @@ def test_two_processes_decide_and_train_as_one(make_cfg, tmp_path, strategies):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     assert_same_weights(Path(one.paths.output_dir) / "checkpoints" / "last.ckpt",
                         Path(two.paths.output_dir) / "checkpoints" / "last.ckpt", atol=1e-5)
+    from tests.test_train import read_metrics
+    shares = [{k: v for k, v in read_metrics(c)["decisions"].items() if k.startswith("sampler_class_")}
+              for c in (one, two)]  # the KD rows' gold classes: the global batch's, on every rank
+    assert len(shares[0]) == 2 and shares[0] == pytest.approx(shares[1], abs=1e-6)
     distilled = {len(s["distilled"]) for s in steps_two}
     assert distilled == ({4} if "adoption=hard" in strategies else {1})  # ⌊r · 16⌋, not ⌊r · 8⌋ per rank

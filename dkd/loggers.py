@@ -71,6 +71,17 @@ class _ContinuedWriter(ExperimentWriter):
                 self.metrics_keys = sorted(csv.DictReader(fh).fieldnames or [])
 
 
+# what the strategies decided, logged per step; the class shares of the KD rows (dkd.module.class_shares) are left out
+# of the curves: a line per class, each a step's few rows, is noise (their run means are in metrics.json)
+DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")
+CLASS_SHARES = "train/sampler_class_"
+
+
+def decision_curves(columns) -> list[str]:
+    """The columns of a CSV log to draw or keep as the strategies' curves."""
+    return [c for c in columns if c.startswith(DECISIONS) and not c.startswith(CLASS_SHARES)]
+
+
 def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
     """Training losses per step and dev metrics per epoch from a Lightning CSV log, as one PNG."""
     import matplotlib
@@ -85,7 +96,7 @@ def plot_curves(metrics_csv: Path, png: Path) -> Path | None:
         return None
     columns = rows[0].keys()
     losses = [c for c in columns if c in ("train/loss", "train/ce") or c.startswith(("train/kd", "train/pt"))]
-    decided = [c for c in columns if c.startswith(("train/adoption_", "train/sampler_", "train/weighting_"))]
+    decided = decision_curves(columns)
     dev = [c for c in columns if c.startswith("dev")]
     fig, axes = plt.subplots(1, 3 if decided else 2, figsize=(16 if decided else 11, 4))
     left, right = axes[0], axes[-1]

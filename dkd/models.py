@@ -197,6 +197,22 @@ def model_identity(name_or_path: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def weights_digest(folder: str | Path) -> str:
+    """What a model's weights are, for telling two fine-tunings apart: the sha256 of its one weight file (as
+    ``sha256sum`` prints it), or of its weight files' names and digests where it has several. Config and tokenizer
+    files are left out: ``save_pretrained`` writes the transformers version into ``config.json``, so a refit with
+    the same weights under another version would otherwise count as another model."""
+    files = sorted({f for pattern in WEIGHTS for f in Path(folder).glob(pattern) if f.is_file()})
+    if not files:
+        raise UserError(f"{folder}: no weight files ({', '.join(WEIGHTS)}).")
+    if len(files) == 1:
+        return file_digest(files[0])
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}:{file_digest(f)};".encode())
+    return digest.hexdigest()
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes, hashed on every call: the digest keys the teacher store and the teacher-output cache,
     so it must follow the content. A memo keyed on (path, size, mtime) served the old digest for a teacher retrained

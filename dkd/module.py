@@ -19,6 +19,7 @@ from dkd.cache import TeacherOutputs
 from dkd.callbacks import own_rank, per_rank
 from dkd.data import select_rows
 from dkd.global_batch import SCOPES, GlobalBatch
+from dkd.loggers import CLASS_SHARES
 from dkd.metrics import TaskMetrics
 from dkd.models import count_parameters, freeze, restore_output_capture
 from dkd.strategies.objectives import task_loss
@@ -279,10 +280,13 @@ class DistillSystem(ClassifierSystem):
 
 
 def class_shares(labels: torch.Tensor, num_labels: int) -> dict[str, torch.Tensor]:
-    """``sampler_class_<c>``: the share of the KD rows whose gold label is c, n_c / n (n: the KD rows). Beside the
-    classes' shares in the data it shows whether a sampler asks the teachers about some classes rarely or never."""
-    counts = torch.bincount(labels, minlength=num_labels).float() / labels.numel()
-    return {f"sampler_class_{c}": counts[c] for c in range(num_labels)}
+    """``sampler_class_<c>``: the share of a step's KD rows whose gold label is c, n_c / n (n: the KD rows, > 0);
+    their run means are means over the steps with KD rows. Beside the classes' shares in the data they show whether a
+    sampler asks the teachers about some classes rarely or never. Under DDP the labels are gathered from every rank
+    (one small collective a step), so that the shares are the global batch's."""
+    # a comparison, not bincount: bincount reads the labels' range back to the host, a sync each step on a GPU
+    shares = (labels[:, None] == torch.arange(num_labels, device=labels.device)).float().mean(0)
+    return {f"{CLASS_SHARES.removeprefix('train/')}{c}": shares[c] for c in range(num_labels)}
 
 
 def rows_of(outputs: dict, index: torch.Tensor) -> dict:

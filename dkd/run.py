@@ -30,7 +30,7 @@ from dkd.flops import summary as flops_summary
 from dkd.jobs import requeue
 from dkd.loggers import CSVLog, finish_wandb, plot_curves
 from dkd.metrics import describe
-from dkd.models import count_parameters, load_classifier, load_tokenizer, model_identity, short_name, truncate
+from dkd.models import count_parameters, load_classifier, load_tokenizer, short_name, truncate, weights_digest
 from dkd.module import ClassifierSystem, DistillSystem, FineTuneSystem
 from dkd.preflight import Plan, check
 from dkd.provenance import code_version, invocation
@@ -278,7 +278,7 @@ def ensure_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers: 
                    ckpt_path: str | None = None) -> dict:
     """The stored teacher of ``source``'s recipe, fine-tuned first when there is none (``loggers``: those of the
     fine-tuning; a CSV log in the run's ``teacher-<role>`` folder when not given): its folder, dev scores, source and
-    ``identity``, the digest of its files (:func:`dkd.models.model_identity`)."""
+    ``weights``, the sha256 of its weights (:func:`dkd.models.weights_digest`)."""
     if agree(source.ready):
         info = stored_teacher(source)
         log.info("The %s teacher for this recipe is already stored in %s (dev %s); delete the folder to fine-tune it "
@@ -291,9 +291,8 @@ def ensure_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers: 
         if loggers is None:
             loggers = [CSVLog(teacher_run_dir(cfg, source.role), name="csv", version="")]
         info = finetune_teacher(cfg, plan, source, loggers, ckpt_path)
-    # the teacher's files themselves (weights, config, tokenizer): a refit elsewhere keeps its folder name and may keep
-    # its dev score, so a study tells two teachers apart by this
-    return {**info, "identity": model_identity(info["dir"])}
+    # a refit elsewhere keeps its folder name and may keep its dev score: a study tells two teachers apart by this
+    return {**info, "weights": weights_digest(info["dir"])}
 
 
 def build_student(cfg: DictConfig, spec):

@@ -264,11 +264,11 @@ def test_adoption_with_data_selection_and_the_cache(make_cfg):
     cache = {r: (c["hits"], c["misses"]) for r, c in again["teacher_cache"].items()}
     assert cache == {"base": (12, 0), "large": (12, 0)}
     assert again["dev"] == metrics["dev"]
-    # each teacher's files recorded, the same whether found in the store or named by teacher.dirs
-    from dkd.models import model_identity
-    assert {r: t["identity"] for r, t in again["teachers"].items()} == \
-        {r: model_identity(t["dir"]) for r, t in metrics["teachers"].items()}
-    assert metrics["teachers"]["base"]["identity"] != metrics["teachers"]["large"]["identity"]
+    # each teacher's weights recorded (sha256 of model.safetensors), whether found in the store or named as is
+    from dkd.models import file_digest
+    assert {r: t["weights"] for r, t in again["teachers"].items()} == \
+        {r: file_digest(Path(t["dir"]) / "model.safetensors") for r, t in metrics["teachers"].items()}
+    assert metrics["teachers"]["base"]["weights"] != metrics["teachers"]["large"]["weights"]
 
 
 @pytest.mark.slow

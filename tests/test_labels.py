@@ -10,7 +10,7 @@ from dkd.ship.evaluate import labels_digest
 from dkd.studies.design import STUDIES
 from dkd.studies.labels import Labels, NoLabels, class_recall, recall, recorded_folder
 from dkd.studies.plots import plot_classes
-from dkd.studies.reproduction import per_class, summarise
+from dkd.studies.reproduction import asked_shares, per_class, summarise
 from dkd.studies.tables import markdown
 from tests.test_reproduction import job
 
@@ -67,16 +67,18 @@ def test_the_report_shows_each_variants_recall_per_class_on_the_verdict_split(tm
     assert classes["variants"]["full KD"] == {0: 0.5, 1: 1.0, 3: 0.75, 4: 1.0}  # mean of the two seeds' recalls
     assert classes["variants"]["entropy r=0.1"] == {0: 0.0, 1: 1.0, 3: 1.0, 4: 0.0}
     study = STUDIES["selection"]
-    assert per_class(study, jobs, "test", None) == {**classes, "asked": {}}  # no job logged its KD rows' classes
+    assert per_class(study, jobs, "test", None) == classes
+    assert asked_shares(study, jobs) == {}  # no job logged its KD rows' classes
     # the KD rows' classes, where every job of a variant logged them (sampler_class_<c>): entropy's, not full KD's
     for j, shares in zip(jobs[2:], ({0: 0.5, 1: 0.5}, {0: 0.25, 1: 0.5, 2: 0.25})):
         j["metrics"]["decisions"].update({f"sampler_class_{c}": v for c, v in shares.items()})
     jobs[0]["metrics"]["decisions"]["sampler_class_0"] = 1.0
-    classes = per_class(study, jobs, "test", None)
-    assert classes["asked"] == {"entropy r=0.1": {0: 0.375, 1: 0.5, 2: 0.125}}  # a class a seed never asked: 0
+    asked = asked_shares(study, jobs)
+    assert asked == {"entropy r=0.1": {0: 0.375, 1: 0.5, 2: 0.125}}  # a class a seed never asked: 0
+    table = "| variant | class 0 | class 1 | class 2 |\n|---|---|---|---|\n| entropy r=0.1 | 37.5 | 50.0 | 12.5 |"
+    assert table in markdown(summarise(study, jobs), classes, asked)
+    assert table in markdown(summarise(study, jobs), "not shown, the labels are missing", asked)  # not tied to them
     text = markdown(summarise(study, jobs), classes)
-    assert "| variant | class 0 | class 1 | class 2 |\n|---|---|---|---|\n| entropy r=0.1 | 37.5 | 50.0 | 12.5 |" \
-        in text
     assert ("| variant | class 0 (n = 1) | class 1 (n = 1) | class 3 (n = 2) | class 4 (n = 1) | mean over classes |"
             in text)
     assert "| entropy r=0.1 | 0.0 | 100.0 | 100.0 | 0.0 | 50.0 |" in text  # the balanced accuracy

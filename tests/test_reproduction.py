@@ -141,11 +141,11 @@ def test_jobs_that_differ_beyond_the_studied_options_are_refused():
     other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.49}}}  # fine-tuned again: the same name
     with pytest.raises(UserError, match="differ in their base teacher"):
         summarise(STUDIES["selection"], other)
-    other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}, "identity": "aaaa"}}
-    summarise(STUDIES["selection"], other)  # the others did not record their teacher's files: nothing to compare
-    other[0]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}, "identity": "bbbb"}}
-    with pytest.raises(UserError, match="differ in their base teacher's files .digest.: aaaa vs bbbb"):
-        summarise(STUDIES["selection"], other)  # refit with other weights: same folder and score, other files
+    other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}, "weights": "aaaa"}}
+    summarise(STUDIES["selection"], other)  # the others did not record their teacher's weights: nothing to compare
+    other[0]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}, "weights": "bbbb"}}
+    with pytest.raises(UserError, match="differ in their base teacher's weights .sha256.: aaaa vs bbbb"):
+        summarise(STUDIES["selection"], other)  # refit with other weights: same folder and score
     other[0]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}}}
     other[-1]["teachers"] = {"base": {"dir": "t", "dev": {"dev/score": 0.5}}, "large": {"dir": "l", "dev": None}}
     summarise(STUDIES["selection"], other)  # another role beside the same base teacher: the combined study's case
@@ -533,6 +533,14 @@ def test_the_teacher_check_scores_each_teacher_of_a_job_and_orders_them_by_size(
     same = {"teachers": [{"role": "a", "correct": [1, 0, 1, 1]}, {"role": "b", "correct": [1, 0, 1, 1]}]}
     assert check_module.check(same) == {"smaller": "a", "larger": "b", "d": 0.0, "low": 0.0, "high": 0.0,
                                         "larger_is_better": False}  # the same answers: no spread, no NaN
+    metrics["teachers"]["base"]["weights"] = "0" * 64  # the job learnt from other weights than the folder holds now
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(SystemExit, match="not the one the job learnt from"):
+        check_module.main([str(job)])
+    metrics["teachers"]["base"]["weights"] = scored["teachers"][1]["sha256"]  # recorded and the same: scored
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    check_module.main([str(job)])
+    assert capsys.readouterr().out == printed
     metrics["teachers"].pop("large")
     (job / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(SystemExit, match="needs a job of two teachers"):

@@ -165,6 +165,7 @@ def test_no_kd_row_leaves_a_step_of_ce_on_all_rows(assets):
         s = system.model(**b["inputs"]["student"]).logits
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(s, b["labels"]), atol=1e-6)
     assert torch.isfinite(loss) and system.sampler.stats["selected"] == 0
+    assert not [k for k in system.decisions if k.startswith("sampler_class_")]  # no KD row: no class share
 
 
 @pytest.mark.parametrize("sampler", [MostUncertain("entropy", ratio=0.3, mode="efficient"),

@@ -12,13 +12,13 @@ from pathlib import Path
 import yaml
 
 from dkd.errors import UserError
+from dkd.loggers import decision_curves
 from dkd.moved import current_targets
 from dkd.paths import CONF
 from dkd.studies.design import Study
 from dkd.studies.records import collapsed
 from dkd.teachers import FINETUNE_DEFAULTS
 
-DECISIONS = ("train/sampler_", "train/adoption_", "train/weighting_")  # what the strategies decided, per step
 # the student's recipe, which design v2's pilot picks per mode (docs/reproduction.md): it may differ between variants,
 # never between the seeds of one, and each variant's shows in the tables
 RECIPE = ("distill.lr", "distill.epochs")
@@ -65,7 +65,7 @@ def read_job(job: Path) -> dict:
     record = {"job": str(job), "choices": hydra["runtime"]["choices"], "config": metrics.pop("config"),
               "metrics": {k: v for k, v in metrics.items() if k not in ("teachers",)},
               "teachers": {r: {"dir": Path(t["dir"]).name, "dev": t.get("dev"),
-                               **({"identity": t["identity"]} if "identity" in t else {})}
+                               **({"weights": t["weights"]} if "weights" in t else {})}
                            for r, t in metrics.get("teachers", {}).items()}}
     if (job / "predictions.json").is_file():
         predictions = json.loads((job / "predictions.json").read_text())
@@ -74,7 +74,7 @@ def read_job(job: Path) -> dict:
     if log:
         with open(log, newline="") as fh:
             rows = list(csv.DictReader(fh))
-        decided = [n for n in (rows[0] if rows else []) if n.startswith(DECISIONS)]
+        decided = decision_curves(rows[0] if rows else [])
         record["curves"] = {n: _downsample([[int(r["step"]), round(float(r[n]), 4)] for r in rows if r.get(n)])
                             for n in decided}
         terms = [n for n in (rows[0] if rows else []) if n.startswith(("train/kd_", "train/pt_"))]
@@ -171,14 +171,14 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
 
 def shared(job: dict) -> dict:
     """What every job of a study must share where it has it: the training data's fingerprint, each split's labels,
-    each teacher role's folder and dev score, and the digest of its files where the job recorded it (a teacher
-    fine-tuned again by its recipe keeps its folder name, and on the same CPU its score too; only its files tell a
-    refit with other weights apart). Roles may differ: the combined study varies them."""
+    each teacher role's folder and dev score, and the sha256 of its weights where the job recorded it (jobs of
+    0bc9e0c on: a teacher fine-tuned again by its recipe keeps its folder name, and on the same CPU its score too;
+    only its weights tell a refit that moved them apart). Roles may differ: the combined study varies them."""
     out = {"training data": job["metrics"].get("data")}
     out.update({f"{split} labels": p.get("labels_digest") for split, p in job.get("predictions", {}).items()})
     for role, t in job.get("teachers", {}).items():
         out[f"{role} teacher (folder, dev score)"] = (t["dir"], (t.get("dev") or {}).get("dev/score"))
-        out[f"{role} teacher's files (digest)"] = t.get("identity")
+        out[f"{role} teacher's weights (sha256)"] = t.get("weights")
     return {what: value for what, value in out.items() if value is not None}  # None: not recorded by that job
 
 

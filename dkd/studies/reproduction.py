@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dkd.errors import UserError
+from dkd.loggers import CLASS_SHARES
 from dkd.studies.design import FIRST_SEEDS, MOST_SEEDS, STUDIES, Study, run_order
 from dkd.studies.jobs import (
     check_same_examples,
@@ -168,10 +169,11 @@ def _mean_terms(per_job: list[dict]) -> dict[str, float]:
 
 def report(name: str, sources: list[Path], save: Path | None = None, png: Path | None = None,
            data_dir: Path | None = None) -> str:
-    """The study's Markdown (tables, recall per class and verdicts); ``save``: its jobs as one JSON; ``png``: its
-    plot, and beside it the claims' paired differences (``<png>_claims.png``, :func:`plot_claims`) and the recall per
-    class (``<png>_classes.png``, :func:`plot_classes`); ``data_dir``: the task's folder, for the labels of the recall
-    per class (default: where the jobs were evaluated, under this checkout)."""
+    """The study's Markdown (tables, recall per class, the KD rows' classes and verdicts); ``save``: its jobs as one
+    JSON; ``png``: its plot, and beside it the claims' paired differences (``<png>_claims.png``,
+    :func:`plot_claims`) and the recall per class (``<png>_classes.png``, :func:`plot_classes`); ``data_dir``: the
+    task's folder, for the labels of the recall per class (default: where the jobs were evaluated, under this
+    checkout)."""
     if name not in STUDIES:
         raise UserError(f"--study {name}: known studies are {', '.join(STUDIES)}.")
     study = STUDIES[name]
@@ -181,13 +183,14 @@ def report(name: str, sources: list[Path], save: Path | None = None, png: Path |
         save.parent.mkdir(parents=True, exist_ok=True)
         save.write_text(json.dumps({"study": name, "summary": summary, "jobs": jobs}))
     classes = per_class(study, jobs, summary["verdict_split"], data_dir)
+    asked = asked_shares(study, jobs)
     if png:
         plot(summary, jobs, png, study)
         if any(c[summary["verdict_split"]]["verdict"] != "not tested" for c in summary["claims"]):
             plot_claims(summary, png.with_name(f"{png.stem}_claims.png"))
         if isinstance(classes, dict):
             plot_classes(classes, f"{summary['title']} — {summary['task']}", png.with_name(f"{png.stem}_classes.png"))
-    return markdown(summary, classes)
+    return markdown(summary, classes, asked)
 
 
 def per_class(study: Study, jobs: list[dict], split: str, data_dir: Path | None) -> dict | str | None:
@@ -202,27 +205,26 @@ def per_class(study: Study, jobs: list[dict], split: str, data_dir: Path | None)
     jobs_of: dict[str, list[dict]] = {}
     for job in jobs:
         jobs_of.setdefault(variant_of(study, job), []).append(job)
-    ordered = {v: jobs_of[v] for v in study.variants if v in jobs_of}
     try:
-        return {**class_recall(ordered, split, Labels(data_dir)), "asked": asked_shares(ordered)}
+        return class_recall({v: jobs_of[v] for v in study.variants if v in jobs_of}, split, Labels(data_dir))
     except NoLabels as err:
         return f"not shown, the labels are missing: {err}"
     except UserError as err:  # a descriptive table: its labels' trouble is said there, the verdicts still made
         return f"not shown, {err}"
 
 
-def asked_shares(jobs_of: dict[str, list[dict]]) -> dict:
-    """Per variant whose every job logged them (``sampler_class_<c>``, jobs of commits since 0bc9e0c): the share of
-    the KD rows, the rows the teacher was asked about, in each gold class c of the training data, mean over its
-    jobs. Full KD asks about every row: its shares are the training data's."""
-    out = {}
-    for variant, jobs in jobs_of.items():
-        per_job = [{int(k.removeprefix("sampler_class_")): v for k, v in job["metrics"].get("decisions", {}).items()
-                    if k.startswith("sampler_class_")} for job in jobs]
-        if all(per_job):
-            out[variant] = {c: statistics.mean(shares.get(c, 0.0) for shares in per_job)
-                            for c in sorted(set().union(*per_job))}
-    return out
+def asked_shares(study: Study, jobs: list[dict]) -> dict:
+    """Per variant whose every job logged them (``sampler_class_<c>``, jobs of 7a2908a on): the share of the KD rows,
+    the rows the teacher was asked about, in each gold class c of the training data, mean over its jobs (each job's:
+    a mean over its steps with KD rows). Full KD asks about every row: its shares are the training data's."""
+    prefix, per_variant = CLASS_SHARES.removeprefix("train/"), {}
+    for job in jobs:
+        shares = {int(k.removeprefix(prefix)): v for k, v in job["metrics"].get("decisions", {}).items()
+                  if k.startswith(prefix)}
+        per_variant.setdefault(variant_of(study, job), []).append(shares)
+    return {v: {c: statistics.mean(shares.get(c, 0.0) for shares in per_variant[v])
+                for c in sorted(set().union(*per_variant[v]))}
+            for v in study.variants if v in per_variant and all(per_variant[v])}
 
 
 def verdict_table(sources: list[Path]) -> str:

@@ -85,9 +85,10 @@ def _precisions(summary: dict) -> str:
     return ", ".join(sorted("fp32" if p in ("32", "32-true", "None") else p for p in named))
 
 
-def markdown(summary: dict, classes: dict | str | None = None) -> str:
+def markdown(summary: dict, classes: dict | str | None = None, kd_classes: dict | None = None) -> str:
     """The study's Markdown: its variants, the recall per class (``classes``, :func:`dkd.studies.labels.class_recall`,
-    or why it is not shown) and its claims' verdicts."""
+    or why it is not shown), the classes of the KD rows (``kd_classes``, :func:`dkd.studies.reproduction.asked_shares`)
+    and its claims' verdicts."""
     pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731 - differences in points
     span = lambda lo, hi: f"[{pts(lo)}, {pts(hi)}]"  # noqa: E731
 
@@ -123,7 +124,7 @@ def markdown(summary: dict, classes: dict | str | None = None) -> str:
                      f"{_collapse_rate(v['collapsed']['dev'])} | {_collapse_rate(v['collapsed']['test'])} | "
                      f"{v['selected']:.3f} | {g} | {run} | {v['wall_min']:.1f} | {v['examples_per_s']:.1f} | "
                      f"{per_teacher}{v['paper']} |")
-    lines += _recall_lines(classes)
+    lines += _recall_lines(classes) + _asked_lines(kd_classes or {})
     why = "dev only chose the checkpoints" if split == "test" else "the jobs carry no test predictions"
     other = ["dev: d [95% t]"] if split == "test" else []
     header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "95% t interval (unadjusted)",
@@ -199,16 +200,20 @@ def _recall_lines(classes: dict | str | None) -> list[str]:
     for label, recall in classes["variants"].items():
         cells = [f"{100 * recall[c]:.1f}" if c in recall else "–" for c in examples]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * statistics.mean(recall.values()):.1f} |")
-    asked = classes.get("asked") or {}
-    if asked:
-        ids = sorted(set().union(*asked.values()))
-        lines += ["", "Which classes the teacher was asked about: of the KD rows, the share in each gold class of the "
-                      "training data, in %, mean over seeds (full KD asks about every row: its shares are the "
-                      "data's; variants whose jobs did not log them are left out):", "",
-                  "| variant | " + " | ".join(f"class {c}" for c in ids) + " |", "|---|" + "---|" * len(ids)]
-        lines += [f"| {label} | " + " | ".join(f"{100 * shares.get(c, 0.0):.1f}" for c in ids) + " |"
-                  for label, shares in asked.items()]
     return lines
+
+
+def _asked_lines(asked: dict) -> list[str]:
+    """Which classes each variant asked the teacher about: the class shares of its KD rows (none logged: nothing)."""
+    if not asked:
+        return []
+    ids = sorted(set().union(*asked.values()))
+    lines = ["", "Which classes the teacher was asked about: of the KD rows, the share in each gold class of the "
+                 "training data, in %, mean over seeds of each job's mean over its steps (full KD asks about every "
+                 "row: its shares are the data's; variants whose jobs did not log them are left out):", "",
+             "| variant | " + " | ".join(f"class {c}" for c in ids) + " |", "|---|" + "---|" * len(ids)]
+    return lines + [f"| {label} | " + " | ".join(f"{100 * shares.get(c, 0.0):.1f}" for c in ids) + " |"
+                    for label, shares in asked.items()]
 
 
 TASKS = {"sst5": "SST-5, original data (8,544 sentences)", "sst2": "SST-2's pool of 67,349 phrases (redundant)"}

@@ -24,7 +24,7 @@ from scipy import stats
 from dkd.cpu import cpu_threads
 from dkd.data import load_test_split
 from dkd.errors import UserError
-from dkd.models import file_digest, load_classifier, load_tokenizer
+from dkd.models import load_classifier, load_tokenizer, weights_digest
 from dkd.ship.evaluate import labels_digest, predict
 from dkd.ship.finished import run_config, run_dev_splits
 
@@ -49,11 +49,15 @@ def score_teachers(job: Path) -> dict:
         if not weights.is_file():
             raise UserError(f"{job}: teacher {role} ({folder}) has no model.safetensors here; the check scores the "
                             f"teachers the job learnt from (their store folder on this machine).")
+        digest = weights_digest(folder)
+        if teacher.get("weights", digest) != digest:  # recorded by jobs of 0bc9e0c on
+            raise UserError(f"{job}: teacher {role} in {folder} is not the one the job learnt from (weights' sha256 "
+                            f"{digest}, recorded {teacher['weights']}): fine-tuned again since, with other weights.")
         model = load_classifier(str(folder), spec.num_labels).eval()
         logits = predict(model, load_tokenizer(str(folder)), split, cfg.data, False, f"{role} {name}")
         correct = (logits.argmax(-1) == labels).int().tolist()
         teachers.append({"role": role, "folder": folder.name, "parameters": sum(p.numel() for p in model.parameters()),
-                         "sha256": file_digest(weights), "dev": teacher.get("dev"), "accuracy": float(np.mean(correct)),
+                         "sha256": digest, "dev": teacher.get("dev"), "accuracy": float(np.mean(correct)),
                          "correct": correct})
     teachers.sort(key=lambda t: t["parameters"])
     return {"job": str(job), "task": spec.name, "split": name, "labels_digest": labels_digest(split.labels),

@@ -172,7 +172,7 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
 def shared(job: dict) -> dict:
     """What every job of a study must share where it has it: the training data's fingerprint, each split's labels,
     each teacher role's folder and dev score, and the sha256 of its weights where the job recorded it (jobs of
-    0bc9e0c on: a teacher fine-tuned again by its recipe keeps its folder name, and on the same CPU its score too;
+    55ae3a4 on: a teacher fine-tuned again by its recipe keeps its folder name, and on the same CPU its score too;
     only its weights tell a refit that moved them apart). Roles may differ: the combined study varies them."""
     out = {"training data": job["metrics"].get("data")}
     out.update({f"{split} labels": p.get("labels_digest") for split, p in job.get("predictions", {}).items()})

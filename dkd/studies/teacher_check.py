@@ -50,7 +50,7 @@ def score_teachers(job: Path) -> dict:
             raise UserError(f"{job}: teacher {role} ({folder}) has no model.safetensors here; the check scores the "
                             f"teachers the job learnt from (their store folder on this machine).")
         digest = weights_digest(folder)
-        if teacher.get("weights", digest) != digest:  # recorded by jobs of 0bc9e0c on
+        if teacher.get("weights", digest) != digest:  # recorded by jobs of 55ae3a4 on
             raise UserError(f"{job}: teacher {role} in {folder} is not the one the job learnt from (weights' sha256 "
                             f"{digest}, recorded {teacher['weights']}): fine-tuned again since, with other weights.")
         model = load_classifier(str(folder), spec.num_labels).eval()

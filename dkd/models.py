@@ -191,10 +191,15 @@ def model_identity(name_or_path: str) -> str:
         return str(name_or_path)
     files = sorted({f for pattern in ("config.json", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json",
                                       "*.model", *WEIGHTS) for f in path.glob(pattern) if f.is_file()})
+    return files_digest(files)[:16]
+
+
+def files_digest(files: list[Path]) -> str:
+    """sha256 over the files' names and contents' digests, in the order given."""
     digest = hashlib.sha256()
     for f in files:
         digest.update(f"{f.name}:{file_digest(f)};".encode())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def weights_digest(folder: str | Path) -> str:
@@ -205,12 +210,7 @@ def weights_digest(folder: str | Path) -> str:
     files = sorted({f for pattern in WEIGHTS for f in Path(folder).glob(pattern) if f.is_file()})
     if not files:
         raise UserError(f"{folder}: no weight files ({', '.join(WEIGHTS)}).")
-    if len(files) == 1:
-        return file_digest(files[0])
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.name}:{file_digest(f)};".encode())
-    return digest.hexdigest()
+    return file_digest(files[0]) if len(files) == 1 else files_digest(files)
 
 
 def file_digest(path: Path) -> str:

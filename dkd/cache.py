@@ -1,14 +1,16 @@
 """Teacher-output cache (``distill.teacher_cache``): a frozen eval-mode teacher gives the same logits for the same
 tokens, so each training example's logits are computed once, in memory within a run or on disk across runs.
 
-A disk entry is a folder ``<paths.cache_dir>/teacher-outputs/<model>-<key>/`` holding ``logits.npy`` (float32, one
-row per training example), ``hidden.npy`` when the objective aligns [CLS] hidden states (``objective=kd_pt``: a few
-layers × H floats per example), ``filled.npy`` (which rows are filled) and ``key.json``. The key digests the teacher's
-weights (:func:`dkd.models.model_identity`), the token ids of every training example as this teacher reads them
-(tokenizer, ``max_seq_length``, data and example order in one), the trainer's precision and the outputs kept (logits,
-which hidden layers); anything else makes another folder. The arrays are memory-mapped, so concurrent runs and DDP
-ranks on one machine share what each computed. Rows are written before they are marked filled: a run killed
-mid-write leaves them to be computed again.
+A disk entry is a folder ``<paths.cache_dir>/teacher-outputs/<model>-<key>/`` holding ``logits.npy`` (float32, one row
+per training example), ``hidden.npy`` when the objective aligns [CLS] hidden states (``objective=kd_pt``: a few layers ×
+H floats per example), ``filled.npy`` (which rows are filled) and ``key.json``. The key digests the teacher's weights
+(:func:`dkd.models.model_identity`), the token ids of every training example as this teacher reads them (tokenizer,
+``max_seq_length``, data and example order in one), the trainer's precision and the outputs kept (logits, which hidden
+layers); anything else makes another folder. A row is computed alone, at its own length: a teacher's outputs for a row
+move in their last bits with the batch around it (its width and other rows choose the kernels' blocking), so a row
+computed in the batch that first asked for it would make every later run depend on which runs filled the entry before
+it. The arrays are memory-mapped, so concurrent runs and DDP ranks on one machine share what each computed. Rows are
+written before they are marked filled: a run killed mid-write leaves them to be computed again.
 
 ``python -m dkd.cache [dir]`` lists the entries.
 """
@@ -32,7 +34,7 @@ from dkd.files import write_json
 from dkd.models import model_identity, short_name
 
 MODES = ("auto", "off", "memory", "disk")
-FORMAT = 1
+FORMAT = 2  # 1: rows computed in the batch that asked for them (values depend on the entry's history)
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +126,9 @@ class OutputStore:
 
 
 class TeacherOutputs:
-    """A frozen teacher's outputs on rows of a training batch, from the store where it has them and from a forward
-    of the teacher on the other rows only (then stored). Without a store every call runs the teacher.
+    """A frozen teacher's outputs on rows of a training batch, from the store where it has them and from forwards
+    of the teacher on the other rows, each alone (then stored). Without a store every call runs the teacher on the
+    batch as it is.
 
     Returns ``logits``, and with ``hidden=(layers, positions)`` (asked by ``objective=kd_pt``) ``hidden``: the
     teacher's hidden states of those layers, ``(rows, layers, 1, H)`` for ``cls`` or ``(rows, layers, width, H)`` for
@@ -153,6 +156,16 @@ class TeacherOutputs:
                 result["attention_mask"] = inputs["attention_mask"]
         return result
 
+    def alone(self, inputs: dict) -> dict[str, torch.Tensor]:
+        """The outputs for each row of ``inputs`` from a forward of that row alone, its padding dropped: the same
+        values to the bit whatever batch the row came in (for the store; cached hidden states are [CLS] only)."""
+        mask, width, rows = inputs["attention_mask"].bool(), inputs["input_ids"].size(1), []
+        for row, keep in enumerate(mask):
+            one = {name: value[row:row + 1] for name, value in inputs.items()}
+            rows.append(self.forward({name: value[:, keep] if value.dim() == 2 and value.size(1) == width else value
+                                      for name, value in one.items()}))
+        return {name: torch.cat([r[name] for r in rows]).detach().float().cpu() for name in rows[0]}
+
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
         """The teacher's outputs on every row of ``batch`` (rows carry ``idx``, the example's dataset position)."""
@@ -167,8 +180,7 @@ class TeacherOutputs:
         self._batch[0] += idx.numel() - missing.numel()
         self._batch[1] += missing.numel()
         if missing.numel():
-            computed = self.forward(select_rows(batch, missing.to(batch["idx"].device))["inputs"][self.role])
-            computed = {name: value.detach().float().cpu() for name, value in computed.items()}
+            computed = self.alone(select_rows(batch, missing.to(batch["idx"].device))["inputs"][self.role])
             self.store.write(idx[missing], computed)
             for name, value in outputs.items():
                 value[missing] = computed[name]
@@ -194,8 +206,7 @@ class TeacherOutputs:
 
 def teacher_outputs(mode: str, teachers: dict[str, nn.Module], teacher_dirs: dict[str, str],
                     encodings: dict[str, dict[str, list]], cache_dir: str, precision,
-                    hidden: dict[str, tuple[list[int], str]] | None = None, padding: str = "longest"
-                    ) -> dict[str, TeacherOutputs]:
+                    hidden: dict[str, tuple[list[int], str]] | None = None) -> dict[str, TeacherOutputs]:
     """One :class:`TeacherOutputs` per teacher for ``mode`` (resolved: off, memory or disk); ``encodings``: the
     training split's token ids per role; ``hidden``: per role, the hidden states the objective needs (layers,
     positions). All-token states are not cached (a few MB per example: recomputing is cheaper than reading them): that
@@ -218,9 +229,7 @@ def teacher_outputs(mode: str, teachers: dict[str, nn.Module], teacher_dirs: dic
         else:
             outputs = "logits" if request is None else f"logits+hidden{request[0]}@{request[1]}"
             key = {"format": FORMAT, "teacher": model_identity(teacher_dirs[role]),
-                   "tokens": tokens_digest(encodings[role]), "precision": str(precision), "outputs": outputs,
-                   # padded rows give the same outputs up to float rounding; kept apart so that a hit is exact
-                   **({"padding": padding} if padding != "longest" else {})}
+                   "tokens": tokens_digest(encodings[role]), "precision": str(precision), "outputs": outputs}
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
             folder = Path(cache_dir) / "teacher-outputs" / f"{short_name(teacher_dirs[role])}-{digest}"
             store = OutputStore.open_disk(folder, {**key, "model": str(teacher_dirs[role]), "examples": size}, size,

@@ -325,8 +325,7 @@ def distill(cfg: DictConfig, plan: Plan) -> tuple[Callable[[], None], dict]:
         objective.setup(student.config, {r: t.config for r, t in teachers.items()})
         hidden = {role: objective.teacher_request(role) for role in teachers}
     outputs = teacher_outputs(plan.teacher_cache, teachers, {r: i["dir"] for r, i in teachers_info.items()},
-                              dm.datasets["train"].encodings, cfg.paths.cache_dir, cfg.trainer.precision, hidden,
-                              cfg.data.padding)
+                              dm.datasets["train"].encodings, cfg.paths.cache_dir, cfg.trainer.precision, hidden)
     system = DistillSystem(
         student, teachers, **plan.strategies, teacher_dropout=hp.teacher_dropout, teacher_outputs=outputs,
         keep_width=cfg.data.padding == "max_length", scope=hp.scope, metrics=list(spec.metrics),

@@ -66,6 +66,37 @@ def test_hits_skip_the_teacher_and_give_the_same_logits(tmp_path, kind):
     assert cached.drain_requests() == [(3, 4)] * 3 and cached.requests == []
 
 
+def padded(rows: list[list[int]], idx: list[int]) -> dict:
+    """A batch of ``rows`` (token ids) right-padded with 0 to the longest."""
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    return {"idx": torch.tensor(idx), "labels": torch.zeros(len(idx), dtype=torch.long),
+            "inputs": {"base": {"input_ids": ids, "attention_mask": (ids != 0).long(),
+                                "token_type_ids": torch.zeros_like(ids)}}}
+
+
+def test_a_stored_row_is_computed_alone_whatever_batch_asked_first():
+    """Each missing row runs through the teacher alone at its own length, so two cache histories store the same
+    values to the bit; off the cache the batch runs as it is."""
+    rows = [[2, 5, 3], [2, 6, 7, 8, 9, 3], [2, 4, 9, 11, 3]]
+    teacher = tiny_teacher()
+    shapes = []
+    teacher.register_forward_hook(lambda m, a, kw, out: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    one = TeacherOutputs(teacher, "base", OutputStore.in_memory(3, LOGITS))
+    first = one(padded(rows, [0, 1, 2]))["logits"]
+    assert shapes == [(1, 3), (1, 6), (1, 5)]  # no padding reaches the teacher
+    other = TeacherOutputs(teacher, "base", OutputStore.in_memory(3, LOGITS))
+    other(padded(rows[2:], [2])), other(padded(rows[:2], [0, 1]))  # another history, other widths
+    assert torch.equal(other.store.arrays["logits"], one.store.arrays["logits"])
+    for i, r in enumerate(rows):
+        alone = teacher(input_ids=torch.tensor([r]), attention_mask=torch.ones(1, len(r), dtype=torch.long),
+                        token_type_ids=torch.zeros(1, len(r), dtype=torch.long)).logits[0]
+        assert torch.equal(first[i], alone)
+    shapes.clear()
+    TeacherOutputs(teacher, "base")(padded(rows, [0, 1, 2]))
+    assert shapes == [(3, 6)]
+
+
 def test_disk_entry_is_shared_and_checked(tmp_path):
     teacher = tiny_teacher()
     one = TeacherOutputs(teacher, "base", OutputStore.open_disk(tmp_path / "e", {"k": 1}, 10, LOGITS))
@@ -138,6 +169,22 @@ def test_second_run_reads_every_teacher_output_from_disk(make_cfg, tmp_path, cap
     assert losses[0] == pytest.approx(losses[1], abs=1e-6) and losses[0] == pytest.approx(losses[2], abs=1e-6)
     main([str(tmp_path / "cache")])
     assert "48/48 examples filled" in capsys.readouterr().out
+
+
+def test_a_run_gives_the_same_losses_on_an_empty_and_on_a_filled_entry(make_cfg, tmp_path):
+    """Entropy selection (the teacher answers a few rows per batch) with seed 2 on a fresh cache and on an entry
+    half filled by a run of seed 1 (other rows, other batches): the same losses to the bit."""
+    other = make_cfg("task=sst2", "sampler=entropy", "seed=1", out="other")
+    run(other)
+    teacher = f"teacher.dirs.base={result(other)['teachers']['base']['dir']}"
+    filled = make_cfg("task=sst2", "sampler=entropy", "seed=2", teacher, out="filled")
+    run(filled)
+    fresh = make_cfg("task=sst2", "sampler=entropy", "seed=2", teacher, f"paths.cache_dir={tmp_path / 'fresh'}",
+                     out="fresh")
+    run(fresh)
+    assert result(filled)["teacher_cache"]["base"]["hits"] > 0 == result(fresh)["teacher_cache"]["base"]["hits"]
+    losses = [[r["train/kd"] for r in logged(cfg) if r.get("train/kd")] for cfg in (filled, fresh)]
+    assert losses[0] and losses[0] == losses[1]
 
 
 def test_teacher_dropout_runs_without_cache(make_cfg):

@@ -173,8 +173,8 @@ def test_second_run_reads_every_teacher_output_from_disk(make_cfg, tmp_path, cap
 
 def test_a_run_gives_the_same_losses_on_an_empty_and_on_a_filled_entry(make_cfg, tmp_path):
     """Entropy selection (the teacher answers a few rows per batch) with seed 2 on a fresh cache and on an entry
-    half filled by a run of seed 1 (other rows, other batches): the same losses to the bit."""
-    other = make_cfg("task=sst2", "sampler=entropy", "seed=1", out="other")
+    filled by full KD of seed 1 (batches of 6, another order): the same losses to the bit."""
+    other = make_cfg("task=sst2", "seed=1", "distill.batch_size=6", out="other")
     run(other)
     teacher = f"teacher.dirs.base={result(other)['teachers']['base']['dir']}"
     filled = make_cfg("task=sst2", "sampler=entropy", "seed=2", teacher, out="filled")

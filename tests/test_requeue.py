@@ -207,8 +207,10 @@ def test_a_plain_sbatch_job_requeues_itself_on_usr1(make_cfg, monkeypatch, tmp_p
     monkeypatch.delenv("DKD_SIGNAL_AT")
     run(cfg)
     assert json.loads((out / "metrics.json").read_text())["attempts"] == 2
-    runs = list((out / "wandb").glob("offline-run-*"))  # offline, each attempt its own folder of the one W&B run
-    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
+    # offline, each attempt its own folder of the one W&B run: offline-run-<start second>-<run id>, and "-1" after
+    # it when both attempts start in the same second
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.split("-")[3] for r in runs}) == 1
 
 
 # ------------------------------------------------------------------------------------------------ in-process attempts

@@ -28,7 +28,6 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from dkd.data import select_rows
 from dkd.errors import UserError
 from dkd.files import write_json
 from dkd.models import model_identity, short_name
@@ -156,15 +155,16 @@ class TeacherOutputs:
                 result["attention_mask"] = inputs["attention_mask"]
         return result
 
-    def alone(self, inputs: dict) -> dict[str, torch.Tensor]:
-        """The outputs for each row of ``inputs`` from a forward of that row alone, its padding dropped: the same
-        values to the bit whatever batch the row came in (for the store; cached hidden states are [CLS] only)."""
-        mask, width, rows = inputs["attention_mask"].bool(), inputs["input_ids"].size(1), []
-        for row, keep in enumerate(mask):
+    def alone(self, inputs: dict, rows: list[int]) -> dict[str, torch.Tensor]:
+        """The outputs for ``rows`` of ``inputs``, each from a forward of that row alone, its padding dropped: the
+        same values to the bit whatever batch the row came in (for the store; cached hidden states are [CLS] only)."""
+        width, outputs = inputs["input_ids"].size(1), []
+        for row in rows:
             one = {name: value[row:row + 1] for name, value in inputs.items()}
-            rows.append(self.forward({name: value[:, keep] if value.dim() == 2 and value.size(1) == width else value
-                                      for name, value in one.items()}))
-        return {name: torch.cat([r[name] for r in rows]).detach().float().cpu() for name in rows[0]}
+            keep = one["attention_mask"][0].bool()
+            outputs.append(self.forward({name: value[:, keep] if value.dim() == 2 and value.size(1) == width
+                                         else value for name, value in one.items()}))
+        return {name: torch.cat([o[name] for o in outputs]).detach().float().cpu() for name in outputs[0]}
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -180,7 +180,7 @@ class TeacherOutputs:
         self._batch[0] += idx.numel() - missing.numel()
         self._batch[1] += missing.numel()
         if missing.numel():
-            computed = self.alone(select_rows(batch, missing.to(batch["idx"].device))["inputs"][self.role])
+            computed = self.alone(inputs, missing.tolist())
             self.store.write(idx[missing], computed)
             for name, value in outputs.items():
                 value[missing] = computed[name]

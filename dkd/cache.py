@@ -12,7 +12,8 @@ computed in the batch that first asked for it would make every later run depend 
 it. The arrays are memory-mapped, so concurrent runs and DDP ranks on one machine share what each computed. Rows are
 written before they are marked filled: a run killed mid-write leaves them to be computed again.
 
-``python -m dkd.cache [dir]`` lists the entries.
+``python -m dkd.cache [dir]`` lists the entries and marks those of another format, which this code never reads;
+``--clear`` deletes every entry, ``--clear --stale`` only those.
 """
 from __future__ import annotations
 
@@ -251,15 +252,15 @@ def summary(mode: str, outputs: dict[str, TeacherOutputs], metrics: dict) -> dic
 
 
 def entries(cache_dir: Path) -> list[dict]:
-    """The disk entries under ``cache_dir`` with their size and how many rows are filled."""
+    """The disk entries under ``cache_dir`` with their format, size and how many rows are filled."""
     rows = []
     for key_file in sorted(Path(cache_dir).glob("teacher-outputs/*/key.json")):
         folder = key_file.parent
         key = json.loads(key_file.read_text())
         filled = np.load(folder / "filled.npy", mmap_mode="r")
         size = sum(f.stat().st_size for f in folder.iterdir())
-        rows.append({"folder": str(folder), "model": key.get("model"), "examples": int(filled.size),
-                     "filled": int(filled.sum()), "mib": round(size / 2**20, 2)})
+        rows.append({"folder": str(folder), "model": key.get("model"), "format": key.get("format", 1),
+                     "examples": int(filled.size), "filled": int(filled.sum()), "mib": round(size / 2**20, 2)})
     return rows
 
 
@@ -267,13 +268,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dkd.cache", description="List (or clear) teacher-output caches.")
     parser.add_argument("cache_dir", nargs="?", default="outputs/cache", help="paths.cache_dir (default: %(default)s)")
     parser.add_argument("--clear", action="store_true", help="delete every entry")
+    parser.add_argument("--stale", action="store_true",
+                        help=f"with --clear: delete only entries of another format than {FORMAT} (never read)")
     args = parser.parse_args(argv)
+    if args.stale and not args.clear:
+        parser.error("--stale only narrows --clear: add --clear to delete the stale entries")
     found = entries(Path(args.cache_dir))
     if not found:
         print(f"No teacher-output cache under {args.cache_dir}/teacher-outputs")
     for e in found:
+        stale = e["format"] != FORMAT
         print(f"{e['folder']}\n  {e['model']}: {e['filled']}/{e['examples']} examples filled, {e['mib']} MiB")
-        if args.clear:
+        if stale:
+            print(f"  format {e['format']}: this code (format {FORMAT}) never reads it; "
+                  f"`python -m dkd.cache --clear --stale` deletes it")
+        if args.clear and (stale or not args.stale):
             with FileLock(e["folder"] + ".lock"):  # not while a run is creating it
                 shutil.rmtree(e["folder"])
             Path(e["folder"] + ".lock").unlink(missing_ok=True)

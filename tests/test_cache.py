@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from dkd.cache import OutputStore, TeacherOutputs, entries, main, resolve_mode, teacher_outputs
+from dkd.cache import FORMAT, OutputStore, TeacherOutputs, entries, main, resolve_mode, teacher_outputs
 from dkd.errors import UserError
 from dkd.run import run
 
@@ -139,6 +139,20 @@ def test_key_holds_teacher_tokens_and_precision(tmp_path, assets):
     assert teacher_outputs("memory", teachers, dirs, tokens, str(tmp_path), "32")["base"].store.folder is None
     assert teacher_outputs("off", teachers, dirs, tokens, str(tmp_path), "32")["base"].store is None
 
+
+
+def test_listing_marks_entries_of_another_format_and_clear_stale_deletes_only_them(tmp_path, capsys):
+    root = tmp_path / "teacher-outputs"
+    for name, fmt in (("old", FORMAT - 1), ("new", FORMAT)):
+        OutputStore.open_disk(root / name, {"format": fmt, "model": name}, 3, LOGITS)
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.count("never reads it") == 1 and f"format {FORMAT - 1}: this code" in out
+    assert [e["format"] for e in entries(tmp_path)] == [FORMAT, FORMAT - 1]  # sorted by folder: new, old
+    with pytest.raises(SystemExit):  # --stale alone would look like it deleted something
+        main([str(tmp_path), "--stale"])
+    main([str(tmp_path), "--clear", "--stale"])
+    assert [e["model"] for e in entries(tmp_path)] == ["new"]
 
 def logged(cfg) -> list[dict]:
     return list(csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")))

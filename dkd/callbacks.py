@@ -1,7 +1,9 @@
 """Lightning callbacks: training throughput and the RNG state for exact resume (always added, as is
-:class:`dkd.flops.FlopCounter`), and the interruption checkpoint (``callbacks.on_exception_checkpoint``)."""
+:class:`dkd.flops.FlopCounter`), a line per epoch in the log when the progress bar is off, and the interruption
+checkpoint (``callbacks.on_exception_checkpoint``)."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -11,6 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from pytorch_lightning import Callback
+
+log = logging.getLogger(__name__)
 
 
 class Throughput(Callback):
@@ -45,6 +49,28 @@ class Throughput(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.examples, self.seconds = state["examples"], state["seconds"]
+
+
+class EpochLog(Callback):
+    """One log line per validation: epoch, optimizer step, minutes since training began, the dev metrics and the last
+    ``train/loss``. Added when ``trainer.enable_progress_bar=false``, so that a batch job's or a cluster job's log
+    shows where a long fit stands (the progress bar, when on, shows the same)."""
+
+    def __init__(self):
+        self._start = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.monotonic()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the module logs
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        shown = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
+                 if k.startswith("dev") or k == "train/loss"}
+        log.info("epoch %d/%d, step %d/%d, %.1f min: %s", trainer.current_epoch + 1, trainer.max_epochs,
+                 trainer.global_step, trainer.estimated_stepping_batches, (time.monotonic() - self._start) / 60,
+                 ", ".join(f"{k} {v:.4f}" for k, v in shown.items()) or "no metrics logged")
 
 
 class RngState(Callback):

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.callbacks.progress import ProgressBar
 
-from dkd.callbacks import InterruptCheckpoint, RngState, Throughput
+from dkd.callbacks import EpochLog, InterruptCheckpoint, RngState, Throughput
 from dkd.errors import UserError, one_line
 from dkd.flops import FlopCounter
 from dkd.jobs.requeue import StopAtBatchEnd
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[Callback]:
     """``callbacks.*`` instantiated; a callback that takes a ``dirpath`` and is given none writes into ``ckpt_dir``.
     ``trainer.enable_checkpointing=false`` drops the checkpoint callbacks and ``trainer.enable_progress_bar=false`` the
-    progress bar, as their flags say."""
+    progress bar, as their flags say; without the bar, :class:`dkd.callbacks.EpochLog` logs a line per epoch."""
     dropped = {
         (ModelCheckpoint, InterruptCheckpoint): not cfg.trainer.enable_checkpointing,
         (ProgressBar,): not cfg.trainer.enable_progress_bar,
@@ -44,7 +44,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
         if not any(isinstance(callback, kinds) and off for kinds, off in dropped.items()):
             callbacks.append(callback)
     # DKD's own first: a batch's counts are in before any other callback can stop the run at that batch's end
-    return [Throughput(), FlopCounter(), RngState(), *callbacks, StopAtBatchEnd()]
+    quiet = [] if cfg.trainer.enable_progress_bar else [EpochLog()]
+    return [Throughput(), FlopCounter(), RngState(), *callbacks, *quiet, StopAtBatchEnd()]
 
 
 def stage_checkpoints(run_dir: Path, ckpt_path: str | None) -> Path:

@@ -169,6 +169,16 @@ def test_callbacks_are_added_and_removed_from_the_command_line(make_cfg):
     assert kept == ["epoch=1-step=12.ckpt"]
 
 
+
+def test_without_the_progress_bar_the_log_has_a_line_per_epoch(make_cfg, caplog):
+    cfg = make_cfg("task=sst2", "distill.epochs=2")  # the tests' trainer.enable_progress_bar=false
+    with caplog.at_level("INFO", logger="dkd.callbacks"):
+        run(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dkd.callbacks"]
+    # the teacher's one epoch, then the student's two (48 examples in batches of 8: 6 steps an epoch)
+    assert [line.split(",")[0] for line in lines] == ["epoch 1/1", "epoch 1/2", "epoch 2/2"]
+    assert lines[2].startswith("epoch 2/2, step 12/12, ") and "dev/score " in lines[2] and "train/loss " in lines[2]
+
 def test_without_the_best_checkpoint_callback_the_last_epoch_is_kept(make_cfg):
     cfg = make_cfg("task=sst2", "~callbacks.model_checkpoint")
     run(cfg)

@@ -15,7 +15,7 @@ from dkd.errors import UserError
 from dkd.loggers import decision_curves
 from dkd.moved import current_targets
 from dkd.paths import CONF
-from dkd.studies.design import Study
+from dkd.studies.design import Study, run_order
 from dkd.studies.records import collapsed
 from dkd.teachers import FINETUNE_DEFAULTS
 
@@ -171,21 +171,61 @@ def set_by_choices(study: Study, jobs: list[dict]) -> set[str]:
 
 def shared(job: dict) -> dict:
     """What every job of a study must share where it has it: the training data's fingerprint, each split's labels,
-    each teacher role's folder and dev score, and the sha256 of its weights where the job recorded it (jobs of
-    55ae3a4 on: a teacher fine-tuned again by its recipe keeps its folder name, and on the same CPU its score too;
-    only its weights tell a refit that moved them apart). Roles may differ: the combined study varies them."""
+    and each teacher role's folder, which names its recipe (a refit by the recipe keeps it). The teachers' weights and
+    dev scores are shared within a seed (:func:`teacher_sets`). Roles may differ: the combined study varies them."""
     out = {"training data": job["metrics"].get("data")}
     out.update({f"{split} labels": p.get("labels_digest") for split, p in job.get("predictions", {}).items()})
-    for role, t in job.get("teachers", {}).items():
-        out[f"{role} teacher (folder, dev score)"] = (t["dir"], (t.get("dev") or {}).get("dev/score"))
-        out[f"{role} teacher's weights (sha256)"] = t.get("weights")
+    out.update({f"{role} teacher's folder": t["dir"] for role, t in job.get("teachers", {}).items()})
     return {what: value for what, value in out.items() if value is not None}  # None: not recorded by that job
+
+
+def _teacher(t: dict) -> dict:
+    """One teacher as the pairing compares it: its dev score and the sha256 of its weights (jobs of 55ae3a4 on)."""
+    return {"dev": (t.get("dev") or {}).get("dev/score"), "weights": t.get("weights")}
+
+
+def teacher_sets(jobs: list[dict]) -> list[dict]:
+    """The teachers each seed's jobs learnt from, grouped: a list of ``{"teachers": {role: {"dev", "weights"}},
+    "seeds": [...]}`` in the order of their first seed, one entry unless a teacher was fine-tuned again and moved.
+
+    A refit by the same recipe keeps its folder, and on the same CPU its weights; on another CPU its weights (and
+    perhaps its dev score) move. The jobs of one seed are paired, so they must have learnt from the same teachers:
+    where two of a seed differ in a teacher's dev score or recorded weights, :class:`UserError` says so (the seed is run
+    again whole under one teacher, docs/reproduction.md, "If the teacher is lost"). Seeds may differ: their paired
+    differences each stay within one teacher, and the tables show the mean difference per set beside the pooled one.
+    Weights a job did not record (jobs before 55ae3a4) match any within its seed."""
+    per_seed: dict[int, dict[str, dict]] = {}
+    source: dict[tuple[int, str, str], str] = {}  # (seed, role, "dev" or "weights") → the job that recorded it first
+    for job in jobs:
+        seed, known = job["metrics"]["seed"], per_seed.setdefault(job["metrics"]["seed"], {})
+        for role, t in job.get("teachers", {}).items():
+            mine, theirs = _teacher(t), known.setdefault(role, {"dev": None, "weights": None})
+            for what, value in mine.items():
+                if value is None:
+                    continue
+                if theirs[what] is None:
+                    theirs[what], source[seed, role, what] = value, job["job"]
+                elif value != theirs[what]:
+                    name = "dev score" if what == "dev" else "weights' sha256"
+                    raise UserError(
+                        f"seed {seed}: {job['job']} and {source[seed, role, what]} learnt from different {role} "
+                        f"teachers ({name} {value} vs {theirs[what]}). A seed's jobs are compared in pairs, so they "
+                        f"must share their teachers: run the seed again whole under one teacher, or leave out the "
+                        f"jobs of the other (docs/reproduction.md, \"If the teacher is lost\").")
+    sets: list[dict] = []
+    for seed in run_order(per_seed):
+        entry = next((s for s in sets if s["teachers"] == per_seed[seed]), None)
+        if entry is None:
+            sets.append(entry := {"teachers": per_seed[seed], "seeds": []})
+        entry["seeds"].append(seed)
+    return sets
 
 
 def check_same_setting(study: Study, jobs: list[dict]) -> None:
     """Every job's config equals the first's outside the studied options (and the keys their choices set), the
     recipe (:data:`RECIPE`, checked per variant by :func:`recipe_of`), the seed and the run-only settings; a key an
-    older job lacks counts as its value in :data:`ADDED_LATER`; and they share what :func:`shared` names."""
+    older job lacks counts as its value in :data:`ADDED_LATER`; they share what :func:`shared` names, and the jobs of
+    each seed their teachers (:func:`teacher_sets`)."""
     skip = (*IGNORED, *RECIPE, *study.keys)
     chosen = set_by_choices(study, jobs)
 
@@ -199,7 +239,9 @@ def check_same_setting(study: Study, jobs: list[dict]) -> None:
             value0, job0 = known.setdefault(what, (value, job["job"]))
             if value != value0:
                 raise UserError(f"{job['job']} and {job0} differ in their {what}: {value} vs {value0}. A study "
-                                f"compares students of the same data and teachers.")
+                                f"compares students of the same data, and of teachers fine-tuned by one recipe (a "
+                                f"teacher's folder names its recipe).")
+    teacher_sets(jobs)
     first = rest(jobs[0])
     for job in jobs[1:]:
         other = rest(job)

@@ -29,6 +29,7 @@ from dkd.studies.jobs import (
     load_jobs,
     recipe_of,
     right_answers,
+    teacher_sets,
     variant_of,
     verdict_split,
 )
@@ -59,11 +60,13 @@ def better_of(candidates: tuple[str, ...], variants: dict) -> str:
 def summarise(study: Study, jobs: list[dict]) -> dict:
     """Per variant: seeds, metrics, cost, which jobs collapsed; per claim and split: the paired t interval, the
     two-level bootstrap, the collapse flag and the verdict (:func:`dkd.studies.verdict.verdicts`), or ``not tested``
-    where fewer than two seeds pair. ``planned``: the paired seeds design v2 reads the claim at, five, or ten where
-    the interval of the first five is wider than ±δ; below them the verdict is ``pending`` and what the rule reads so
-    far is its ``reading`` (the claim stays in its Holm family, as it will be when read). ``families``: per split, how
-    many claims have two or more paired seeds there (pending ones included), the Holm family they are corrected in.
-    ``verdict_split``: the split whose verdicts count."""
+    where fewer than two seeds pair; where the seeds learnt from teachers fine-tuned apart (``teacher_sets``, one entry
+    per set, :func:`dkd.studies.jobs.teacher_sets`), also the mean difference under each set (``by_teachers``).
+    ``planned``: the paired seeds design v2 reads the claim at, five, or ten where the interval of the first five is
+    wider than ±δ; below them the verdict is ``pending`` and what the rule reads so far is its ``reading`` (the claim
+    stays in its Holm family, as it will be when read). ``families``: per split, how many claims have two or more
+    paired seeds there (pending ones included), the Holm family they are corrected in. ``verdict_split``: the split
+    whose verdicts count."""
     check_same_setting(study, jobs)
     check_same_examples(jobs)
     by_variant: dict[str, dict[int, dict]] = {}
@@ -95,6 +98,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "teacher_gflops": _mean_terms([teacher_gflops(j) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
+    sets = teacher_sets(jobs)
     claims, families = [], {"dev": [], "test": []}  # per split, the claims of 2+ paired seeds: one Holm family
     for c in study.claims:
         if c.variant not in variants or any(b not in variants for b in c.baselines):
@@ -135,6 +139,10 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             row[split]["planned"] = planned
             if half5 is not None:
                 row[split]["first_stage_half"] = half5
+            if len(sets) > 1:  # a teacher fine-tuned again and moved: the mean difference under each beside the pooled
+                row[split]["by_teachers"] = [
+                    {"set": i, "n": len(mine), "mean": statistics.mean(b[s] - a[s] for s in mine)}
+                    for i, entry in enumerate(sets, 1) if (mine := [s for s in seeds if s in entry["seeds"]])]
             if len(paired) > p.n:  # paired seeds run for other claims, beyond this claim's sample size
                 row[split]["not_read"] = len(paired) - p.n
             base = [right_answers(by_variant[baseline][s], split) for s in seeds]
@@ -148,8 +156,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             cell.update(asdict(v))
             if cell["n"] < cell["planned"]:  # the design's sample size: what fewer seeds say is a reading, no verdict
                 cell["reading"], cell["verdict"] = cell["verdict"], "pending"
-    teachers = {r: t["dev"] for r, t in jobs[0]["teachers"].items()}
-    return {"title": study.title, "variants": variants, "claims": claims, "teachers": teachers,
+    return {"title": study.title, "variants": variants, "claims": claims, "teacher_sets": sets,
             "verdict_split": verdict_split(jobs), "families": {split: len(f) for split, f in families.items()},
             "commits": sorted({(j["metrics"].get("code") or {}).get("commit", "unrecorded")[:7] for j in jobs}),
             "task": jobs[0]["metrics"]["task"]}

@@ -85,6 +85,24 @@ def _precisions(summary: dict) -> str:
     return ", ".join(sorted("fp32" if p in ("32", "32-true", "None") else p for p in named))
 
 
+def _teachers(sets: list[dict]) -> str:
+    """The teachers' dev scores (and weights, where the jobs recorded them); where a teacher was fine-tuned again and
+    moved, each set of teachers with the seeds that learnt from it."""
+    def one(teachers: dict) -> str:
+        def score(dev: float | None) -> str:
+            return "–" if dev is None else f"{100 * dev:.2f}"
+        return ", ".join(f"{role} {score(t['dev'])}" + (f" (weights {t['weights'][:12]}…)" if t["weights"] else "")
+                         for role, t in teachers.items())
+    if len(sets) == 1:
+        return f"Teacher dev score: {one(sets[0]['teachers'])}."
+    shown = "; ".join(f"set {i} (seeds {', '.join(map(str, s['seeds']))}): {one(s['teachers'])}"
+                      for i, s in enumerate(sets, 1))
+    return (f"Teachers: {len(sets)} sets, each a refit by the same recipe whose weights moved (another CPU); each "
+            f"seed's jobs learnt from one set, so every paired difference stays within a set, and the verdicts are "
+            f"conditional on the sets and the seeds each holds (docs/reproduction.md, \"If the teacher is lost\"). "
+            f"Dev score: {shown}.")
+
+
 def markdown(summary: dict, classes: dict | str | None = None, kd_classes: dict | None = None) -> str:
     """The study's Markdown: its variants, the recall per class (``classes``, :func:`dkd.studies.labels.class_recall`,
     or why it is not shown), the classes of the KD rows (``kd_classes``, :func:`dkd.studies.reproduction.asked_shares`)
@@ -99,14 +117,13 @@ def markdown(summary: dict, classes: dict | str | None = None, kd_classes: dict 
         m, s = mean_std(xs)
         return f"{100 * m:.2f} ± {100 * s:.2f}"
 
-    teachers = ", ".join(f"{r} {100 * t['dev/score']:.2f}" for r, t in summary["teachers"].items())
+    sets = summary["teacher_sets"]
     # a study whose jobs learn from two teachers or more (any job: a study may mix teacher=base and teacher=both)
     roles = list(dict.fromkeys(r for v in summary["variants"].values() for r in v.get("teacher_gflops") or {}))
     pool = len(roles) > 1
     split = summary["verdict_split"]
     lines = [f"### {summary['title']} — {summary['task']}", "",
-             f"Teacher dev score: {teachers}. Precision: {_precisions(summary)}. Commits: "
-             f"{', '.join(summary['commits'])}.", "",
+             f"{_teachers(sets)} Precision: {_precisions(summary)}. Commits: {', '.join(summary['commits'])}.", "",
              "| variant | seeds | student lr, epochs | dev (mean ± std) | test (mean ± std) | one class: dev | "
              "one class: test | rows distilled | GFLOPs / instance / epoch | GFLOPs / instance, run | wall min / run | "
              f"train ex/s |{' teacher GFLOPs / instance / epoch |' if pool else ''} "
@@ -129,7 +146,7 @@ def markdown(summary: dict, classes: dict | str | None = None, kd_classes: dict 
     other = ["dev: d [95% t]"] if split == "test" else []
     header = ["claim", "variant − baseline", "kind (δ, points)", "n", "d", "95% t interval (unadjusted)",
               "two-level bootstrap (95%, unadjusted)", "Holm-adjusted p of the deciding test", "verdict",
-              "one class in a paired seed", *other]
+              "one class in a paired seed", *(["d per teacher set"] if len(sets) > 1 else []), *other]
     m = summary["families"][split]
     lines += ["", f"Verdicts on **{split}** ({why}): d = variant − baseline in points over the paired seeds. Each "
                   f"verdict is decided by Holm-adjusted p-values over the {m} claim{'' if m == 1 else 's'} of this "
@@ -143,7 +160,7 @@ def markdown(summary: dict, classes: dict | str | None = None, kd_classes: dict 
     for c in summary["claims"]:
         r = c[split]
         if r["verdict"] == "not tested":
-            cells = [str(r["n"]), "–", "–", "–", "–", untested, "–"]
+            cells = [str(r["n"]), "–", "–", "–", "–", untested, "–", *(["–"] if len(sets) > 1 else [])]
         else:
             b = r.get("bootstrap")
             verdict = f"**{r['verdict']}**" + _gloss(r, c["kind"], c["delta"], so_far=True)
@@ -151,6 +168,8 @@ def markdown(summary: dict, classes: dict | str | None = None, kd_classes: dict 
             n = str(r["n"]) + (f" (+{r['not_read']} not read)" if r.get("not_read") else "")
             cells = [n, d, span(r["low"], r["high"]), "–" if b is None else span(*b), _deciding(r), verdict,
                      _collapse_flag(r)]
+            if len(sets) > 1:
+                cells.append("; ".join(f"set {t['set']}: {pts(t['mean'])} (n = {t['n']})" for t in r["by_teachers"]))
         if other:
             dev = c["dev"]
             cells.append(untested if dev["verdict"] == "not tested"
@@ -240,7 +259,10 @@ def verdict_rows(name: str, summary: dict) -> list[dict]:
         recipe = ("student " + next(iter(recipes)) if len(recipes) == 1 else
                   "student " + "; ".join(f"{', '.join(a)}: {r}" for r, a in recipes.items()))
         where = "verdict on test" if split == "test" else "verdict on dev (no test split)"
+        sets = len(summary["teacher_sets"])
+        refits = f"seeds under {sets} refits of the teachers (d per set in the study's table)" if sets > 1 else ""
         setting = "; ".join(filter(None, (TASKS.get(summary["task"], summary["task"]), study.setting, where, seeds,
+                                          refits,
                                           _precisions({"variants": {a: variants[a] for a in arms}}), recipe)))
         out.append({"finding": study.title, "claim": claim, "says": says, "setting": setting, "comparisons": claims,
                     "split": split, "collapsed": _collapse_cell({a: variants[a]["collapsed"][split] for a in arms}),

@@ -172,8 +172,15 @@ def test_a_seeds_jobs_share_their_teachers_and_seeds_may_learn_from_a_refit():
         summarise(STUDIES["selection"], split)
     moved = refit(jobs, {1}, dev=0.49)
     moved[SEEDS.index(1)] = refit([moved[SEEDS.index(1)]], {1}, dev=0.5)[0]  # full KD's seed 1: the other score
-    with pytest.raises(UserError, match="seed 1: .* learnt from different base teachers .dev score 0.49 vs 0.5"):
+    with pytest.raises(UserError, match="seed 1: entropy-0.1-None-1 and none-0.1-None-1 learnt from different base "
+                                        "teachers .dev score 0.49 vs 0.5"):
         summarise(STUDIES["selection"], moved)
+    # what a job did not record matches across seeds too: old jobs without weights, a seed without the large role
+    old = refit(jobs, set(SEEDS[1:]), weights="aaaa")
+    old = [dict(j, teachers={**j["teachers"], "large": {"dir": "l", "dev": {"dev/score": 0.6}}})
+           if j["metrics"]["seed"] != 4 else j for j in old]
+    assert [(s["seeds"], s["teachers"]) for s in summarise(STUDIES["selection"], old)["teacher_sets"]] == [
+        (list(SEEDS), {"base": {"dev": 0.5, "weights": "aaaa"}, "large": {"dev": 0.6, "weights": None}})]
     # weights a job did not record match any of its seed: full KD's seed 42 recorded none
     first, second = refit(jobs, set(SEEDS[:2]), weights="aaaa"), {2, 3, 4}
     first = refit(first, second, dev=0.49, weights="bbbb")
@@ -195,6 +202,23 @@ def test_a_seeds_jobs_share_their_teachers_and_seeds_may_learn_from_a_refit():
         [("selection", summary)])
     one = markdown(summarise(STUDIES["selection"], jobs))  # one teacher: no sets, no column
     assert "Teacher dev score: base 50.00." in one and "d per teacher set" not in one
+
+
+def test_under_several_teacher_sets_every_row_has_the_headers_cells_and_d_per_set_covers_the_seeds_read():
+    """On test (the extra dev column), with a comparison not tested and one with a seed beyond the five it is read
+    at: the per-set n sum to the n read."""
+    jobs = sweep({"entropy": 0.0}, test=(0.5, 5)) + [job("margin", 42, 0.4, test=(0.5, 5))]
+    jobs += [job(s, 5, 0.45, test=(0.5, 5)) for s in ("none", "entropy")]
+    summary = summarise(STUDIES["selection"], refit(refit(jobs, {42, 1, 2}, weights="aaaa"), {3, 4, 5}, weights="bbbb"))
+    assert [s["seeds"] for s in summary["teacher_sets"]] == [[42, 1, 2], [3, 4, 5]]
+    read = next(c["test"] for c in summary["claims"] if (c["variant"], c["baseline"]) == ("entropy r=0.1", "full KD"))
+    assert (read["n"], read["not_read"]) == (5, 1)
+    assert [(t["set"], t["n"]) for t in read["by_teachers"]] == [(1, 3), (2, 2)]  # seed 5 is not read
+    lines = markdown(summary).split("Verdicts on **test**")[1].splitlines()
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0].startswith("| claim |") and "| d per teacher set | dev: d [95% t] |" in table[0]
+    assert {line.count(" | ") for line in table} == {table[0].count(" | ")}
+    assert any("not tested (n < 2)" in line for line in table)
 
 
 def test_each_variant_has_one_recipe_which_may_differ_between_variants():

@@ -184,6 +184,20 @@ def _teacher(t: dict) -> dict:
     return {"dev": (t.get("dev") or {}).get("dev/score"), "weights": t.get("weights")}
 
 
+def _conflict(a: dict[str, dict], b: dict[str, dict]) -> tuple[str, str] | None:
+    """The first (role, "dev" or "weights") in which two sets of teachers differ where both recorded it; None if they
+    agree (a role or value one of them lacks matches anything)."""
+    return next(((role, what) for role in a.keys() & b.keys() for what in ("dev", "weights")
+                 if None not in (a[role][what], b[role][what]) and a[role][what] != b[role][what]), None)
+
+
+def _merge(into: dict[str, dict], other: dict[str, dict]) -> None:
+    """Adds to ``into`` the roles and values that ``other`` recorded and it lacks."""
+    for role, t in other.items():
+        mine = into.setdefault(role, {"dev": None, "weights": None})
+        mine.update({what: value for what, value in t.items() if mine[what] is None})
+
+
 def teacher_sets(jobs: list[dict]) -> list[dict]:
     """The teachers each seed's jobs learnt from, grouped: a list of ``{"teachers": {role: {"dev", "weights"}},
     "seeds": [...]}`` in the order of their first seed, one entry unless a teacher was fine-tuned again and moved.
@@ -193,30 +207,32 @@ def teacher_sets(jobs: list[dict]) -> list[dict]:
     where two of a seed differ in a teacher's dev score or recorded weights, :class:`UserError` says so (the seed is run
     again whole under one teacher, docs/reproduction.md, "If the teacher is lost"). Seeds may differ: their paired
     differences each stay within one teacher, and the tables show the mean difference per set beside the pooled one.
-    Weights a job did not record (jobs before 55ae3a4) match any within its seed."""
+    What a job did not record (weights, before 55ae3a4) and a role it has not (the combined study's ``teacher=base``
+    arms) match anything: within its seed, and across seeds, where a seed joins the first set it agrees with."""
     per_seed: dict[int, dict[str, dict]] = {}
-    source: dict[tuple[int, str, str], str] = {}  # (seed, role, "dev" or "weights") → the job that recorded it first
+    first: dict[int, str] = {}
     for job in jobs:
-        seed, known = job["metrics"]["seed"], per_seed.setdefault(job["metrics"]["seed"], {})
-        for role, t in job.get("teachers", {}).items():
-            mine, theirs = _teacher(t), known.setdefault(role, {"dev": None, "weights": None})
-            for what, value in mine.items():
-                if value is None:
-                    continue
-                if theirs[what] is None:
-                    theirs[what], source[seed, role, what] = value, job["job"]
-                elif value != theirs[what]:
-                    name = "dev score" if what == "dev" else "weights' sha256"
-                    raise UserError(
-                        f"seed {seed}: {job['job']} and {source[seed, role, what]} learnt from different {role} "
-                        f"teachers ({name} {value} vs {theirs[what]}). A seed's jobs are compared in pairs, so they "
-                        f"must share their teachers: run the seed again whole under one teacher, or leave out the "
-                        f"jobs of the other (docs/reproduction.md, \"If the teacher is lost\").")
+        seed, mine = job["metrics"]["seed"], {role: _teacher(t) for role, t in job.get("teachers", {}).items()}
+        known = per_seed.setdefault(seed, {})
+        differ = _conflict(known, mine)
+        if differ:
+            role, what = differ
+            others = [j["job"] for j in jobs if j["metrics"]["seed"] == seed and j is not job
+                      and _teacher(j.get("teachers", {}).get(role, {}))[what] == known[role][what]]
+            name = "dev score" if what == "dev" else "weights' sha256"
+            raise UserError(
+                f"seed {seed}: {job['job']} and {others[0] if others else first[seed]} learnt from different {role} "
+                f"teachers ({name} {mine[role][what]} vs {known[role][what]}). A seed's jobs are compared in pairs, "
+                f"so they must share their teachers: run the seed again whole under one teacher, or leave out the "
+                f"jobs of the other (docs/reproduction.md, \"If the teacher is lost\").")
+        first.setdefault(seed, job["job"])
+        _merge(known, mine)
     sets: list[dict] = []
     for seed in run_order(per_seed):
-        entry = next((s for s in sets if s["teachers"] == per_seed[seed]), None)
+        entry = next((s for s in sets if _conflict(s["teachers"], per_seed[seed]) is None), None)
         if entry is None:
-            sets.append(entry := {"teachers": per_seed[seed], "seeds": []})
+            sets.append(entry := {"teachers": {}, "seeds": []})
+        _merge(entry["teachers"], per_seed[seed])
         entry["seeds"].append(seed)
     return sets
 
@@ -224,8 +240,8 @@ def teacher_sets(jobs: list[dict]) -> list[dict]:
 def check_same_setting(study: Study, jobs: list[dict]) -> None:
     """Every job's config equals the first's outside the studied options (and the keys their choices set), the
     recipe (:data:`RECIPE`, checked per variant by :func:`recipe_of`), the seed and the run-only settings; a key an
-    older job lacks counts as its value in :data:`ADDED_LATER`; they share what :func:`shared` names, and the jobs of
-    each seed their teachers (:func:`teacher_sets`)."""
+    older job lacks counts as its value in :data:`ADDED_LATER`; and they share what :func:`shared` names (the jobs
+    of each seed their teachers too: :func:`teacher_sets`)."""
     skip = (*IGNORED, *RECIPE, *study.keys)
     chosen = set_by_choices(study, jobs)
 
@@ -241,7 +257,6 @@ def check_same_setting(study: Study, jobs: list[dict]) -> None:
                 raise UserError(f"{job['job']} and {job0} differ in their {what}: {value} vs {value0}. A study "
                                 f"compares students of the same data, and of teachers fine-tuned by one recipe (a "
                                 f"teacher's folder names its recipe).")
-    teacher_sets(jobs)
     first = rest(jobs[0])
     for job in jobs[1:]:
         other = rest(job)

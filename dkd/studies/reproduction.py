@@ -76,6 +76,7 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
         if seed in seeds:
             raise UserError(f"{job['job']} and {seeds[seed]['job']} are the same variant and seed: give each once.")
         seeds[seed] = job
+    sets = teacher_sets(jobs)
     order = [v for v in study.variants if v in by_variant]
     variants = {}
     for label in order:
@@ -98,7 +99,6 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
             "teacher_gflops": _mean_terms([teacher_gflops(j) for j in seeds.values()]),
             "alpha": {k: flatten(next(iter(seeds.values()))["config"]).get(f"weighting.{k}")
                       for k in ("alpha_kd", "alpha_pt")}}
-    sets = teacher_sets(jobs)
     claims, families = [], {"dev": [], "test": []}  # per split, the claims of 2+ paired seeds: one Holm family
     for c in study.claims:
         if c.variant not in variants or any(b not in variants for b in c.baselines):

@@ -259,7 +259,7 @@ def verdict_rows(name: str, summary: dict) -> list[dict]:
         recipe = ("student " + next(iter(recipes)) if len(recipes) == 1 else
                   "student " + "; ".join(f"{', '.join(a)}: {r}" for r, a in recipes.items()))
         where = "verdict on test" if split == "test" else "verdict on dev (no test split)"
-        sets = len(summary["teacher_sets"])
+        sets = max(len(c[split].get("by_teachers", ())) for c in claims)  # among the seeds these comparisons read
         refits = f"seeds under {sets} refits of the teachers (d per set in the study's table)" if sets > 1 else ""
         setting = "; ".join(filter(None, (TASKS.get(summary["task"], summary["task"]), study.setting, where, seeds,
                                           refits,

@@ -210,22 +210,21 @@ def teacher_sets(jobs: list[dict]) -> list[dict]:
     What a job did not record (weights, before 55ae3a4) and a role it has not (the combined study's ``teacher=base``
     arms) match anything: within its seed, and across seeds, where a seed joins the first set it agrees with."""
     per_seed: dict[int, dict[str, dict]] = {}
-    first: dict[int, str] = {}
     for job in jobs:
         seed, mine = job["metrics"]["seed"], {role: _teacher(t) for role, t in job.get("teachers", {}).items()}
         known = per_seed.setdefault(seed, {})
         differ = _conflict(known, mine)
         if differ:
             role, what = differ
-            others = [j["job"] for j in jobs if j["metrics"]["seed"] == seed and j is not job
-                      and _teacher(j.get("teachers", {}).get(role, {}))[what] == known[role][what]]
+            # the job of this seed that recorded the value this one contradicts (an earlier one: it is known)
+            other = next(j["job"] for j in jobs if j["metrics"]["seed"] == seed
+                         and _teacher(j.get("teachers", {}).get(role, {}))[what] == known[role][what])
             name = "dev score" if what == "dev" else "weights' sha256"
             raise UserError(
-                f"seed {seed}: {job['job']} and {others[0] if others else first[seed]} learnt from different {role} "
+                f"seed {seed}: {job['job']} and {other} learnt from different {role} "
                 f"teachers ({name} {mine[role][what]} vs {known[role][what]}). A seed's jobs are compared in pairs, "
                 f"so they must share their teachers: run the seed again whole under one teacher, or leave out the "
                 f"jobs of the other (docs/reproduction.md, \"If the teacher is lost\").")
-        first.setdefault(seed, job["job"])
         _merge(known, mine)
     sets: list[dict] = []
     for seed in run_order(per_seed):

@@ -2,6 +2,7 @@
 than the studied options, the paired claims and their verdicts, and a rebuild from the saved JSON."""
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,34 @@ def test_variants_are_named_from_the_studied_options():
     assert variant_of(study, job("none", 1, 0.4, train_limit=10)) == "fixed random 10% subset"
     with pytest.raises(UserError, match="make no variant"):
         variant_of(study, job("entropy", 1, 0.4, ratio=0.3))
+
+
+def test_each_arm_of_the_combined_run_as_v2_run_sh_starts_it_is_its_variant(tmp_path):
+    """The arms' overrides (docs/repro/v2_run.sh, printed by DRY=1) composed with experiment=repro_combined make the
+    study's variants, whose values come from that experiment: the choice committed there is the one the report reads
+    (an experiment's sampler.mode and adoption.faithful would otherwise reach the arms without them)."""
+    import subprocess
+
+    from omegaconf import OmegaConf
+
+    from tests.conftest import ROOT, compose_cfg
+
+    arms = {"static_kd": "static KD", "selection_alone": "selection alone", "adoption_alone": "adoption alone",
+            "objective_alone": "objective alone", "combined": "combined"}
+    dry = subprocess.run(["bash", "docs/repro/v2_run.sh"], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PATH": os.environ["PATH"], "DRY": "1", "OUT": str(tmp_path), "SEEDS": "42",
+                              "FULL": "2e-4 6", "ARMS": " ".join(arms)}).stdout.splitlines()
+    study = STUDIES["combined"]
+    assert len(dry) == len(arms)
+    for line, (arm, label) in zip(dry, arms.items()):
+        overrides = line.split(" threads=1")[0].removeprefix("python train.py ").split()
+        cfg = compose_cfg(overrides)
+        job = {"job": arm, "choices": dict(cfg.hydra.runtime.choices),
+               "config": {k: OmegaConf.to_container(cfg[k]) for k in ("sampler", "adoption")}}
+        assert variant_of(study, job) == label, (arm, overrides)
+        assert cfg.distill.lr == 2e-4 and cfg.distill.epochs == 6 and cfg.distill.adamw == "auto"
+        assert cfg.seed == 42 and cfg.sampler.ratio == 0.1 and cfg.weighting.alpha_pt == 100
+    assert study.variants["combined"]["sampler.mode"] == "faithful"  # finding 2: efficient mode loses > 1 point
 
 
 def test_claims_follow_the_paired_interval():

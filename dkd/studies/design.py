@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import yaml
+
+from dkd.paths import CONF
 from dkd.studies.verdict import DELTA, KINDS
 
 
@@ -134,15 +137,35 @@ def _objective() -> Study:
                  setting="full KD, logit KD + [CLS] alignment")
 
 
+def combined_choices() -> dict:
+    """The combined run's choices as ``experiment=repro_combined`` commits them (its one source): the selection and
+    its mode and ratio, the adoption and its semantics, the objective variant."""
+    recipe = yaml.safe_load((CONF / "experiment" / "repro_combined.yaml").read_text())
+    groups = {key.split("/")[-1]: value for entry in recipe["defaults"] if isinstance(entry, dict)
+              for key, value in entry.items()}
+    return {"sampler": groups["sampler"], "sampler.mode": recipe["sampler"]["mode"],
+            "adoption": groups["adoption"], "adoption.faithful": recipe.get("adoption", {}).get("faithful", False),
+            "variant": groups["variant"], "sampler.ratio": recipe["sampler"]["ratio"]}
+
+
 def _combined() -> Study:
-    static = {"sampler": "none", "adoption": "single", "variant": "kd"}
-    variants = {"static KD": static, "selection alone": {**static, "sampler": "entropy"},
-                "adoption alone": {**static, "adoption": "soft_instance"},
-                "objective alone": {**static, "variant": "kd_pt_uncertainty"},
-                "combined": {"sampler": "entropy", "adoption": "soft_instance", "variant": "kd_pt_uncertainty"}}
+    chosen = combined_choices()
+    ratio = chosen.pop("sampler.ratio")  # the experiment's for every arm that selects: not a studied option
+    static = {"sampler": "none", "sampler.mode": "efficient", "adoption": "single", "adoption.faithful": False,
+              "variant": "kd"}
+    selection = {k: chosen[k] for k in ("sampler", "sampler.mode")}
+    adoption = {k: chosen[k] for k in ("adoption", "adoption.faithful")}
+    variants = {"static KD": static, "selection alone": {**static, **selection},
+                "adoption alone": {**static, **adoption},
+                "objective alone": {**static, "variant": chosen["variant"]}, "combined": chosen}
     claims = tuple(Claim("combined", "combined", v, "the three strategies together beat each alone")
                    for v in ("selection alone", "adoption alone", "objective alone", "static KD"))
-    return Study("The combined run", ("sampler", "adoption", "variant", "teacher"), variants, claims)
+    keys = ("sampler", "sampler.mode", "adoption", "adoption.faithful", "variant", "teacher")
+    curves = ("train/sampler_u_selected", "train/adoption_weight_large", "train/weighting_pt")
+    return Study("The combined run", keys, variants, claims, curves=curves,
+                 setting=f"{chosen['sampler']} r={ratio} ({chosen['sampler.mode']} mode), adoption "
+                 f"{chosen['adoption']}{' (faithful)' if chosen['adoption.faithful'] else ''}, "
+                 f"variant {chosen['variant']}; static KD and the arms without adoption learn from the smaller teacher")
 
 
 def _precision() -> Study:

@@ -14,7 +14,9 @@
 # adoption.faithful=true, the rest of the recipe the same). Finding 2 on SST-2's pool of 67,349 phrases
 # (experiment=repro_selection_pool, issue 30: the final model on dev, no checkpoint selection), FULL: sst2_full_kd,
 # sst2_faithful; EFF: sst2_random, sst2_entropy (r = 0.1), sst2_random_r05, sst2_entropy_r05 (r = 0.5), and
-# sst2_subset (a fixed random 10%, 6,735 phrases, at 10 x EFF's epochs: the optimizer steps of r = 0.1).
+# sst2_subset (a fixed random 10%, 6,735 phrases, at 10 x EFF's epochs: the optimizer steps of r = 0.1). The combined
+# run (experiment=repro_combined, issue 29: the choices committed there), FULL: static_kd, selection_alone,
+# adoption_alone, objective_alone, combined (OUT=outputs/combined).
 #   SEEDS   the seeds (default 42 1 2 3 4), the outer loop: a batch cut short holds every arm of its first seeds
 #   DRY=1   print the jobs, run nothing
 #   OUT     where the jobs land (default outputs/v2; a pilot: OUT=outputs/pilot_adoption SEEDS="100 101")
@@ -62,6 +64,21 @@ overrides() {  # arm: the overrides that make it
       local faithful=$([[ "$1" == *_faithful ]] && echo true || echo false)
       echo "experiment=repro_adoption adoption=${1%_faithful} adoption.faithful=$faithful distill.lr=$lr" \
         "distill.epochs=$epochs";;
+    static_kd|selection_alone|adoption_alone|objective_alone|combined)
+      picked=$(pick FULL) || return 2  # the combined run selects in faithful mode: full KD's pick
+      read -r lr epochs <<< "$picked"
+      # the experiment names the three strategies; an arm without one sets its mode back, as the experiment's
+      # sampler.mode and adoption.faithful apply to any sampler and adoption
+      local no_selection="sampler=none sampler.mode=efficient" no_adoption="adoption=single adoption.faithful=false"
+      local arm
+      case "$1" in
+        static_kd) arm="$no_selection $no_adoption teacher=base variant=kd";;
+        selection_alone) arm="$no_adoption teacher=base variant=kd";;
+        adoption_alone) arm="$no_selection variant=kd";;
+        objective_alone) arm="$no_selection $no_adoption teacher=base";;
+        combined) arm="";;
+      esac
+      echo "experiment=repro_combined${arm:+ $arm} distill.lr=$lr distill.epochs=$epochs";;
     sst2_full_kd|sst2_faithful)
       picked=$(pick FULL) || return 2
       read -r lr epochs <<< "$picked"
@@ -79,7 +96,8 @@ overrides() {  # arm: the overrides that make it
     *) echo "unknown arm $1: full_kd faithful random entropy margin least_confidence subset pool_random" \
          "pool_entropy kd_pt kd_pt_uncertainty kd_pt_uncertainty_r smallest largest ensemble hard soft" \
          "soft_instance hard_faithful soft_faithful sst2_full_kd sst2_faithful sst2_random sst2_entropy" \
-         "sst2_random_r05 sst2_entropy_r05 sst2_subset" >&2; return 2;;
+         "sst2_random_r05 sst2_entropy_r05 sst2_subset static_kd selection_alone adoption_alone objective_alone" \
+         "combined" >&2; return 2;;
   esac
 }
 queue=()

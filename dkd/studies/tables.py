@@ -279,11 +279,23 @@ def _collapse_cell(flags: dict[str, dict]) -> str:
     return "; ".join(fell + ([f"not recorded for {', '.join(unknown)}"] if unknown else [])) or "none"
 
 
+def _under_way(name: str, summary: dict) -> str:
+    """The verdict table's row of a study whose jobs have begun while none of its comparisons can be read yet."""
+    study, split = STUDIES[name], summary["verdict_split"]
+    claims = ", ".join(dict.fromkeys(c.name for c in study.claims))
+    paired = max((c[split]["n"] for c in summary["claims"]), default=0)
+    seeds = f"{paired} paired seed{'s' * (paired != 1)} so far" if paired else "no arm paired with its baseline yet"
+    flags = {label: v["collapsed"][split] for label, v in summary["variants"].items()}
+    setting = "; ".join(filter(None, (TASKS.get(summary["task"], summary["task"]), study.setting)))
+    return (f"| {study.title} | {claims} | {setting} | **under way**: {seeds}, and a verdict needs two (design v2 "
+            f"reads {FIRST_SEEDS}) | — | {_collapse_cell(flags)} |")
+
+
 def verdict_markdown(summaries: list[tuple[str, dict]]) -> str:
     """The verdict of every claim of the paper's findings, one row per claim and setting, from each study's summaries
     ((study name, :func:`dkd.studies.reproduction.summarise`'s), one per task a study ran on: finding 2 on SST-5 and
-    on SST-2's pool); the findings without one are said to be not run, and the comparisons a study defines but whose
-    arms did not run are counted under the table."""
+    on SST-2's pool); the findings without one are said to be not run, those whose jobs began without two paired seeds
+    to be under way, and the comparisons a study defines but cannot read yet are counted under the table."""
     pts = lambda x: f"{100 * x:+.2f}".replace("-", "−")  # noqa: E731 - differences in points
     lines = ["| finding | claim | setting | verdict | d, points [95% t interval] | one class on the verdict split "
              "(jobs of an arm) |", "|---|---|---|---|---|---|"]
@@ -300,7 +312,10 @@ def verdict_markdown(summaries: list[tuple[str, dict]]) -> str:
                      else f"{len(untested)} comparisons, claims {', '.join(dict.fromkeys(c.name for c in untested))}")
             where = f" ({TASKS.get(summary['task'], summary['task'])})" if len(tasks[name]) > 1 else ""
             left_out.append(f"{STUDIES[name].title}{where}: {shown}")
-        for row in verdict_rows(name, summary):
+        rows = verdict_rows(name, summary)
+        if not rows:  # its jobs have begun, but no comparison has the two paired seeds a verdict needs
+            lines.append(_under_way(name, summary))
+        for row in rows:
             claims, split = row["comparisons"], row["split"]
             common = len({c["baseline"] for c in claims}) == 1
             label = lambda c: (c["variant"] if common and len(claims) > 1  # noqa: E731
@@ -325,5 +340,6 @@ def verdict_markdown(summaries: list[tuple[str, dict]]) -> str:
             lines.append(f"| {study.title} | {claims} | — | **not run yet** | — | — |")
     lines += ["", "† an arm of the comparison predicts one class in a paired seed."]
     if left_out:
-        lines.append(f"Defined by a study but not run, so not in the table: {'; '.join(left_out)}.")
+        lines.append("Defined by a study but without two paired seeds on the verdict split (not run, or under way), so "
+                     f"without a verdict in the table: {'; '.join(left_out)}.")
     return "\n".join(lines) + "\n"

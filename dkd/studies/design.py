@@ -137,20 +137,20 @@ def _objective() -> Study:
                  setting="full KD, logit KD + [CLS] alignment")
 
 
-def combined_choices() -> dict:
-    """The combined run's choices as ``experiment=repro_combined`` commits them (its one source): the selection and
-    its mode and ratio, the adoption and its semantics, the objective variant."""
+def combined_choices() -> tuple[dict, float]:
+    """The combined run's choices as ``experiment=repro_combined`` commits them (its one source): the studied options
+    (the selection and its mode, the adoption and its semantics, the objective variant) and, apart, the selection
+    ratio that every arm that selects shares (an option of the recipe, not a studied one)."""
     recipe = yaml.safe_load((CONF / "experiment" / "repro_combined.yaml").read_text())
     groups = {key.split("/")[-1]: value for entry in recipe["defaults"] if isinstance(entry, dict)
               for key, value in entry.items()}
     return {"sampler": groups["sampler"], "sampler.mode": recipe["sampler"]["mode"],
             "adoption": groups["adoption"], "adoption.faithful": recipe.get("adoption", {}).get("faithful", False),
-            "variant": groups["variant"], "sampler.ratio": recipe["sampler"]["ratio"]}
+            "variant": groups["variant"]}, recipe["sampler"]["ratio"]
 
 
 def _combined() -> Study:
-    chosen = combined_choices()
-    ratio = chosen.pop("sampler.ratio")  # the experiment's for every arm that selects: not a studied option
+    chosen, ratio = combined_choices()
     static = {"sampler": "none", "sampler.mode": "efficient", "adoption": "single", "adoption.faithful": False,
               "variant": "kd"}
     selection = {k: chosen[k] for k in ("sampler", "sampler.mode")}

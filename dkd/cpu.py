@@ -24,6 +24,18 @@ def native_bf16() -> bool:
         return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
+# the environment variables that hold torch's, MKL's and oneDNN's kernels below the machine's instruction set
+KERNEL_PINS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def kernels() -> dict:
+    """The instruction set torch's CPU kernels use in this process (``AVX2``, ``AVX512``…) and the variables of
+    :data:`KERNEL_PINS` that are set. A model trained with other kernels differs in its last bits (docs/reproduction.md,
+    batch 23: AVX2 and AVX-512 fine-tune two different teachers from one recipe and seed)."""
+    return {"aten": torch.backends.cpu.get_cpu_capability(),
+            **{name: os.environ[name] for name in KERNEL_PINS if name in os.environ}}
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (a SLURM job's allocation, not the node's cores)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from dkd.cache import summary as cache_summary
 from dkd.cache import teacher_outputs
 from dkd.callbacks import Throughput
-from dkd.cpu import cpu_threads
+from dkd.cpu import cpu_threads, kernels
 from dkd.data import TaskDataModule, subsample
 from dkd.errors import UserError
 from dkd.files import write_json
@@ -263,7 +263,7 @@ def finetune_teacher(cfg: DictConfig, plan: Plan, source: TeacherSource, loggers
                 "model": source.model, "task": spec.name, "dev": dev, "seed": cfg.finetune.seed, "selected": selected,
                 "predicted_classes": predicted_classes(system, f"{source.role} teacher"),
                 "train_examples": len(dm.datasets["train"]), "wall_time_s": round(time.time() - start, 1),
-                "train_examples_per_s": throughput(logged), "run_dir": str(run_dir),
+                "train_examples_per_s": throughput(logged), "run_dir": str(run_dir), "kernels": kernels(),
             })
             plot_run(t, run_dir)
         t.strategy.barrier()  # other DDP ranks load the stored teacher next
@@ -425,7 +425,7 @@ def run(cfg: DictConfig) -> float | None:
                 cleanup, result = distill(cfg, plan)
         result.update(stage=cfg.stage.name, task=plan.spec.name, seed=cfg.seed, data=plan.data_id,
                       checked_in_s=checked_s, total_wall_time_s=round(time.time() - start, 1),
-                      attempts=requeue.attempts(), code=code_version(), **invocation(),
+                      attempts=requeue.attempts(), code=code_version(), kernels=kernels(), **invocation(),
                       config=OmegaConf.to_container(cfg, resolve=True))
     if rank_zero_only.rank == 0:  # under strategy=ddp every rank runs this script
         # the results first, whole; then the checkpoints they make useless go, then the marker

@@ -1,5 +1,7 @@
 """Sweeps through Hydra's submitit launcher: the SLURM option checked by composing it and by rendering the sbatch
 script submitit would submit (a real local multirun: tests/test_requeue.py)."""
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,16 @@ def test_cpu_threads_hold_under_a_ddp_launcher_and_are_restored(monkeypatch):
         _set_num_threads_if_needed(num_processes=2)  # what Lightning's DDP launchers call before starting processes
         assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # inherited by the workers
     assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
+
+
+def test_kernels_report_the_instruction_set_a_variable_pins_them_to():
+    """``ATEN_CPU_CAPABILITY`` holds torch's kernels below the machine's (finding 1's jobs run on AVX2 kernels on
+    any machine: docs/repro/v2_run.sh); metrics.json records the set the job ran with and the variable that chose it."""
+    import subprocess
+    import sys
+
+    code = "import json; from dkd.cpu import kernels; print(json.dumps(kernels()))"
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
+    pinned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**env, "ATEN_CPU_CAPABILITY": "default"}).stdout
+    assert json.loads(pinned) == {"aten": "DEFAULT", "ATEN_CPU_CAPABILITY": "default"}

@@ -60,26 +60,47 @@ def test_variants_are_named_from_the_studied_options():
         variant_of(study, job("entropy", 1, 0.4, ratio=0.3))
 
 
+AVX2 = "env ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 "  # docs/repro/v2_run.sh
+
+
+def dry_run(tmp_path, arms: str) -> list[str]:
+    """The commands docs/repro/v2_run.sh would run for ``arms`` at seed 42 (DRY=1), full KD's pick."""
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    return subprocess.run(["bash", "docs/repro/v2_run.sh"], cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={"PATH": os.environ["PATH"], "DRY": "1", "OUT": str(tmp_path), "SEEDS": "42",
+                               "FULL": "2e-4 6", "EFF": "2e-4 3", "ARMS": arms}).stdout.splitlines()
+
+
+def test_finding_1s_jobs_and_their_teachers_run_on_avx2_kernels_and_the_others_on_the_machines(tmp_path):
+    """AVX2 and AVX-512 kernels fine-tune two different teachers from one recipe (batch 23): finding 1's arms, whose
+    teachers each machine refits, pin theirs to AVX2, which every x86-64 machine has; arms of one teacher do not."""
+    lines = dry_run(tmp_path, "smallest hard_faithful full_kd entropy kd_pt")
+    pinned = {Path(re.search(r"hydra.run.dir=(\S+)", line).group(1)).name: line.startswith(AVX2) for line in lines}
+    assert pinned == {"smallest-seed42": True, "hard_faithful-seed42": True, "full_kd-seed42": False,
+                      "entropy-seed42": False, "kd_pt-seed42": False}
+    assert all(line.count(AVX2) == 2 for line in lines if line.startswith(AVX2))  # its evaluation too
+
+
 def test_each_arm_of_the_combined_run_as_v2_run_sh_starts_it_is_its_variant(tmp_path):
     """The arms' overrides (docs/repro/v2_run.sh, printed by DRY=1) composed with experiment=repro_combined make the
     study's variants, whose values come from that experiment: the choice committed there is the one the report reads
     (an experiment's sampler.mode and adoption.faithful would otherwise reach the arms without them)."""
-    import subprocess
-
     from omegaconf import OmegaConf
 
-    from tests.conftest import ROOT, compose_cfg
+    from tests.conftest import compose_cfg
 
     arms = {"static_kd": "static KD", "selection_alone": "selection alone", "adoption_alone": "adoption alone",
             "objective_alone": "objective alone", "combined": "combined"}
-    dry = subprocess.run(["bash", "docs/repro/v2_run.sh"], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={"PATH": os.environ["PATH"], "DRY": "1", "OUT": str(tmp_path), "SEEDS": "42",
-                              "FULL": "2e-4 6", "ARMS": " ".join(arms)}).stdout.splitlines()
+    dry = dry_run(tmp_path, " ".join(arms))
     study = STUDIES["combined"]
     for line in dry:  # two at a time, in either order: the arm is the job folder's name
         arm = Path(re.search(r"hydra.run.dir=(\S+)", line).group(1)).name.removesuffix("-seed42")
         label = arms.pop(arm)
-        overrides = line.split(" threads=1")[0].removeprefix("python train.py ").split()
+        assert line.startswith(AVX2 + "python train.py ")  # its teachers are finding 1's, refit on AVX2 kernels
+        overrides = line.removeprefix(AVX2).split(" threads=1")[0].removeprefix("python train.py ").split()
         cfg = compose_cfg(overrides)
         job = {"job": arm, "choices": dict(cfg.hydra.runtime.choices),
                "config": {k: OmegaConf.to_container(cfg[k]) for k in ("sampler", "adoption")}}
@@ -101,6 +122,14 @@ def test_claims_follow_the_paired_interval():
     assert by[("2a", "entropy r=0.1", "full KD")]["mean"] == pytest.approx(-0.0002)  # pinned: seeds' +-0.001 pairs
     assert summary["variants"]["full KD"]["gflops_per_instance"] == pytest.approx(2.0)
     assert summary["commits"] == ["abc1234"]
+
+
+def test_the_report_names_the_kernels_its_jobs_trained_with_where_they_recorded_them():
+    jobs = sweep({"entropy": 0.0})
+    assert "Kernels" not in markdown(summarise(STUDIES["selection"], jobs))  # jobs from before the record
+    for j in jobs[:4]:
+        j["metrics"]["kernels"] = {"aten": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    assert "Kernels: AVX2 (4 jobs), not recorded (6 jobs)." in markdown(summarise(STUDIES["selection"], jobs))
 
 
 def test_below_its_planned_seeds_a_claim_is_pending_with_what_the_rule_reads_so_far():

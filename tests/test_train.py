@@ -24,6 +24,7 @@ def test_stage_teacher_stores_teacher_with_metrics(make_cfg):
     teacher = json.loads((stored / "metrics.json").read_text())
     assert json.loads((stored / "recipe.json").read_text())["task"] == "mrpc"
     assert set(teacher["dev"]) == {"dev/acc", "dev/f1", "dev/score"} and score == teacher["dev"]["dev/score"]
+    assert teacher["kernels"]["aten"] == torch.backends.cpu.get_cpu_capability()  # its last bits depend on them
     assert AutoModelForSequenceClassification.from_pretrained(stored).config.num_labels == 2
 
 
@@ -33,7 +34,7 @@ def test_distill_fine_tunes_missing_teacher_then_exports_student(make_cfg, capsy
     out = capsys.readouterr().out
     assert "teacher base (tiny-teacher-" in out and "student exported to" in out
     metrics = read_metrics(cfg)
-    assert {"dev", "seed", "config", "wall_time_s", "train_examples_per_s", "teachers"} <= set(metrics)
+    assert {"dev", "seed", "config", "wall_time_s", "train_examples_per_s", "teachers", "kernels"} <= set(metrics)
     assert set(metrics["predicted_classes"]) == {"dev"} and metrics["predicted_classes"]["dev"] in (1, 2)
     assert metrics["config"]["task"]["name"] == "rte" and metrics["train_examples_per_s"] > 0
     student = AutoModelForSequenceClassification.from_pretrained(metrics["student_dir"])

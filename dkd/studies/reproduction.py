@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -159,6 +160,8 @@ def summarise(study: Study, jobs: list[dict]) -> dict:
     return {"title": study.title, "variants": variants, "claims": claims, "teacher_sets": sets,
             "verdict_split": verdict_split(jobs), "families": {split: len(f) for split, f in families.items()},
             "commits": sorted({(j["metrics"].get("code") or {}).get("commit", "unrecorded")[:7] for j in jobs}),
+            "kernels": dict(sorted(Counter((j["metrics"].get("kernels") or {}).get("aten", "not recorded")
+                                           for j in jobs).items())),
             "task": jobs[0]["metrics"]["task"]}
 
 

@@ -85,6 +85,15 @@ def _precisions(summary: dict) -> str:
     return ", ".join(sorted("fp32" if p in ("32", "32-true", "None") else p for p in named))
 
 
+def _kernels(summary: dict) -> str:
+    """The CPU kernels' instruction sets the jobs trained with, where a job recorded them (dkd.cpu.kernels): models
+    trained with other kernels differ in their last bits."""
+    counts = summary.get("kernels") or {}
+    if set(counts) <= {"not recorded"}:
+        return ""
+    return " Kernels: " + ", ".join(f"{k} ({n} jobs)" for k, n in counts.items()) + "."
+
+
 def _teachers(sets: list[dict]) -> str:
     """The teachers' dev scores (and weights, where the jobs recorded them); where a teacher was fine-tuned again and
     moved, each set of teachers with the seeds that learnt from it."""
@@ -123,7 +132,8 @@ def markdown(summary: dict, classes: dict | str | None = None, kd_classes: dict 
     pool = len(roles) > 1
     split = summary["verdict_split"]
     lines = [f"### {summary['title']} — {summary['task']}", "",
-             f"{_teachers(sets)} Precision: {_precisions(summary)}. Commits: {', '.join(summary['commits'])}.", "",
+             f"{_teachers(sets)} Precision: {_precisions(summary)}.{_kernels(summary)} "
+             f"Commits: {', '.join(summary['commits'])}.", "",
              "| variant | seeds | student lr, epochs | dev (mean ± std) | test (mean ± std) | one class: dev | "
              "one class: test | rows distilled | GFLOPs / instance / epoch | GFLOPs / instance, run | wall min / run | "
              f"train ex/s |{' teacher GFLOPs / instance / epoch |' if pool else ''} "

@@ -41,6 +41,14 @@ pick() {  # NAME: "<lr> <epochs>" from the variable NAME, checked
   fi
   echo "$lr $epochs"
 }
+# Finding 1 and the combined run fine-tune their teachers here, and a model's last bits depend on the instruction set
+# of the CPU kernels that trained it: AVX2 and AVX-512 machines refit two different teachers from one recipe and seed
+# (docs/reproduction.md, batch 23). Their teachers and jobs run on AVX2 kernels, which every x86-64 machine has, so
+# that any machine refits the same teachers bit for bit (dkd.cpu.KERNEL_PINS; metrics.json records the kernels).
+AVX2="ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2"
+kernels() {  # overrides: the environment the job runs in ("env <pins> " or nothing: the machine's own kernels)
+  case " $1 " in *" experiment=repro_adoption "*|*" experiment=repro_combined "*) echo "env $AVX2 ";; esac
+}
 overrides() {  # arm: the overrides that make it
   local lr epochs picked selection=experiment=repro_selection_sst5
   case "$1" in
@@ -109,8 +117,9 @@ for seed in ${SEEDS:=42 1 2 3 4}; do for arm in ${ARMS:?ARMS=<arms>}; do
 done; done
 run_one() {  # one job: trained (unless an earlier attempt finished training), then evaluated (test, dev)
   local dir=${1%%|*} o=${1#*|}
-  local train="python train.py $o threads=1 trainer.enable_progress_bar=false hydra.run.dir=$dir"
-  local evaluate="python -m dkd.ship.evaluate $dir --threads 1"
+  local pins; pins=$(kernels "$o")
+  local train="${pins}python train.py $o threads=1 trainer.enable_progress_bar=false hydra.run.dir=$dir"
+  local evaluate="${pins}python -m dkd.ship.evaluate $dir --threads 1"
   if [ -n "${DRY:-}" ]; then echo "$train && $evaluate"; return; fi
   if [ ! -f "$dir/metrics.json" ]; then
     $train > "$dir.log" 2>&1 && $evaluate >> "$dir.log" 2>&1
@@ -121,9 +130,9 @@ run_one() {  # one job: trained (unless an earlier attempt finished training), t
   echo "$(basename "$dir") rc=$rc $(date -u +%FT%TZ)" >> "$LOG"
   return $rc
 }
-export -f run_one
+export -f run_one kernels
 LOG="$OUT/batch.log"
-export OUT LOG DRY
+export OUT LOG DRY AVX2
 if [ -n "${DRY:-}" ]; then
   printf '%s\n' "${queue[@]}" | xargs -d '\n' -r -P 2 -I{} bash -c 'run_one "$1"' _ {}
   exit
@@ -132,7 +141,7 @@ fi
 # arms learn from both: all-mpnet-base-v2 is fine-tuned on first use, about 75 minutes on two threads)
 experiments=$(printf '%s\n' "${queue[@]}" | grep -o 'experiment=[a-z_0-9]*' | sort -u)
 for experiment in $experiments; do
-  python train.py "$experiment" stage=teacher threads=2 trainer.enable_progress_bar=false \
+  $(kernels "$experiment") python train.py "$experiment" stage=teacher threads=2 trainer.enable_progress_bar=false \
     >> "$OUT/teacher.log" 2>&1 || { echo "the teacher failed: $OUT/teacher.log" >&2; exit 1; }
 done
 echo "start $ARMS seeds $SEEDS FULL=${FULL:-} EFF=${EFF:-} EXTRA=${EXTRA:-} $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)," \

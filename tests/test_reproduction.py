@@ -63,25 +63,29 @@ def test_variants_are_named_from_the_studied_options():
 AVX2 = "env ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 "  # docs/repro/v2_run.sh
 
 
-def dry_run(tmp_path, arms: str) -> list[str]:
-    """The commands docs/repro/v2_run.sh would run for ``arms`` at seed 42 (DRY=1), full KD's pick."""
+def dry_run(tmp_path, arms: str) -> dict[str, str]:
+    """The command docs/repro/v2_run.sh would run for each of ``arms`` at seed 42 (DRY=1), full KD's pick, by arm
+    (the job folder's name: the script prints two at a time, in either order)."""
     import subprocess
 
     from tests.conftest import ROOT
 
-    return subprocess.run(["bash", "docs/repro/v2_run.sh"], cwd=ROOT, capture_output=True, text=True, check=True,
-                          env={"PATH": os.environ["PATH"], "DRY": "1", "OUT": str(tmp_path), "SEEDS": "42",
-                               "FULL": "2e-4 6", "EFF": "2e-4 3", "ARMS": arms}).stdout.splitlines()
+    lines = subprocess.run(["bash", "docs/repro/v2_run.sh"], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={"PATH": os.environ["PATH"], "DRY": "1", "OUT": str(tmp_path), "SEEDS": "42",
+                                "FULL": "2e-4 6", "EFF": "2e-4 3", "ARMS": arms}).stdout.splitlines()
+    by_arm = {Path(re.search(r"hydra.run.dir=(\S+)", line).group(1)).name.removesuffix("-seed42"): line
+              for line in lines}
+    assert len(by_arm) == len(lines)  # each arm started once
+    return by_arm
 
 
 def test_finding_1s_jobs_and_their_teachers_run_on_avx2_kernels_and_the_others_on_the_machines(tmp_path):
     """AVX2 and AVX-512 kernels fine-tune two different teachers from one recipe (batch 23): finding 1's arms, whose
     teachers each machine refits, pin theirs to AVX2, which every x86-64 machine has; arms of one teacher do not."""
     lines = dry_run(tmp_path, "smallest hard_faithful full_kd entropy kd_pt")
-    pinned = {Path(re.search(r"hydra.run.dir=(\S+)", line).group(1)).name: line.startswith(AVX2) for line in lines}
-    assert pinned == {"smallest-seed42": True, "hard_faithful-seed42": True, "full_kd-seed42": False,
-                      "entropy-seed42": False, "kd_pt-seed42": False}
-    assert all(line.count(AVX2) == 2 for line in lines if line.startswith(AVX2))  # its evaluation too
+    pinned = {arm: line.startswith(AVX2) for arm, line in lines.items()}
+    assert pinned == {"smallest": True, "hard_faithful": True, "full_kd": False, "entropy": False, "kd_pt": False}
+    assert all(line.count(AVX2) == 2 for line in lines.values() if line.startswith(AVX2))  # its evaluation too
 
 
 def test_each_arm_of_the_combined_run_as_v2_run_sh_starts_it_is_its_variant(tmp_path):
@@ -96,8 +100,7 @@ def test_each_arm_of_the_combined_run_as_v2_run_sh_starts_it_is_its_variant(tmp_
             "objective_alone": "objective alone", "combined": "combined"}
     dry = dry_run(tmp_path, " ".join(arms))
     study = STUDIES["combined"]
-    for line in dry:  # two at a time, in either order: the arm is the job folder's name
-        arm = Path(re.search(r"hydra.run.dir=(\S+)", line).group(1)).name.removesuffix("-seed42")
+    for arm, line in dry.items():
         label = arms.pop(arm)
         assert line.startswith(AVX2 + "python train.py ")  # its teachers are finding 1's, refit on AVX2 kernels
         overrides = line.removeprefix(AVX2).split(" threads=1")[0].removeprefix("python train.py ").split()
